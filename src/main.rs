@@ -1,1 +1,65 @@
-fn main() {}
+//! `suiftly`: the one binary. It owns configuration, the embedded PostgreSQL default, metrics
+//! export, signal handling and the order in which stages start and stop; the stages live in
+//! the workspace crates (`parser`, `ingest`, …).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod config;
+mod database;
+mod demo;
+mod loadgen;
+mod pipeline;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "suiftly", version, about = "Suiftly metering backend")]
+struct Cli {
+    /// TOML configuration file (see suiftly.example.toml); defaults apply without one.
+    #[arg(long, short, global = true, env = "SUIFTLY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the ingestor until SIGTERM / ctrl-c.
+    Run,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Start a private PostgreSQL, replay the HAProxy fixtures through a real UDP socket and
+    /// print what landed.
+    Demo(demo::DemoArgs),
+    /// Send fixture lines at a fixed rate and report sent / stored / lost.
+    Loadgen(loadgen::LoadgenArgs),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tokio_postgres=warn,refinery_core=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = config::Config::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.cmd {
+        Cmd::Run => rt.block_on(pipeline::run_until_signal(cfg)),
+        Cmd::Migrate => rt.block_on(async {
+            let db = database::Database::open(&cfg)?;
+            db.migrate().await?;
+            Ok(())
+        }),
+        Cmd::Demo(args) => rt.block_on(demo::run(cfg, args)),
+        Cmd::Loadgen(args) => rt.block_on(loadgen::run(cfg, args)),
+    }
+}

@@ -1,1 +1,22 @@
-//! placeholder
+//! Ingest stage: sockets → parser → Arrow batches → binary COPY into PostgreSQL.
+//!
+//! Layout:
+//! - [`schema`]: the one Arrow schema of a raw-log row, shared by builder and encoder.
+//! - [`batch`]: builds [`batch::WriteBatch`]es (Arrow rows + rejected lines).
+//! - [`copy`]: PostgreSQL binary COPY encoding straight from Arrow columns.
+//! - [`recv`]: `recvmmsg` batched receive into one reusable buffer.
+//! - [`listener`]: UDP / unix-datagram listener tasks with allowlists.
+//! - [`writer`]: one transaction per batch, retries, partition upkeep.
+//! - [`db`]: migrations and hourly partitions.
+//! - [`metrics`]: kernel drop sampling.
+//!
+//! This crate knows tokio and PostgreSQL; it does not know DataFusion, axum or billing.
+
+pub mod batch;
+pub mod copy;
+pub mod db;
+pub mod listener;
+pub mod metrics;
+pub mod recv;
+pub mod schema;
+pub mod writer;

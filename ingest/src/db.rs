@@ -1,0 +1,186 @@
+//! Schema migrations and hourly partition upkeep.
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+use tracing::{debug, info};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("unknown raw_logs_storage setting {0:?}")]
+    UnknownStorage(String),
+}
+
+/// How `haproxy_raw_logs` is partitioned, as decided by the first migration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// TimescaleDB hypertable: chunking, compression and retention are the extension's job.
+    Timescale,
+    /// Native range partitions per hour, kept by [`ensure_partitions`] and
+    /// [`drop_expired_partitions`].
+    Native,
+}
+
+/// Applies every pending migration under `migrations/`; returns the applied versions.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    let report = embedded::migrations::runner().run_async(client).await?;
+    let applied: Vec<i32> = report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    info!(applied = ?applied, "migrations applied");
+    Ok(applied)
+}
+
+pub async fn storage(client: &Client) -> Result<Storage, DbError> {
+    let row = client
+        .query_one(
+            "SELECT value FROM suiftly_settings WHERE key = 'raw_logs_storage'",
+            &[],
+        )
+        .await?;
+    match row.get::<_, &str>(0) {
+        "timescaledb" => Ok(Storage::Timescale),
+        "native" => Ok(Storage::Native),
+        other => Err(DbError::UnknownStorage(other.to_owned())),
+    }
+}
+
+pub const US_PER_HOUR: i64 = 3_600_000_000;
+
+/// Partition name for the hour starting at `hour` (hours since the Unix epoch), e.g.
+/// `haproxy_raw_logs_p2026112602`.
+pub fn partition_name(hour: i64) -> String {
+    let (y, m, d) = civil_from_days((hour.div_euclid(24)) as i32);
+    let h = hour.rem_euclid(24);
+    format!("haproxy_raw_logs_p{y:04}{m:02}{d:02}{h:02}")
+}
+
+/// Howard Hinnant's days → (year, month, day).
+pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
+    let z = z as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+}
+
+fn hour_literal(hour: i64) -> String {
+    let (y, m, d) = civil_from_days((hour.div_euclid(24)) as i32);
+    format!("{y:04}-{m:02}-{d:02} {:02}:00:00+00", hour.rem_euclid(24))
+}
+
+/// Hours (since the epoch) that have a partition now.
+pub async fn existing_partitions(client: &Client) -> Result<BTreeSet<i64>, DbError> {
+    let rows = client
+        .query(
+            "SELECT c.relname FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent \
+             WHERE p.relname = 'haproxy_raw_logs'",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| parse_partition_name(r.get::<_, &str>(0)))
+        .collect())
+}
+
+/// Inverse of [`partition_name`].
+pub fn parse_partition_name(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("haproxy_raw_logs_p")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits[0..4].parse().ok()?;
+    let m: i64 = digits[4..6].parse().ok()?;
+    let d: i64 = digits[6..8].parse().ok()?;
+    let h: i64 = digits[8..10].parse().ok()?;
+    Some(days_from_civil(y, m, d) * 24 + h)
+}
+
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Creates the hourly partitions in `hours` that do not exist yet. Idempotent and safe to
+/// race with another ingestor (`IF NOT EXISTS`; a concurrent creation error is retried as a
+/// no-op by the caller's next pass).
+pub async fn ensure_partitions(
+    client: &Client,
+    hours: impl IntoIterator<Item = i64>,
+) -> Result<usize, DbError> {
+    let mut created = 0;
+    for hour in hours {
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF haproxy_raw_logs \
+             FOR VALUES FROM ('{}') TO ('{}')",
+            partition_name(hour),
+            hour_literal(hour),
+            hour_literal(hour + 1)
+        );
+        client.batch_execute(&sql).await?;
+        debug!(partition = %partition_name(hour), "partition ensured");
+        created += 1;
+    }
+    Ok(created)
+}
+
+/// Drops partitions whose hour ended before `cutoff_us`; returns the names dropped.
+pub async fn drop_expired_partitions(
+    client: &Client,
+    cutoff_us: i64,
+) -> Result<Vec<String>, DbError> {
+    let mut dropped = Vec::new();
+    for hour in existing_partitions(client).await? {
+        if (hour + 1) * US_PER_HOUR <= cutoff_us {
+            let name = partition_name(hour);
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                .await?;
+            info!(partition = %name, "expired partition dropped");
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        // 2026-11-26 02:00 UTC
+        let hour = 1_795_658_400 / 3600;
+        assert_eq!(partition_name(hour), "haproxy_raw_logs_p2026112602");
+        assert_eq!(parse_partition_name("haproxy_raw_logs_p2026112602"), Some(hour));
+        assert_eq!(hour_literal(hour), "2026-11-26 02:00:00+00");
+        for h in [-5i64, 0, 1, 400_000, 500_123] {
+            assert_eq!(parse_partition_name(&partition_name(h)), Some(h));
+        }
+        assert_eq!(parse_partition_name("haproxy_raw_logs_pX"), None);
+        assert_eq!(parse_partition_name("other"), None);
+    }
+}

@@ -1,0 +1,499 @@
+//! Datagram listeners: UDP and unix-datagram sockets feeding the batch builder.
+//!
+//! Each listener is one tokio task that owns its socket, its [`RecvBuffers`], its parser and
+//! its [`RawBatchBuilder`]. It parses straight out of the receive buffer and hands finished
+//! [`WriteBatch`]es to the COPY writer over a bounded channel.
+//!
+//! Full-policy of that channel: **block**. A listener that cannot hand a batch over stops
+//! reading its socket; the kernel buffer then absorbs the burst and, when it overflows, the
+//! kernel drops and counts (`/proc/net/snmp` `Udp: RcvbufErrors`, exported by
+//! [`crate::metrics::spawn_kernel_drop_sampler`]). Dropping in user space instead would lose
+//! lines we could have kept, and would hide the loss from the kernel counter operators
+//! already watch.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+use metrics::{Counter, counter};
+use serde::Deserialize;
+use socket2::{Domain, Socket, Type};
+use suiftly_parser::{Framing, FrontendMapping, Parser, PayloadFormat, SourceConfig};
+use tokio::io::Interest;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::batch::{RawBatchBuilder, RejectReason, RejectedLine, WriteBatch};
+use crate::recv::{RecvBuffers, Source};
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerKind {
+    Udp,
+    Unix,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    pub service_type: i16,
+    pub network: i16,
+    pub fe_type: i16,
+}
+
+impl From<FrontendConfig> for FrontendMapping {
+    fn from(f: FrontendConfig) -> Self {
+        FrontendMapping {
+            service_type: f.service_type,
+            network: f.network,
+            fe_type: f.fe_type,
+        }
+    }
+}
+
+fn default_rcvbuf() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_datagram() -> usize {
+    65_535
+}
+fn default_recv_batch() -> usize {
+    crate::recv::MAX_BATCH
+}
+fn default_auto() -> String {
+    "auto".into()
+}
+fn default_socket_mode() -> u32 {
+    0o660
+}
+
+/// One `[[listener]]` table of the configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Label in metrics and in the rejected-lines table; keep it short and stable.
+    pub name: String,
+    pub kind: ListenerKind,
+    /// `ip:port` for UDP, a filesystem path for unix.
+    pub address: String,
+    /// SO_RCVBUF request; the effective size is logged (the kernel may cap it at
+    /// `net.core.rmem_max`, so root uses SO_RCVBUFFORCE when needed).
+    #[serde(default = "default_rcvbuf")]
+    pub receive_buffer_bytes: usize,
+    /// Largest datagram kept intact; longer ones are stored as rejected `truncated_datagram`.
+    #[serde(default = "default_max_datagram")]
+    pub max_datagram_bytes: usize,
+    /// Datagrams per `recvmmsg` call.
+    #[serde(default = "default_recv_batch")]
+    pub recv_batch: usize,
+    /// Sender networks allowed (UDP). Empty means loopback only. Anyone who can reach a
+    /// listener can forge usage that bills a customer, so a non-loopback bind address
+    /// requires an explicit list.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// File mode of a unix socket: the filesystem permission is that listener's allowlist.
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: u32,
+    #[serde(default = "default_auto")]
+    pub framing: String,
+    #[serde(default = "default_auto")]
+    pub payload: String,
+    /// `(region_id << 4) | server_num` of the gateway sending to this listener.
+    #[serde(default)]
+    pub server_id: Option<i16>,
+    /// Stock httplog/tcplog frontend name → columns.
+    #[serde(default)]
+    pub frontends: HashMap<String, FrontendConfig>,
+    #[serde(default)]
+    pub default_frontend: Option<FrontendConfig>,
+    /// Offset of HAProxy's local time (stock `[accept_date]`) from UTC, in seconds.
+    #[serde(default)]
+    pub accept_date_utc_offset_secs: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    #[error("listener {name}: {msg}")]
+    Config { name: String, msg: String },
+    #[error("listener {name}: cannot bind {address}: {source}")]
+    Bind {
+        name: String,
+        address: String,
+        source: io::Error,
+    },
+}
+
+impl ListenerConfig {
+    /// Builds the parser settings this listener hands to its [`Parser`].
+    pub fn source_config(&self) -> Result<SourceConfig, ListenerError> {
+        let err = |msg: String| ListenerError::Config {
+            name: self.name.clone(),
+            msg,
+        };
+        let framing: Framing = self
+            .framing
+            .parse()
+            .map_err(|_| err(format!("unknown framing {:?}", self.framing)))?;
+        let payload: PayloadFormat = self
+            .payload
+            .parse()
+            .map_err(|_| err(format!("unknown payload {:?}", self.payload)))?;
+        Ok(SourceConfig {
+            framing,
+            payload,
+            server_id: self.server_id,
+            frontends: self
+                .frontends
+                .iter()
+                .map(|(k, v)| (k.clone(), (*v).into()))
+                .collect(),
+            default_frontend: self.default_frontend.map(Into::into),
+            accept_date_utc_offset_secs: self.accept_date_utc_offset_secs,
+        })
+    }
+
+    /// The allowlist in force: the configured one, or loopback only.
+    pub fn effective_allow(&self) -> Result<Vec<IpNet>, ListenerError> {
+        if !self.allow.is_empty() {
+            return Ok(self.allow.clone());
+        }
+        if self.kind == ListenerKind::Udp {
+            let addr: SocketAddr = self.address.parse().map_err(|e| ListenerError::Config {
+                name: self.name.clone(),
+                msg: format!("bad address {:?}: {e}", self.address),
+            })?;
+            if !addr.ip().is_loopback() {
+                return Err(ListenerError::Config {
+                    name: self.name.clone(),
+                    msg: format!(
+                        "binds non-loopback {addr} without an `allow` list; anyone who can reach it could forge billable usage, so list the gateway networks explicitly"
+                    ),
+                });
+            }
+        }
+        Ok(vec![
+            "127.0.0.0/8".parse().expect("static"),
+            "::1/128".parse().expect("static"),
+        ])
+    }
+}
+
+/// A bound socket, ready to run. Binding is separate from running so tests (and the demo)
+/// can bind port 0 and learn the address before traffic starts.
+pub struct BoundListener {
+    pub name: Arc<str>,
+    socket: BoundSocket,
+    allow: Vec<IpNet>,
+    max_datagram_bytes: usize,
+    recv_batch: usize,
+    pub effective_rcvbuf: usize,
+}
+
+enum BoundSocket {
+    Udp(tokio::net::UdpSocket),
+    Unix(tokio::net::UnixDatagram, PathBuf),
+}
+
+impl BoundListener {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.socket {
+            BoundSocket::Udp(s) => s.local_addr().ok(),
+            BoundSocket::Unix(..) => None,
+        }
+    }
+    pub fn unix_path(&self) -> Option<&std::path::Path> {
+        match &self.socket {
+            BoundSocket::Unix(_, p) => Some(p),
+            BoundSocket::Udp(_) => None,
+        }
+    }
+}
+
+impl Drop for BoundListener {
+    fn drop(&mut self) {
+        if let BoundSocket::Unix(_, path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
+    let _ = sock.set_recv_buffer_size(want);
+    let mut got = sock.recv_buffer_size().unwrap_or(0);
+    // Linux reports twice the requested value (bookkeeping overhead); below `want` means
+    // net.core.rmem_max capped us. Root may exceed the cap with SO_RCVBUFFORCE.
+    if got < want {
+        let v = want as libc::c_int;
+        // SAFETY: plain setsockopt with a c_int value on a valid fd.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            got = sock.recv_buffer_size().unwrap_or(got);
+        }
+    }
+    got
+}
+
+/// Binds the socket described by `cfg` (must be called inside a tokio runtime).
+pub fn bind(cfg: &ListenerConfig) -> Result<BoundListener, ListenerError> {
+    let allow = cfg.effective_allow()?;
+    let bind_err = |source: io::Error| ListenerError::Bind {
+        name: cfg.name.clone(),
+        address: cfg.address.clone(),
+        source,
+    };
+    let (socket, effective) = match cfg.kind {
+        ListenerKind::Udp => {
+            let addr: SocketAddr = cfg.address.parse().map_err(|e| ListenerError::Config {
+                name: cfg.name.clone(),
+                msg: format!("bad address {:?}: {e}", cfg.address),
+            })?;
+            let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(bind_err)?;
+            let eff = set_rcvbuf(&s, cfg.receive_buffer_bytes);
+            s.set_nonblocking(true).map_err(bind_err)?;
+            s.bind(&addr.into()).map_err(bind_err)?;
+            // SAFETY: the fd comes from a socket we own and have just configured.
+            let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(s.into_raw_fd()) };
+            let t = tokio::net::UdpSocket::from_std(std_sock).map_err(bind_err)?;
+            (BoundSocket::Udp(t), eff)
+        }
+        ListenerKind::Unix => {
+            let path = PathBuf::from(&cfg.address);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(bind_err)?;
+            }
+            // A socket file left by a previous run blocks bind; it is ours to replace.
+            match std::fs::remove_file(&path) {
+                Ok(()) => debug!(path = %path.display(), "removed stale unix socket"),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(bind_err(e)),
+            }
+            let s = Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(bind_err)?;
+            let eff = set_rcvbuf(&s, cfg.receive_buffer_bytes);
+            s.set_nonblocking(true).map_err(bind_err)?;
+            s.bind(&socket2::SockAddr::unix(&path).map_err(bind_err)?)
+                .map_err(bind_err)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(cfg.socket_mode))
+                .map_err(bind_err)?;
+            // SAFETY: as above.
+            let std_sock =
+                unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(s.into_raw_fd()) };
+            let t = tokio::net::UnixDatagram::from_std(std_sock).map_err(bind_err)?;
+            (BoundSocket::Unix(t, path), eff)
+        }
+    };
+    if effective < cfg.receive_buffer_bytes {
+        warn!(listener = %cfg.name, requested = cfg.receive_buffer_bytes, effective,
+            "receive buffer smaller than requested; raise net.core.rmem_max");
+    } else {
+        info!(listener = %cfg.name, address = %cfg.address, requested = cfg.receive_buffer_bytes,
+            effective, "listener bound");
+    }
+    Ok(BoundListener {
+        name: cfg.name.as_str().into(),
+        socket,
+        allow,
+        max_datagram_bytes: cfg.max_datagram_bytes,
+        recv_batch: cfg.recv_batch,
+        effective_rcvbuf: effective,
+    })
+}
+
+/// Batch bounds shared by every listener.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_age: Duration,
+    /// Rows older than this (relative to receive time) are rejected `timestamp_out_of_range`.
+    pub max_past: Duration,
+    /// Rows further ahead than this are rejected `timestamp_out_of_range`.
+    pub max_future: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 5_000,
+            max_age: Duration::from_millis(200),
+            max_past: Duration::from_secs(7 * 24 * 3600),
+            max_future: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What a listener did, returned when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListenerStats {
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub denied: u64,
+    pub parsed: u64,
+    pub rejected: u64,
+    pub batches: u64,
+}
+
+struct Counters {
+    datagrams: Counter,
+    bytes: Counter,
+    denied: Counter,
+    parsed: Counter,
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// Receives, parses and batches until `shutdown`, then flushes what it holds and returns.
+/// Dropping the returned future loses the unflushed batch; cancel through `shutdown`.
+pub async fn run(
+    listener: BoundListener,
+    parser: Parser,
+    limits: BatchLimits,
+    tx: mpsc::Sender<WriteBatch>,
+    shutdown: CancellationToken,
+) -> io::Result<ListenerStats> {
+    let name = listener.name.clone();
+    let label = name.to_string();
+    let c = Counters {
+        datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
+        bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
+        denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label.clone()),
+        parsed: counter!("suiftly_ingest_lines_parsed_total", "listener" => label.clone()),
+    };
+    let mut stats = ListenerStats::default();
+    let mut bufs = RecvBuffers::new(listener.max_datagram_bytes, listener.recv_batch);
+    let mut builder = RawBatchBuilder::with_capacity(limits.max_rows);
+    let mut first_row_at: Option<Instant> = None;
+    let unix = matches!(listener.socket, BoundSocket::Unix(..));
+    let max_past = limits.max_past.as_micros() as i64;
+    let max_future = limits.max_future.as_micros() as i64;
+
+    loop {
+        let deadline = first_row_at.map(|t| t + limits.max_age);
+        let received = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => None,
+            r = recv_ready(&listener.socket, &mut bufs, unix) => Some(r?),
+        };
+        if received.is_some() {
+            let now = now_us();
+            let (mut n_bytes, mut n_denied, mut n_parsed) = (0u64, 0u64, 0u64);
+            let n = bufs.datagrams.len();
+            for i in 0..n {
+                let d = bufs.datagrams[i];
+                let bytes = bufs.bytes(&d);
+                n_bytes += bytes.len() as u64;
+                if let Some(ip) = d.source.ip()
+                    && !listener.allow.iter().any(|net| net.contains(&ip))
+                {
+                    n_denied += 1;
+                    continue;
+                }
+                let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
+                    received_at_us: now,
+                    listener: name.clone(),
+                    source_addr: match d.source {
+                        Source::Inet(a) => Some(a.to_string()),
+                        Source::Unix => None,
+                    },
+                    reason,
+                    error_offset: offset.map(|o| o as i32),
+                    raw: bytes.to_vec(),
+                };
+                if d.truncated {
+                    builder.reject(reject(RejectReason::Truncated, None));
+                    continue;
+                }
+                match parser.parse(bytes) {
+                    Ok(rec) => {
+                        if rec.timestamp_us < now - max_past || rec.timestamp_us > now + max_future
+                        {
+                            builder.reject(reject(RejectReason::TimestampOutOfRange, None));
+                        } else {
+                            builder.append(&rec);
+                            n_parsed += 1;
+                        }
+                    }
+                    Err(e) => builder.reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
+                }
+            }
+            stats.datagrams += n as u64;
+            stats.bytes += n_bytes;
+            stats.denied += n_denied;
+            stats.parsed += n_parsed;
+            c.datagrams.increment(n as u64);
+            c.bytes.increment(n_bytes);
+            c.denied.increment(n_denied);
+            c.parsed.increment(n_parsed);
+            if first_row_at.is_none() && !builder.is_empty() {
+                first_row_at = Some(Instant::now());
+            }
+            if builder.len() < limits.max_rows {
+                continue;
+            }
+        }
+        // Full, or the oldest row reached max_age.
+        if !builder.is_empty() {
+            flush(&mut builder, &tx, &mut stats).await?;
+        }
+        first_row_at = None;
+    }
+    if !builder.is_empty() {
+        flush(&mut builder, &tx, &mut stats).await?;
+    }
+    info!(listener = %name, ?stats, "listener stopped");
+    Ok(stats)
+}
+
+async fn recv_ready(socket: &BoundSocket, bufs: &mut RecvBuffers, unix: bool) -> io::Result<()> {
+    match socket {
+        BoundSocket::Udp(s) => {
+            s.async_io(Interest::READABLE, || bufs.recv(s.as_raw_fd(), unix))
+                .await?
+        }
+        BoundSocket::Unix(s, _) => {
+            s.async_io(Interest::READABLE, || bufs.recv(s.as_raw_fd(), unix))
+                .await?
+        }
+    };
+    Ok(())
+}
+
+async fn flush(
+    builder: &mut RawBatchBuilder,
+    tx: &mpsc::Sender<WriteBatch>,
+    stats: &mut ListenerStats,
+) -> io::Result<()> {
+    let batch = builder.finish();
+    stats.rejected += batch.rejected.len() as u64;
+    for r in &batch.rejected {
+        counter!("suiftly_ingest_lines_rejected_total", "reason" => r.reason.as_str()).increment(1);
+    }
+    stats.batches += 1;
+    // Block policy (see module docs): waiting here stops socket reads.
+    tx.send(batch)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer stopped"))?;
+    metrics::gauge!("suiftly_ingest_channel_depth", "channel" => "batches")
+        .set((tx.max_capacity() - tx.capacity()) as f64);
+    Ok(())
+}

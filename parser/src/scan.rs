@@ -1,0 +1,405 @@
+//! Byte-level scanning shared by the payload parsers.
+//!
+//! Payload fields are short tokens separated by single spaces; a plain forward scan over the
+//! bytes beats any combinator on them, and it never needs the whole line to be valid UTF-8 —
+//! only the few fields that end up as `&str` are validated, and only over their own bytes.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::error::{ErrorKind, ParseError};
+
+/// A position in the (stripped) datagram; all offsets it reports are datagram offsets.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Cursor { buf, pos }
+    }
+
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Everything not consumed yet.
+    #[inline]
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.pos..).unwrap_or(&[])
+    }
+
+    /// The next field, which must be followed by a single space (consumed). A line that ends
+    /// first is missing this field or a later one: [`ErrorKind::MissingField`] at the end.
+    #[inline]
+    pub(crate) fn field(&mut self) -> Result<(&'a [u8], usize), ParseError> {
+        let start = self.pos;
+        let rest = self.rest();
+        match find_byte(b' ', rest) {
+            Some(i) => {
+                self.pos = start + i + 1;
+                Ok((rest.get(..i).unwrap_or(&[]), start))
+            }
+            None => Err(ParseError::at(ErrorKind::MissingField, self.buf.len())),
+        }
+    }
+
+    /// The next field, ended by a space (consumed) or by the end of the line. `None` when the
+    /// line is already exhausted.
+    #[inline]
+    pub(crate) fn field_or_end(&mut self) -> Option<(&'a [u8], usize)> {
+        let start = self.pos;
+        let rest = self.rest();
+        if rest.is_empty() {
+            return None;
+        }
+        match find_byte(b' ', rest) {
+            Some(i) => {
+                self.pos = start + i + 1;
+                Some((rest.get(..i).unwrap_or(&[]), start))
+            }
+            None => {
+                self.pos = self.buf.len();
+                Some((rest, start))
+            }
+        }
+    }
+}
+
+/// Position of the first `needle` in `hay`. Tokens are a few bytes long, so a simple loop that
+/// the compiler unrolls is as fast as SIMD search here.
+#[inline]
+pub(crate) fn find_byte(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&b| b == needle)
+}
+
+/// `true` for HAProxy's "not set" marker.
+#[inline]
+pub(crate) fn is_dash(b: &[u8]) -> bool {
+    b == b"-"
+}
+
+/// Unsigned decimal, at least one digit, no sign, no overflow.
+#[inline]
+pub(crate) fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+/// Signed decimal with an optional leading `-` (HAProxy never prints `+` for negatives).
+#[inline]
+pub(crate) fn parse_i64(b: &[u8]) -> Option<i64> {
+    match b.split_first() {
+        Some((b'-', digits)) => {
+            let v = parse_u64(digits)?;
+            if v == 1u64 << 63 {
+                Some(i64::MIN)
+            } else {
+                i64::try_from(v).ok().map(|v| -v)
+            }
+        }
+        _ => i64::try_from(parse_u64(b)?).ok(),
+    }
+}
+
+/// Strips the `+` HAProxy prepends to byte counts and totals under `option logasap`.
+#[inline]
+pub(crate) fn strip_plus(b: &[u8]) -> &[u8] {
+    match b.split_first() {
+        Some((b'+', rest)) => rest,
+        _ => b,
+    }
+}
+
+/// Up to 16 hex digits, no `0x`, as the u64 bit pattern reinterpreted as i64.
+#[inline]
+pub(crate) fn parse_hex_u64_bits(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 16 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+    }
+    Some(i64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+/// Parses an integer field into a column type, [`ErrorKind::BadInteger`] at `off` otherwise.
+#[inline]
+pub(crate) fn int<T: TryFrom<i64>>(b: &[u8], off: usize) -> Result<T, ParseError> {
+    parse_i64(b)
+        .and_then(|v| T::try_from(v).ok())
+        .ok_or_else(|| ParseError::at(ErrorKind::BadInteger, off))
+}
+
+/// A HAProxy timer: `-1` (phase not reached) becomes `None`; `+` (logasap) is accepted.
+#[inline]
+pub(crate) fn timer(b: &[u8], off: usize) -> Result<Option<i32>, ParseError> {
+    if b == b"-1" || is_dash(b) {
+        return Ok(None);
+    }
+    // Only `-1` means "not reached"; any other negative value is not a HAProxy timer.
+    match int::<i32>(strip_plus(b), off)? {
+        v if v < 0 => Err(ParseError::at(ErrorKind::BadInteger, off)),
+        v => Ok(Some(v)),
+    }
+}
+
+/// A HAProxy total (`%Ta`, `%Tt`): `+` under `option logasap`, `-1` kept as is.
+#[inline]
+pub(crate) fn total(b: &[u8], off: usize) -> Result<i32, ParseError> {
+    match int::<i32>(strip_plus(b), off)? {
+        v if v < -1 => Err(ParseError::at(ErrorKind::BadInteger, off)),
+        v => Ok(v),
+    }
+}
+
+/// The unspecified address stands in for clients on unix sockets, which have no IP.
+pub(crate) const UNIX_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+/// `unix` or `unix:<listener id>`, as `%ci` / `%ci:%cp` print a unix-socket client.
+#[inline]
+fn is_unix_client(b: &[u8]) -> bool {
+    match b.strip_prefix(b"unix") {
+        Some(rest) => rest.is_empty() || rest.first() == Some(&b':'),
+        None => false,
+    }
+}
+
+/// Dotted-quad IPv4 without going through `&str` (the common case on the hot path).
+#[inline]
+fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut idx = 0usize;
+    let mut val: u32 = 0;
+    let mut digits = 0u32;
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || idx >= 3 {
+                return None;
+            }
+            *octets.get_mut(idx)? = u8::try_from(val).ok()?;
+            idx += 1;
+            val = 0;
+            digits = 0;
+        } else {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 || digits >= 3 {
+                return None;
+            }
+            val = val * 10 + u32::from(d);
+            digits += 1;
+        }
+    }
+    if digits == 0 || idx != 3 {
+        return None;
+    }
+    *octets.get_mut(3)? = u8::try_from(val).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// A bare client address (`%ci`): IPv4, IPv6 or `unix`.
+#[inline]
+pub(crate) fn parse_ip(b: &[u8], off: usize) -> Result<IpAddr, ParseError> {
+    if let Some(v4) = parse_ipv4(b) {
+        return Ok(IpAddr::V4(v4));
+    }
+    if is_unix_client(b) {
+        return Ok(UNIX_CLIENT);
+    }
+    // IPv6 (and anything exotic) through std; the token is short, so validating it is cheap.
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<IpAddr>().ok())
+        .ok_or_else(|| ParseError::at(ErrorKind::BadIp, off))
+}
+
+/// A client address with port (`%ci:%cp`). IPv6 is printed without brackets, so the port is
+/// whatever follows the last colon.
+#[inline]
+pub(crate) fn parse_ip_port(b: &[u8], off: usize) -> Result<IpAddr, ParseError> {
+    if is_unix_client(b) {
+        return Ok(UNIX_CLIENT);
+    }
+    let colon = b
+        .iter()
+        .rposition(|&c| c == b':')
+        .ok_or_else(|| ParseError::at(ErrorKind::BadIp, off))?;
+    let (ip, port) = b.split_at(colon);
+    let port = port.get(1..).unwrap_or(&[]);
+    if parse_u64(port).is_none_or(|p| p > 65535) {
+        return Err(ParseError::at(ErrorKind::BadIp, off + colon + 1));
+    }
+    parse_ip(ip, off)
+}
+
+/// The first 10 characters of a URL path after its leading `/`, stopping early at `stop`.
+///
+/// Borrowed from the input: if the bytes are not UTF-8 (HAProxy logs what the client sent) the
+/// longest valid prefix is kept rather than allocating a lossy copy.
+#[inline]
+pub(crate) fn path_prefix(path: &[u8], stop: fn(u8) -> bool) -> &str {
+    const CHARS: usize = 10;
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    let mut chars = 0usize;
+    let mut end = path.len();
+    for (i, &c) in path.iter().enumerate() {
+        if stop(c) {
+            end = i;
+            break;
+        }
+        // Count character starts: every byte that is not a UTF-8 continuation byte.
+        if c & 0xC0 != 0x80 {
+            if chars == CHARS {
+                end = i;
+                break;
+            }
+            chars += 1;
+        }
+    }
+    let bytes = path.get(..end).unwrap_or(&[]);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or(""),
+    }
+}
+
+/// Termination flags as text: the first two characters (`%ts`; `%tsc` adds cookie flags).
+#[inline]
+pub(crate) fn termination(b: &[u8], off: usize) -> Result<Option<&str>, ParseError> {
+    if is_dash(b) || b.is_empty() {
+        return Ok(None);
+    }
+    let b = b.get(..2).unwrap_or(b);
+    std::str::from_utf8(b)
+        .map(Some)
+        .map_err(|_| ParseError::at(ErrorKind::BadField, off))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers() {
+        assert_eq!(parse_u64(b"0"), Some(0));
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"1a"), None);
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b"--1"), None);
+        assert_eq!(
+            int::<i16>(b"32768", 7),
+            Err(ParseError::at(ErrorKind::BadInteger, 7))
+        );
+        assert_eq!(int::<i16>(b"-32768", 7), Ok(i16::MIN));
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(parse_hex_u64_bits(b"ff"), Some(255));
+        assert_eq!(parse_hex_u64_bits(b"FFFFFFFFFFFFFFFF"), Some(-1));
+        assert_eq!(parse_hex_u64_bits(b"8000000000000000"), Some(i64::MIN));
+        assert_eq!(parse_hex_u64_bits(b"10000000000000000"), None);
+        assert_eq!(parse_hex_u64_bits(b"0x1"), None);
+        assert_eq!(parse_hex_u64_bits(b""), None);
+    }
+
+    #[test]
+    fn timers() {
+        assert_eq!(timer(b"-1", 0), Ok(None));
+        assert_eq!(timer(b"12", 0), Ok(Some(12)));
+        assert_eq!(timer(b"+12", 0), Ok(Some(12)));
+        assert!(timer(b"x", 3).is_err());
+        assert!(timer(b"-2", 3).is_err());
+        assert!(timer(b"+-2", 3).is_err());
+        assert_eq!(total(b"-1", 0), Ok(-1));
+        assert_eq!(total(b"+7", 0), Ok(7));
+        assert!(total(b"-2", 0).is_err());
+    }
+
+    #[test]
+    fn ips() {
+        assert_eq!(
+            parse_ip(b"203.0.113.9", 0),
+            Ok("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip(b"255.255.255.255", 0),
+            Ok("255.255.255.255".parse().unwrap())
+        );
+        assert!(parse_ip(b"256.0.0.1", 0).is_err());
+        assert!(parse_ip(b"1.2.3", 0).is_err());
+        assert!(parse_ip(b"1.2.3.4.5", 0).is_err());
+        assert!(parse_ip(b"1..3.4", 0).is_err());
+        assert!(parse_ip(b"1234.1.1.1", 0).is_err());
+        assert_eq!(
+            parse_ip(b"2001:db8::1", 0),
+            Ok("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(parse_ip(b"unix", 0), Ok(UNIX_CLIENT));
+        assert_eq!(
+            parse_ip(b"unixx", 5),
+            Err(ParseError::at(ErrorKind::BadIp, 5))
+        );
+        assert_eq!(parse_ip_port(b"::1:45678", 0), Ok("::1".parse().unwrap()));
+        assert_eq!(
+            parse_ip_port(b"::ffff:10.0.0.1:443", 0),
+            Ok("::ffff:10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip_port(b"10.0.0.1:443", 0),
+            Ok("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(parse_ip_port(b"unix:1", 0), Ok(UNIX_CLIENT));
+        assert_eq!(parse_ip_port(b"unix", 0), Ok(UNIX_CLIENT));
+        assert_eq!(
+            parse_ip_port(b"10.0.0.1", 2),
+            Err(ParseError::at(ErrorKind::BadIp, 2))
+        );
+        assert_eq!(
+            parse_ip_port(b"10.0.0.1:x", 2),
+            Err(ParseError::at(ErrorKind::BadIp, 11))
+        );
+    }
+
+    #[test]
+    fn path_prefixes() {
+        let none = |_| false;
+        let q = |c| c == b'?' || c == b' ';
+        assert_eq!(
+            path_prefix(b"/sui.rpc.v2.LedgerService/GetObject", none),
+            "sui.rpc.v2"
+        );
+        assert_eq!(path_prefix(b"/", none), "");
+        assert_eq!(path_prefix(b"/short", none), "short");
+        assert_eq!(path_prefix(b"/a?b=1", q), "a");
+        assert_eq!(path_prefix("/ééééééééééé".as_bytes(), none), "éééééééééé");
+        assert_eq!(path_prefix(b"/ab\xffcd", none), "ab");
+        assert_eq!(path_prefix(b"/ab\xc3", none), "ab");
+        assert_eq!(path_prefix(b"/\x80\x80\x80", none), "");
+        assert_eq!(path_prefix(b"*", none), "*");
+    }
+}

@@ -1,0 +1,239 @@
+//! The `suiftly` configuration file (TOML) and its environment overrides.
+//!
+//! Every field has a default so an empty file (or none) runs a loopback-only ingestor with an
+//! embedded PostgreSQL. Units are in the field names. Environment variables win over the file:
+//! `DATABASE_URL`, `SUIFTLY_DATA_DIR`, `SUIFTLY_METRICS_LISTEN`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use suiftly_ingest::listener::{BatchLimits, ListenerConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded PostgreSQL cluster (and later the spool) live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// External PostgreSQL; when absent a private cluster is started under `data_dir`.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub embedded_postgres: EmbeddedPgConfig,
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn default_listeners() -> Vec<ListenerConfig> {
+    toml::from_str::<ListenerFile>(
+        r#"
+        [[listener]]
+        name = "udp"
+        kind = "udp"
+        address = "127.0.0.1:5514"
+        "#,
+    )
+    .expect("static default listener")
+    .listener
+}
+
+#[derive(Deserialize)]
+struct ListenerFile {
+    listener: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` listen address; loopback by default.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: default_metrics_listen() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+    #[serde(default = "default_max_age_ms")]
+    pub max_age_ms: u64,
+    /// Batches waiting for the COPY writer before listeners block.
+    #[serde(default = "default_channel")]
+    pub channel_capacity: usize,
+    /// Reject rows more than this far ahead of the receive clock.
+    #[serde(default = "default_max_future")]
+    pub max_future_secs: u64,
+}
+fn default_max_rows() -> usize {
+    5_000
+}
+fn default_max_age_ms() -> u64 {
+    200
+}
+fn default_channel() -> usize {
+    8
+}
+fn default_max_future() -> u64 {
+    3_600
+}
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: default_max_rows(),
+            max_age_ms: default_max_age_ms(),
+            channel_capacity: default_channel(),
+            max_future_secs: default_max_future(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Raw rows are kept this long (partitions dropped after); rows older on arrival are
+    /// rejected verbatim as `timestamp_out_of_range`.
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+    #[serde(default = "default_ahead")]
+    pub partitions_ahead_hours: i64,
+    #[serde(default = "default_maint")]
+    pub maintenance_interval_secs: u64,
+}
+fn default_retention() -> u64 {
+    168
+}
+fn default_ahead() -> i64 {
+    6
+}
+fn default_maint() -> u64 {
+    300
+}
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: default_retention(),
+            partitions_ahead_hours: default_ahead(),
+            maintenance_interval_secs: default_maint(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedPgConfig {
+    /// Port for the private cluster's socket name; a free one is picked when absent.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Turn off only for throwaway data.
+    #[serde(default)]
+    pub fsync_off: bool,
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies environment overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let mut cfg: Config = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading config {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config {}", p.display()))?
+            }
+            None => toml::from_str("").expect("empty config is valid"),
+        };
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            cfg.database_url = Some(url);
+        }
+        if let Ok(d) = std::env::var("SUIFTLY_DATA_DIR")
+            && !d.is_empty()
+        {
+            cfg.data_dir = d.into();
+        }
+        if let Ok(m) = std::env::var("SUIFTLY_METRICS_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.metrics.listen = m;
+        }
+        for l in &cfg.listeners {
+            l.source_config()?;
+            l.effective_allow()?;
+        }
+        Ok(cfg)
+    }
+
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_rows: self.batch.max_rows.max(1),
+            max_age: Duration::from_millis(self.batch.max_age_ms.max(1)),
+            max_past: self.retention(),
+            max_future: Duration::from_secs(self.batch.max_future_secs),
+        }
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.storage.retention_hours * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("suiftly.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg: Config = toml::from_str(&text).unwrap();
+        assert!(!cfg.listeners.is_empty());
+        for l in &cfg.listeners {
+            l.source_config().unwrap();
+            l.effective_allow().unwrap();
+        }
+    }
+
+    #[test]
+    fn empty_config_has_loopback_default() {
+        let cfg: Config = toml::from_str("").unwrap();
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.listeners[0].address, "127.0.0.1:5514");
+        assert_eq!(cfg.batch.max_rows, 5000);
+        assert_eq!(cfg.batch.max_age_ms, 200);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = toml::from_str::<Config>("max_rowz = 3").unwrap_err();
+        assert!(e.to_string().contains("max_rowz"), "{e}");
+    }
+
+    #[test]
+    fn public_bind_needs_allowlist() {
+        let cfg: Config = toml::from_str(
+            "[[listener]]\nname = \"pub\"\nkind = \"udp\"\naddress = \"0.0.0.0:5514\"\n",
+        )
+        .unwrap();
+        let e = cfg.listeners[0].effective_allow().unwrap_err();
+        assert!(e.to_string().contains("allow"), "{e}");
+    }
+}

@@ -1,0 +1,152 @@
+//! The composition root: starts the stages in dependency order and stops them in reverse.
+//!
+//! Start: database (embedded or external) → migrations → metrics exporter → partition upkeep
+//! → COPY writer → listeners. Stop (first SIGTERM/ctrl-c): listeners stop reading and flush
+//! their partial batches → the channel closes → the writer commits what is queued and exits
+//! → upkeep stops → the embedded PostgreSQL is stopped. A second signal aborts the writer's
+//! retries (reporting how many lines were not committed).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use suiftly_ingest::listener::{self, ListenerStats};
+use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
+use suiftly_parser::Parser;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::database::Database;
+
+pub struct Pipeline {
+    listeners: Vec<(String, JoinHandle<std::io::Result<ListenerStats>>)>,
+    writer: JoinHandle<WriterStats>,
+    pub shutdown: CancellationToken,
+    pub abort: CancellationToken,
+    /// (listener name, UDP address, unix path) as bound.
+    pub bound: Vec<(String, Option<SocketAddr>, Option<PathBuf>)>,
+}
+
+impl Pipeline {
+    /// Binds every listener and starts the writer. Migrations must have run.
+    pub async fn start(cfg: &Config, conninfo: &str) -> Result<Pipeline> {
+        let shutdown = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
+        let writer = Writer::new(WriterConfig {
+            conninfo: conninfo.to_owned(),
+            max_backoff: Duration::from_secs(5),
+        });
+        let writer = tokio::spawn(writer.run(rx, abort.clone()));
+        let mut listeners = Vec::new();
+        let mut bound = Vec::new();
+        for lc in &cfg.listeners {
+            let parser = Parser::new(lc.source_config()?);
+            let b = listener::bind(lc)?;
+            bound.push((
+                lc.name.clone(),
+                b.local_addr(),
+                b.unix_path().map(|p| p.to_path_buf()),
+            ));
+            let h = tokio::spawn(listener::run(
+                b,
+                parser,
+                cfg.limits(),
+                tx.clone(),
+                shutdown.clone(),
+            ));
+            listeners.push((lc.name.clone(), h));
+        }
+        Ok(Pipeline { listeners, writer, shutdown, abort, bound })
+    }
+
+    /// Ordered stop; returns what each stage did.
+    pub async fn stop(self) -> Result<(Vec<ListenerStats>, WriterStats)> {
+        info!("stopping listeners");
+        self.shutdown.cancel();
+        let mut stats = Vec::new();
+        for (name, h) in self.listeners {
+            match h.await.context("listener task panicked")? {
+                Ok(s) => stats.push(s),
+                Err(e) => warn!(listener = %name, error = %e, "listener ended with an error"),
+            }
+        }
+        info!("listeners stopped; waiting for the writer to commit queued batches");
+        let w = self.writer.await.context("writer task panicked")?;
+        Ok((stats, w))
+    }
+}
+
+fn install_metrics(listen: &str) -> Result<()> {
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("metrics.listen {listen:?} is not ip:port"))?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("suiftly_ingest_copy_seconds".into()),
+            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+        )?
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    info!(%addr, "metrics at http://{addr}/metrics");
+    Ok(())
+}
+
+/// Database + migrations + maintenance, shared by `run` and `demo`.
+pub async fn prepare(cfg: &Config, db: &Database, shutdown: &CancellationToken) -> Result<()> {
+    db.migrate().await?;
+    let (made, dropped) =
+        writer::maintain_once(&db.conninfo, cfg.retention(), cfg.storage.partitions_ahead_hours)
+            .await?;
+    info!(ensured = made, dropped, "partitions ready");
+    tokio::spawn(writer::run_maintenance(
+        db.conninfo.clone(),
+        cfg.retention(),
+        cfg.storage.partitions_ahead_hours,
+        Duration::from_secs(cfg.storage.maintenance_interval_secs.max(1)),
+        shutdown.clone(),
+    ));
+    suiftly_ingest::metrics::spawn_kernel_drop_sampler(Duration::from_secs(5), shutdown.clone());
+    Ok(())
+}
+
+pub async fn run_until_signal(cfg: Config) -> Result<()> {
+    let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
+    let upkeep = CancellationToken::new();
+    install_metrics(&cfg.metrics.listen)?;
+    prepare(&cfg, &db, &upkeep).await?;
+    let pipeline = Pipeline::start(&cfg, &db.conninfo).await?;
+    for (name, addr, path) in &pipeline.bound {
+        info!(listener = %name, addr = ?addr, path = ?path, "listening");
+    }
+    wait_for_signal().await;
+    info!("shutdown requested; press ctrl-c again to abort uncommitted batches");
+    let abort = pipeline.abort.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        warn!("second signal: aborting writer retries");
+        abort.cancel();
+    });
+    let (listeners, writer) = pipeline.stop().await?;
+    upkeep.cancel();
+    info!(?listeners, ?writer, "ingest stopped");
+    if let Some(mut c) = db.cluster {
+        tokio::task::block_in_place(|| c.stop())?;
+        info!("embedded postgresql stopped");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
