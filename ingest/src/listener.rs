@@ -435,6 +435,11 @@ pub async fn run(
                     }
                     Err(e) => builder.reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
                 }
+                // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
+                if builder.len() >= limits.max_rows {
+                    flush(&mut builder, &tx, &mut stats).await?;
+                    first_row_at = None;
+                }
             }
             stats.datagrams += n as u64;
             stats.bytes += n_bytes;
@@ -447,11 +452,9 @@ pub async fn run(
             if first_row_at.is_none() && !builder.is_empty() {
                 first_row_at = Some(Instant::now());
             }
-            if builder.len() < limits.max_rows {
-                continue;
-            }
+            continue;
         }
-        // Full, or the oldest row reached max_age.
+        // The oldest row reached max_age.
         if !builder.is_empty() {
             flush(&mut builder, &tx, &mut stats).await?;
         }

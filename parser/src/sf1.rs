@@ -165,7 +165,8 @@ fn epoch_seconds_ms(b: &[u8]) -> Option<i64> {
     let (secs, frac) = (b.get(..dot)?, b.get(dot..)?);
     let ms = frac.strip_prefix(b".").and_then(parse_u64)?;
     let secs = i64::try_from(parse_u64(secs)?).ok()?;
-    secs.checked_mul(US_PER_SEC)?.checked_add(i64::try_from(ms).ok()?.checked_mul(1000)?)
+    secs.checked_mul(US_PER_SEC)?
+        .checked_add(i64::try_from(ms).ok()?.checked_mul(1000)?)
 }
 
 #[cfg(test)]
@@ -174,8 +175,14 @@ mod tests {
 
     #[test]
     fn timestamps() {
-        assert_eq!(epoch_seconds_ms(b"1764122457.123"), Some(1_764_122_457_123_000));
-        assert_eq!(epoch_seconds_ms(b"1764122457.001"), Some(1_764_122_457_001_000));
+        assert_eq!(
+            epoch_seconds_ms(b"1764122457.123"),
+            Some(1_764_122_457_123_000)
+        );
+        assert_eq!(
+            epoch_seconds_ms(b"1764122457.001"),
+            Some(1_764_122_457_001_000)
+        );
         assert_eq!(epoch_seconds_ms(b"0.999"), Some(999_000));
         for bad in [
             &b"1764122457"[..],
@@ -190,7 +197,12 @@ mod tests {
             b"99999999999999999.000",
             b"",
         ] {
-            assert_eq!(epoch_seconds_ms(bad), None, "{:?}", std::str::from_utf8(bad));
+            assert_eq!(
+                epoch_seconds_ms(bad),
+                None,
+                "{:?}",
+                std::str::from_utf8(bad)
+            );
         }
     }
 }

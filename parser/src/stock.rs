@@ -161,7 +161,12 @@ fn request_path(tail: &[u8], off: usize) -> Result<(Option<&str>, bool), ParseEr
             // Cut by `len` inside the block. HAProxy escapes `"` in captures, so a quote after
             // an unclosed brace means the block was never closed rather than cut.
             None if find_byte(b'"', rest).is_none() => return Ok((None, false)),
-            None => return Err(ParseError::at(ErrorKind::BadField, off + (tail.len() - rest.len()))),
+            None => {
+                return Err(ParseError::at(
+                    ErrorKind::BadField,
+                    off + (tail.len() - rest.len()),
+                ));
+            }
         }
     }
     let req = match rest.split_first() {
@@ -303,7 +308,10 @@ mod tests {
         assert_eq!(r(b"\"GET"), Ok((None, false)));
         assert_eq!(r(b"\"GET "), Ok((None, false)));
         assert_eq!(r(b"{abc"), Ok((None, false)));
-        assert_eq!(r(b"{a} {abc \"GET / HTTP/1.1\""), Err(ParseError::at(ErrorKind::BadField, 4)));
+        assert_eq!(
+            r(b"{a} {abc \"GET / HTTP/1.1\""),
+            Err(ParseError::at(ErrorKind::BadField, 4))
+        );
         assert_eq!(r(b""), Ok((None, false)));
         assert_eq!(r(b"\"GET /a\xffb HTTP/1.1\""), Ok((Some("a"), false)));
         assert_eq!(r(b"x"), Err(ParseError::at(ErrorKind::BadField, 0)));

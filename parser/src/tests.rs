@@ -126,7 +126,11 @@ fn sf1_ms_precision() {
     );
     assert_eq!(ok(&sf1_with(2, "0.000")).timestamp_us, 0);
     for bad in ["1764122457", "1764122457.98", "1764122457.9876"] {
-        assert_eq!(err(sf1_with(2, bad).as_bytes()), (ErrorKind::BadTimestamp, 4), "{bad}");
+        assert_eq!(
+            err(sf1_with(2, bad).as_bytes()),
+            (ErrorKind::BadTimestamp, 4),
+            "{bad}"
+        );
     }
 }
 
@@ -267,7 +271,10 @@ fn sf1_timers_and_plus() {
     assert_eq!(r.termination_state, Some("CR"));
     assert_eq!(r.path_prefix, Some(""));
     assert_eq!(err(sf1_with(17, "-2x").as_bytes()).0, ErrorKind::BadInteger);
-    assert_eq!(err(sf1_with(17, "-2").as_bytes()), (ErrorKind::BadInteger, field_off(SF1, 17)));
+    assert_eq!(
+        err(sf1_with(17, "-2").as_bytes()),
+        (ErrorKind::BadInteger, field_off(SF1, 17))
+    );
     assert_eq!(ok(&sf1_with(21, "-1")).time_total, -1);
     assert_eq!(err(sf1_with(21, "-2").as_bytes()).0, ErrorKind::BadInteger);
     assert_eq!(err(sf1_with(21, "-").as_bytes()).0, ErrorKind::BadInteger);
@@ -728,9 +735,15 @@ fn tcplog_edges() {
     );
     // tcplog lines are never cut by a sane `len`: a short one is rejected.
     let line = TCP.rsplit_once(' ').unwrap().0.to_owned() + " ";
-    assert_eq!(err(line.as_bytes()), (ErrorKind::MissingField, u32::try_from(line.len()).unwrap()));
+    assert_eq!(
+        err(line.as_bytes()),
+        (ErrorKind::MissingField, u32::try_from(line.len()).unwrap())
+    );
     let line = TCP.rsplit_once(' ').unwrap().0;
-    assert_eq!(err(line.as_bytes()), (ErrorKind::MissingField, u32::try_from(line.len()).unwrap()));
+    assert_eq!(
+        err(line.as_bytes()),
+        (ErrorKind::MissingField, u32::try_from(line.len()).unwrap())
+    );
     let p = Parser::new(cfg(Framing::Auto, PayloadFormat::TcpLog));
     assert_eq!(
         p.parse(HTTP.as_bytes()).unwrap_err().kind,

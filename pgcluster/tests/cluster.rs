@@ -359,7 +359,6 @@ fn spawn_helper(arg: &str) -> (std::process::Child, i32, PathBuf) {
         .args(["--exact", "helper_owner_process", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, arg)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();

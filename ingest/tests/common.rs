@@ -1,0 +1,68 @@
+//! Shared test harness: a throwaway PostgreSQL cluster, migrations, and a running pipeline.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use pgcluster::PgCluster;
+use suiftly_ingest::batch::WriteBatch;
+use suiftly_ingest::listener::{self, BatchLimits, BoundListener, ListenerConfig, ListenerStats};
+use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
+use suiftly_parser::Parser;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Starts a private cluster and migrates it. Panics (fails the test loudly) when PostgreSQL
+/// cannot be started: these tests never skip.
+pub async fn database() -> (PgCluster, String) {
+    let cluster = tokio::task::spawn_blocking(PgCluster::temporary)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the test postgresql: {e}"));
+    let conninfo = cluster.connection_string();
+    let mut client = writer::connect(&conninfo).await.unwrap();
+    suiftly_ingest::db::migrate(&mut client).await.unwrap();
+    (cluster, conninfo)
+}
+
+pub fn listener_config(toml_text: &str) -> ListenerConfig {
+    #[derive(serde::Deserialize)]
+    struct F {
+        listener: ListenerConfig,
+    }
+    toml::from_str::<F>(toml_text).unwrap().listener
+}
+
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub listener: tokio::task::JoinHandle<std::io::Result<ListenerStats>>,
+    pub writer: tokio::task::JoinHandle<WriterStats>,
+}
+
+impl Running {
+    pub async fn stop(self) -> (ListenerStats, WriterStats) {
+        self.shutdown.cancel();
+        let l = self.listener.await.unwrap().unwrap();
+        let w = self.writer.await.unwrap();
+        (l, w)
+    }
+}
+
+pub fn start(cfg: &ListenerConfig, bound: BoundListener, conninfo: &str, limits: BatchLimits) -> Running {
+    let (tx, rx) = mpsc::channel::<WriteBatch>(4);
+    let abort = CancellationToken::new();
+    let writer = tokio::spawn(
+        Writer::new(WriterConfig { conninfo: conninfo.into(), max_backoff: Duration::from_secs(1) })
+            .run(rx, abort),
+    );
+    let shutdown = CancellationToken::new();
+    let parser = Parser::new(cfg.source_config().unwrap());
+    let listener = tokio::spawn(listener::run(bound, parser, limits, tx, shutdown.clone()));
+    Running { shutdown, listener, writer }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
