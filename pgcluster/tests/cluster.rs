@@ -368,7 +368,8 @@ fn spawn_helper(arg: &str) -> (std::process::Child, i32, PathBuf) {
             .next()
             .expect("helper exited before reporting")
             .unwrap();
-        if let Some(rest) = line.strip_prefix("PGCLUSTER_HELPER ") {
+        // libtest may print "test helper_owner_process ... " before it.
+        if let Some((_, rest)) = line.split_once("PGCLUSTER_HELPER ") {
             break rest.to_owned();
         }
     };
