@@ -158,6 +158,7 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
     let rate = args.rate.max(1);
     eprintln!("loadgen: sending {total} lines at {rate}/s from {}", args.fixture.display());
     let start_us = now_us();
+    let started = Instant::now();
     let tag = args.server_id_tag;
     let sent = tokio::task::spawn_blocking(move || -> Result<u64> {
         let t0 = Instant::now();
@@ -201,7 +202,7 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
     let mut stored = count().await?;
     let mut last_change = Instant::now();
     while stored < sent && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let s = count().await?;
         if s != stored {
             last_change = Instant::now();
@@ -211,9 +212,15 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
             break;
         }
     }
+    // Time from the first send until the last row was seen committed (±100 ms polling).
+    let e2e_secs = last_change.duration_since(started).as_secs_f64();
     let lost = sent as i64 - stored as i64;
     let secs = (end_us - start_us) as f64 / 1e6;
-    println!("sent={sent} stored={stored} lost={lost} send_secs={secs:.2} rate={:.0}/s", sent as f64 / secs);
+    println!(
+        "sent={sent} stored={stored} lost={lost} send_secs={secs:.2} send_rate={:.0}/s e2e_secs={e2e_secs:.2} stored_rate={:.0}/s",
+        sent as f64 / secs,
+        stored as f64 / e2e_secs
+    );
     if lost != 0 {
         bail!("{lost} lines not stored (negative = duplicates)");
     }

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# End-to-end ingest measurements (not a test): run from the repository root after
+# `cargo build --release`.
+#
+#   bash benches/e2e.sh                 # RATE=50000 SECS=60 BULK=2000000 by default
+#
+# 1. `suiftly run` (release) on an embedded PostgreSQL (fsync on, defaults otherwise).
+# 2. zero-loss check: `suiftly loadgen` over UDP at RATE lines/s for SECS seconds.
+# 3. sustained throughput: BULK lines over the unix socket as fast as possible (a unix
+#    datagram socket pushes back instead of dropping, so this measures the pipeline, not UDP
+#    loss); rows/s = BULK / time until the last row is committed.
+# 4. ceiling: the same BULK rows exported with `\copy … TO … (FORMAT binary)` and loaded with
+#    `psql \copy … FROM … (FORMAT binary)` into the same schema (a second, freshly migrated
+#    database on the same server), then the same load repeated with candidate indexes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-target/release/suiftly}
+RATE=${RATE:-50000}
+SECS=${SECS:-60}
+BULK=${BULK:-2000000}
+[ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+PSQL=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)
+
+WORK=$(mktemp -d /tmp/suiftly-e2e.XXXXXX)
+chmod 755 "$WORK"
+free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
+UDP_PORT=$(free_port SOCK_DGRAM)
+MPORT=$(free_port SOCK_STREAM)
+cat > "$WORK/suiftly.toml" <<CFG
+data_dir = "$WORK/data"
+[metrics]
+listen = "127.0.0.1:$MPORT"
+[[listener]]
+name = "udp"
+kind = "udp"
+address = "127.0.0.1:$UDP_PORT"
+framing = "local"
+payload = "sf1"
+[[listener]]
+name = "unix"
+kind = "unix"
+address = "$WORK/ingest.sock"
+framing = "local"
+payload = "sf1"
+CFG
+
+"$BIN" -c "$WORK/suiftly.toml" run 2> "$WORK/run.log" &
+RUN_PID=$!
+cleanup() { kill -TERM "$RUN_PID" 2>/dev/null || true; wait "$RUN_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 600); do
+    [ -f "$WORK/data/conninfo" ] && [ -S "$WORK/ingest.sock" ] && break
+    sleep 0.1
+done
+CONN=$(cat "$WORK/data/conninfo")
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $("$PSQL" --version)"
+echo "work dir: $WORK"
+
+echo "== zero-loss run over UDP: $RATE lines/s for $SECS s"
+RCVBUF_BEFORE=$(awk '/^Udp:/{getline; print $6; exit}' /proc/net/snmp)
+"$BIN" -c "$WORK/suiftly.toml" loadgen --udp "127.0.0.1:$UDP_PORT" --rate "$RATE" --duration-secs "$SECS" --server-id-tag 4094 || true
+RCVBUF_AFTER=$(awk '/^Udp:/{getline; print $6; exit}' /proc/net/snmp)
+echo "kernel Udp RcvbufErrors during the run: $((RCVBUF_AFTER - RCVBUF_BEFORE))"
+
+echo "== sustained throughput over the unix socket: $BULK lines, unpaced"
+"$BIN" -c "$WORK/suiftly.toml" loadgen --unix "$WORK/ingest.sock" --rate 10000000 --count "$BULK" --server-id-tag 4095 --settle-secs 120 || true
+
+echo "== ceiling: psql \\copy of the same rows into the same schema"
+"$PSQL" "$CONN" -qAt -c "\\copy (SELECT * FROM haproxy_raw_logs WHERE server_id = 4095) TO '$WORK/rows.bin' (FORMAT binary)"
+ls -l "$WORK/rows.bin"
+"$PSQL" "$CONN" -qAt -c "CREATE DATABASE ceiling"
+CEIL_CONN="${CONN/dbname=suiftly/dbname=ceiling}"
+DATABASE_URL="$CEIL_CONN" "$BIN" migrate 2>/dev/null
+# Partitions for the hours the rows fall in.
+"$PSQL" "$CEIL_CONN" -qAt <<SQL
+DO \$\$
+DECLARE h timestamptz;
+BEGIN
+  FOR h IN SELECT generate_series(date_trunc('hour', now()) - interval '2 hours', date_trunc('hour', now()) + interval '1 hour', interval '1 hour') LOOP
+    EXECUTE format('CREATE TABLE IF NOT EXISTS haproxy_raw_logs_p%s PARTITION OF haproxy_raw_logs FOR VALUES FROM (%L) TO (%L)',
+                   to_char(h AT TIME ZONE 'UTC', 'YYYYMMDDHH24'), h, h + interval '1 hour');
+  END LOOP;
+END \$\$;
+SQL
+load() {
+    local label=$1 ddl=$2
+    "$PSQL" "$CEIL_CONN" -qAt -c "TRUNCATE haproxy_raw_logs"
+    [ -n "$ddl" ] && "$PSQL" "$CEIL_CONN" -qAt -c "$ddl"
+    "$PSQL" "$CEIL_CONN" -qAt -c "CHECKPOINT"
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$PSQL" "$CEIL_CONN" -qAt -c "\\copy haproxy_raw_logs FROM '$WORK/rows.bin' (FORMAT binary)"
+    t1=$(date +%s.%N)
+    local n
+    n=$("$PSQL" "$CEIL_CONN" -qAt -c "SELECT count(*) FROM haproxy_raw_logs")
+    python3 -c "import sys; n=int(sys.argv[1]); s=float(sys.argv[3])-float(sys.argv[2]); print(f'{sys.argv[4]:<40} rows={n} secs={s:.2f} rows/s={n/s:,.0f}')" "$n" "$t0" "$t1" "$label"
+}
+for i in 1 2 3; do load "no index (run $i)" ""; done
+load "btree(timestamp)" "CREATE INDEX ix_ts ON haproxy_raw_logs (\"timestamp\")"
+"$PSQL" "$CEIL_CONN" -qAt -c "DROP INDEX ix_ts"
+load "brin(timestamp)" "CREATE INDEX ix_brin ON haproxy_raw_logs USING brin (\"timestamp\")"
+"$PSQL" "$CEIL_CONN" -qAt -c "DROP INDEX ix_brin"
+load "btree(customer_id, timestamp)" "CREATE INDEX ix_cust ON haproxy_raw_logs (customer_id, \"timestamp\")"
+"$PSQL" "$CEIL_CONN" -qAt -c "DROP INDEX ix_cust"
+load "btree(api_key_fp)" "CREATE INDEX ix_fp ON haproxy_raw_logs (api_key_fp)"
+"$PSQL" "$CEIL_CONN" -qAt -c "DROP INDEX ix_fp"
+echo "== metrics after the runs"
+curl -s "http://127.0.0.1:$MPORT/metrics" | grep -E '^suiftly_(ingest_(rows_copied|batches|lines_rejected|datagrams)_total|kernel_udp_rcvbuf)' || true
