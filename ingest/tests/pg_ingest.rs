@@ -344,3 +344,57 @@ async fn wait_for_rows(conninfo: &str, want: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_senders_lose_nothing() {
+    let (_pg, conninfo) = database().await;
+    let cfg = listener_config(
+        "[listener]\nname = \"many\"\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\nframing = \"local\"\npayload = \"sf1\"\n",
+    );
+    let bound = listener::bind(&cfg).unwrap();
+    let addr = bound.local_addr().unwrap();
+    assert!(bound.effective_rcvbuf >= 8 * 1024 * 1024, "8 MiB receive buffer (root may force it)");
+    let running = start(&cfg, bound, &conninfo, BatchLimits { max_rows: 500, ..BatchLimits::default() });
+    let senders = 8;
+    let per_sender = 1_000;
+    let base = now_ms() - 10_000;
+    let threads: Vec<_> = (0..senders)
+        .map(|s| {
+            std::thread::spawn(move || {
+                let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+                for i in 0..per_sender {
+                    let ts = base + i as i64;
+                    let line = format!(
+                        "<134>Nov 26 02:10:57 haproxy[1]: sf1 {}.{:03} fe 1 17 2 2 {} - {i} - 1 - 10.0.{s}.1 200 10 0 0 1 2 3 1 -- /s{s}",
+                        ts / 1000,
+                        ts % 1000,
+                        s + 1,
+                    );
+                    sock.send_to(line.as_bytes(), addr).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_for_rows(&conninfo, senders * per_sender).await;
+    let (l, w) = running.stop().await;
+    assert_eq!(l.parsed as usize, senders * per_sender);
+    assert_eq!(w.rows as usize, senders * per_sender);
+    let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    // Each sender's lines arrived exactly once: distinct fingerprints 0..per_sender per customer.
+    let rows = client
+        .query(
+            "SELECT customer_id, count(*), count(DISTINCT api_key_fp) FROM haproxy_raw_logs GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), senders);
+    for (s, r) in rows.iter().enumerate() {
+        assert_eq!(r.get::<_, Option<i32>>(0), Some(s as i32 + 1));
+        assert_eq!(r.get::<_, i64>(1), per_sender as i64);
+        assert_eq!(r.get::<_, i64>(2), per_sender as i64);
+    }
+}

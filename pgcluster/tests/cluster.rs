@@ -45,7 +45,10 @@ fn postmaster_pid(data_dir: &Path) -> i32 {
 fn process_running(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit_once(')').map(|x| x.1.trim_start()).unwrap_or("");
+            let state = stat
+                .rsplit_once(')')
+                .map(|x| x.1.trim_start())
+                .unwrap_or("");
             !state.starts_with('Z') && !state.starts_with('X')
         }
         Err(_) => false,
@@ -65,14 +68,30 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A parent directory the cluster user can traverse.
+/// A parent directory the cluster user can traverse, on tmpfs when there is
+/// one (a busy disk makes each checkpoint of a persistent cluster slow).
 fn persistent_parent() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let dir = tempfile::Builder::new()
         .prefix("pgcluster-test-")
-        .tempdir()
+        .tempdir_in(base)
         .unwrap();
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).unwrap();
     dir
+}
+
+/// Persistent-cluster options without fsync (disk syncs make a start take
+/// seconds on a busy machine; only `persistent_data_dir_is_reused` keeps it).
+fn no_sync(data: &Path) -> ClusterOptions {
+    ClusterOptions {
+        fsync: false,
+        ..ClusterOptions::new(data)
+    }
 }
 
 #[test]
@@ -152,8 +171,7 @@ fn tcp_listener_on_loopback() {
     let pg = PgCluster::temporary_with(|o| {
         o.tcp = true;
         o.database = "other db".into();
-        o.extra_settings
-            .push(("work_mem".into(), "8MB".into()));
+        o.extra_settings.push(("work_mem".into(), "8MB".into()));
     })
     .expect("cluster must start");
     let url = pg.tcp_url().expect("tcp url");
@@ -263,7 +281,7 @@ fn persistent_data_dir_is_reused() {
 fn stale_pid_file_is_handled() {
     let parent = persistent_parent();
     let data = parent.path().join("pgdata");
-    let mut pg = PgCluster::start(ClusterOptions::new(&data)).expect("cluster must start");
+    let mut pg = PgCluster::start(no_sync(&data)).expect("cluster must start");
     query(
         &pg.connection_string(),
         "create table t (v int8); insert into t values (1)",
@@ -280,7 +298,7 @@ fn stale_pid_file_is_handled() {
         format!("1\n{}\n0\n5432\n/tmp\n\n  0 0\nready\n", data.display()),
     )
     .unwrap();
-    let pg = PgCluster::start(ClusterOptions::new(&data)).expect("restart over stale pid file");
+    let pg = PgCluster::start(no_sync(&data)).expect("restart over stale pid file");
     assert_eq!(
         query(&pg.connection_string(), "", "select v from t").unwrap(),
         vec![1]
@@ -288,7 +306,7 @@ fn stale_pid_file_is_handled() {
     drop(pg);
     // A pid file naming a dead process.
     fs::write(&pid_file, "999999999\n").unwrap();
-    let pg = PgCluster::start(ClusterOptions::new(&data)).expect("restart over dead pid file");
+    let pg = PgCluster::start(no_sync(&data)).expect("restart over dead pid file");
     assert_eq!(select_one(&pg.connection_string()), 1);
 }
 
@@ -303,6 +321,7 @@ fn untraversable_parent_is_a_clear_error() {
         .expect_err("postgres cannot reach a dir under a 0700 root dir");
     assert!(matches!(err, Error::NotTraversable { .. }), "{err:?}");
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(msg.contains("chmod o+x"), "{msg}");
     assert!(msg.contains(&parent.path().display().to_string()), "{msg}");
 }
@@ -325,6 +344,7 @@ fn bad_setting_reports_log_tail() {
     })
     .expect_err("an unknown setting must fail the start");
     let msg = err.to_string();
+    eprintln!("{msg}");
     assert!(matches!(err, Error::Start { .. }), "{err:?}");
     assert!(msg.contains("no_such_setting_xyz"), "{msg}");
     assert!(msg.starts_with("postgresql failed to start"), "{msg}");
@@ -344,7 +364,7 @@ fn helper_owner_process() {
     let pg = if persistent.is_empty() {
         PgCluster::temporary().expect("cluster must start")
     } else {
-        PgCluster::start(ClusterOptions::new(&persistent)).expect("cluster must start")
+        PgCluster::start(no_sync(Path::new(&persistent))).expect("cluster must start")
     };
     println!(
         "PGCLUSTER_HELPER {} {}",
@@ -356,7 +376,12 @@ fn helper_owner_process() {
 
 fn spawn_helper(arg: &str) -> (std::process::Child, i32, PathBuf) {
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "helper_owner_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "helper_owner_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(HELPER_ENV, arg)
         .stdout(Stdio::piped())
         .spawn()
@@ -383,12 +408,16 @@ fn killed_owner_leaves_nothing_behind() {
     assert!(process_running(pid));
     child.kill().unwrap(); // SIGKILL: no destructor runs
     child.wait().unwrap();
-    wait_until("watchdog to stop the server", Duration::from_secs(30), || {
-        !process_running(pid)
-    });
-    wait_until("watchdog to remove the dir", Duration::from_secs(30), || {
-        !data.exists()
-    });
+    wait_until(
+        "watchdog to stop the server",
+        Duration::from_secs(30),
+        || !process_running(pid),
+    );
+    wait_until(
+        "watchdog to remove the dir",
+        Duration::from_secs(30),
+        || !data.exists(),
+    );
 }
 
 #[test]
@@ -399,11 +428,16 @@ fn killed_owner_persistent_cluster_restarts() {
     assert_eq!(reported, fs::canonicalize(&data).unwrap());
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until("watchdog to stop the server", Duration::from_secs(30), || {
-        !process_running(pid)
-    });
-    assert!(data.join("PG_VERSION").exists(), "persistent data must stay");
-    let pg = PgCluster::start(ClusterOptions::new(&data)).expect("restart after owner died");
+    wait_until(
+        "watchdog to stop the server",
+        Duration::from_secs(30),
+        || !process_running(pid),
+    );
+    assert!(
+        data.join("PG_VERSION").exists(),
+        "persistent data must stay"
+    );
+    let pg = PgCluster::start(no_sync(&data)).expect("restart after owner died");
     assert_eq!(select_one(&pg.connection_string()), 1);
 }
 
@@ -411,12 +445,12 @@ fn killed_owner_persistent_cluster_restarts() {
 fn server_left_running_is_stopped_and_restarted() {
     let parent = persistent_parent();
     let data = parent.path().join("pgdata");
-    let pg = PgCluster::start(ClusterOptions::new(&data)).expect("cluster must start");
+    let pg = PgCluster::start(no_sync(&data)).expect("cluster must start");
     let old_pid = postmaster_pid(pg.data_dir());
     // Leak it: the server keeps running with nobody to stop it (until this
     // process exits and the watchdog notices).
     std::mem::forget(pg);
-    let pg = PgCluster::start(ClusterOptions::new(&data)).expect("start over a running server");
+    let pg = PgCluster::start(no_sync(&data)).expect("start over a running server");
     assert_ne!(postmaster_pid(pg.data_dir()), old_pid);
     assert!(!process_running(old_pid));
     assert_eq!(select_one(&pg.connection_string()), 1);

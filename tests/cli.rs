@@ -1,0 +1,108 @@
+//! The binary as a user runs it: the embedded-PostgreSQL default of `suiftly run`, graceful
+//! SIGTERM, and `suiftly demo` accounting for every fixture line.
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn run_starts_and_stops_its_embedded_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = tmp.path().join("s.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{mport}\"\n[embedded_postgres]\nfsync_off = true\n[[listener]]\nname = \"u\"\nkind = \"udp\"\naddress = \"127.0.0.1:{port}\"\n"
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env_remove("DATABASE_URL")
+        .env("SUIFTLY_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_until("metrics endpoint", Duration::from_secs(90), || {
+        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    let conninfo = std::fs::read_to_string(data.join("conninfo")).unwrap();
+    assert!(data.join("postgres").join("postmaster.pid").exists(), "cluster running under data_dir");
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let line = format!(
+        "<134>Nov 26 02:10:57 haproxy[1]: sf1 {}.{:03} fe 1 17 2 2 77 - 5 - 1 - 192.0.2.1 200 10 0 0 1 2 3 1 -- /hello/world",
+        now / 1000,
+        now % 1000
+    );
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(line.as_bytes(), ("127.0.0.1", port)).unwrap();
+    // Give the listener a moment to receive it, then stop: the partial batch must be flushed.
+    std::thread::sleep(Duration::from_millis(100));
+    // SAFETY: kill(2) on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!data.join("postgres").join("postmaster.pid").exists(), "embedded postgresql stopped on exit");
+
+    // Start it again (as an operator would) and read the row back.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env_remove("DATABASE_URL")
+        .env("SUIFTLY_DATA_DIR", &data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_until("metrics endpoint", Duration::from_secs(90), || {
+        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    let conninfo2 = std::fs::read_to_string(data.join("conninfo")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (customer, path): (Option<i32>, Option<String>) = rt.block_on(async {
+        let c = suiftly_ingest::writer::connect(&conninfo2).await.unwrap();
+        let r = c.query_one("SELECT customer_id, path_prefix FROM haproxy_raw_logs", &[]).await.unwrap();
+        (r.get(0), r.get(1))
+    });
+    assert_eq!(customer, Some(77));
+    assert_eq!(path.as_deref(), Some("hello/worl"));
+    let _ = conninfo;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn demo_accounts_for_every_fixture_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .arg("demo")
+        .current_dir(root)
+        .env_remove("DATABASE_URL")
+        .env("SUIFTLY_METRICS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every datagram accounted for"), "{stdout}");
+    // Every fixture datagram was sent.
+    let fixtures: usize = std::fs::read_dir(root.join("fixtures/haproxy"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| std::fs::read(e.path()).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+        .sum();
+    assert!(stdout.contains(&format!("sent {fixtures} datagrams")), "{stdout}");
+}
