@@ -116,19 +116,23 @@ pub async fn prepare(cfg: &Config, db: &Database, shutdown: &CancellationToken) 
 }
 
 pub async fn run_until_signal(cfg: Config) -> Result<()> {
+    // Handlers first: a SIGTERM during start-up must not kill the process with the embedded
+    // PostgreSQL still running; it is acted on once start-up completes.
+    let mut signals = Signals::new()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     let upkeep = CancellationToken::new();
-    install_metrics(&cfg.metrics.listen)?;
     prepare(&cfg, &db, &upkeep).await?;
     let pipeline = Pipeline::start(&cfg, &db.conninfo).await?;
     for (name, addr, path) in &pipeline.bound {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
-    wait_for_signal().await;
-    info!("shutdown requested; press ctrl-c again to abort uncommitted batches");
+    // Last, so that a reachable /metrics also means "listeners are bound".
+    install_metrics(&cfg.metrics.listen)?;
+    signals.recv().await;
+    info!("shutdown requested; signal again to abort uncommitted batches");
     let abort = pipeline.abort.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         warn!("second signal: aborting writer retries");
         abort.cancel();
     });
@@ -142,11 +146,25 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, registered at construction.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
