@@ -33,7 +33,11 @@ const LOCAL: &str = "<134>Nov 26 02:10:57 haproxy[1234]: ";
 const RFC5424: &str = "<134>1 2026-11-26T02:10:57.123456+00:00 gw1 haproxy 1234 - - ";
 
 fn parser(framing: Framing, payload: PayloadFormat) -> Parser {
-    let fe = |service_type, network, fe_type| FrontendMapping { service_type, network, fe_type };
+    let fe = |service_type, network, fe_type| FrontendMapping {
+        service_type,
+        network,
+        fe_type,
+    };
     Parser::new(SourceConfig {
         framing,
         payload,
@@ -51,7 +55,9 @@ fn parser(framing: Framing, payload: PayloadFormat) -> Parser {
 
 /// Datagrams from `fixtures/haproxy/<file>`, or the synthetic lines behind `header`.
 fn load(file: &str, header: &str, synthetic: &[&str]) -> (Vec<Vec<u8>>, &'static str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/haproxy").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/haproxy")
+        .join(file);
     match std::fs::read(&path) {
         Ok(data) => {
             let lines = data
@@ -62,7 +68,10 @@ fn load(file: &str, header: &str, synthetic: &[&str]) -> (Vec<Vec<u8>>, &'static
             (lines, "fixture")
         }
         Err(_) => {
-            let lines = synthetic.iter().map(|l| format!("{header}{l}").into_bytes()).collect();
+            let lines = synthetic
+                .iter()
+                .map(|l| format!("{header}{l}").into_bytes())
+                .collect();
             (lines, "synthetic")
         }
     }
@@ -83,7 +92,10 @@ fn bench_format(
     assert!(!lines.is_empty(), "no parseable lines for {group}");
     let n = lines.len() as u64;
     let bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
-    eprintln!("{group}: {n} {source} lines, {:.0} bytes/line", bytes as f64 / n as f64);
+    eprintln!(
+        "{group}: {n} {source} lines, {:.0} bytes/line",
+        bytes as f64 / n as f64
+    );
 
     let mut g = c.benchmark_group(group);
     let run = |b: &mut criterion::Bencher<'_>| {
@@ -103,12 +115,52 @@ fn bench_format(
 fn benches(c: &mut Criterion) {
     use Framing::{Local, Rfc5424};
     use PayloadFormat::{HttpLog, Suiftly, TcpLog};
-    bench_format(c, "local-sf1", "local-sf1.log", Local, Suiftly, LOCAL, SYNTH_SF1);
-    bench_format(c, "local-httplog", "local-httplog.log", Local, HttpLog, LOCAL, SYNTH_HTTP);
-    bench_format(c, "local-tcplog", "local-tcplog.log", Local, TcpLog, LOCAL, SYNTH_TCP);
-    bench_format(c, "rfc5424-sf1", "rfc5424-sf1.log", Rfc5424, Suiftly, RFC5424, SYNTH_SF1);
+    bench_format(
+        c,
+        "local-sf1",
+        "local-sf1.log",
+        Local,
+        Suiftly,
+        LOCAL,
+        SYNTH_SF1,
+    );
+    bench_format(
+        c,
+        "local-httplog",
+        "local-httplog.log",
+        Local,
+        HttpLog,
+        LOCAL,
+        SYNTH_HTTP,
+    );
+    bench_format(
+        c,
+        "local-tcplog",
+        "local-tcplog.log",
+        Local,
+        TcpLog,
+        LOCAL,
+        SYNTH_TCP,
+    );
+    bench_format(
+        c,
+        "rfc5424-sf1",
+        "rfc5424-sf1.log",
+        Rfc5424,
+        Suiftly,
+        RFC5424,
+        SYNTH_SF1,
+    );
     // Auto-detection of framing and payload on the same lines, for comparison.
-    bench_format(c, "auto-httplog", "local-httplog.log", Framing::Auto, PayloadFormat::Auto, LOCAL, SYNTH_HTTP);
+    bench_format(
+        c,
+        "auto-httplog",
+        "local-httplog.log",
+        Framing::Auto,
+        PayloadFormat::Auto,
+        LOCAL,
+        SYNTH_HTTP,
+    );
 }
 
 criterion_group!(parse, benches);

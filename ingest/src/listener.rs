@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use metrics::{Counter, counter};
+use metrics::{Counter, counter, gauge};
 use serde::Deserialize;
 use socket2::{Domain, Socket, Type};
 use suiftly_parser::{Framing, FrontendMapping, Parser, PayloadFormat, SourceConfig};
@@ -202,6 +202,13 @@ enum BoundSocket {
 }
 
 impl BoundListener {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        match &self.socket {
+            BoundSocket::Udp(s) => s.as_raw_fd(),
+            BoundSocket::Unix(s, _) => s.as_raw_fd(),
+        }
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.socket {
             BoundSocket::Udp(s) => s.local_addr().ok(),
@@ -361,8 +368,9 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Receives, parses and batches until `shutdown`, then flushes what it holds and returns.
-/// Dropping the returned future loses the unflushed batch; cancel through `shutdown`.
+/// Receives, parses and batches until `shutdown`; then drains what the kernel already queued
+/// for the socket, flushes what it holds and returns. Dropping the returned future instead
+/// loses the unflushed batch: cancel through `shutdown`.
 pub async fn run(
     listener: BoundListener,
     parser: Parser,
@@ -370,101 +378,157 @@ pub async fn run(
     tx: mpsc::Sender<WriteBatch>,
     shutdown: CancellationToken,
 ) -> io::Result<ListenerStats> {
-    let name = listener.name.clone();
-    let label = name.to_string();
-    let c = Counters {
-        datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
-        bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
-        denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label.clone()),
-        parsed: counter!("suiftly_ingest_lines_parsed_total", "listener" => label.clone()),
+    let label = listener.name.to_string();
+    let mut b = Batcher {
+        name: listener.name.clone(),
+        parser,
+        allow: listener.allow.clone(),
+        counters: Counters {
+            datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
+            bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
+            denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label.clone()),
+            parsed: counter!("suiftly_ingest_lines_parsed_total", "listener" => label),
+        },
+        stats: ListenerStats::default(),
+        builder: RawBatchBuilder::with_capacity(limits.max_rows),
+        first_row_at: None,
+        limits,
+        tx,
     };
-    let mut stats = ListenerStats::default();
     let mut bufs = RecvBuffers::new(listener.max_datagram_bytes, listener.recv_batch);
-    let mut builder = RawBatchBuilder::with_capacity(limits.max_rows);
-    let mut first_row_at: Option<Instant> = None;
     let unix = matches!(listener.socket, BoundSocket::Unix(..));
-    let max_past = limits.max_past.as_micros() as i64;
-    let max_future = limits.max_future.as_micros() as i64;
 
     loop {
-        let deadline = first_row_at.map(|t| t + limits.max_age);
-        let received = tokio::select! {
+        let deadline = b.first_row_at.map(|t| t + b.limits.max_age);
+        tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => None,
-            r = recv_ready(&listener.socket, &mut bufs, unix) => Some(r?),
-        };
-        if received.is_some() {
-            let now = now_us();
-            let (mut n_bytes, mut n_denied, mut n_parsed) = (0u64, 0u64, 0u64);
-            let n = bufs.datagrams.len();
-            for i in 0..n {
-                let d = bufs.datagrams[i];
-                let bytes = bufs.bytes(&d);
-                n_bytes += bytes.len() as u64;
-                if let Some(ip) = d.source.ip()
-                    && !listener.allow.iter().any(|net| net.contains(&ip))
-                {
-                    n_denied += 1;
-                    continue;
-                }
-                let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
-                    received_at_us: now,
-                    listener: name.clone(),
-                    source_addr: match d.source {
-                        Source::Inet(a) => Some(a.to_string()),
-                        Source::Unix => None,
-                    },
-                    reason,
-                    error_offset: offset.map(|o| o as i32),
-                    raw: bytes.to_vec(),
-                };
-                if d.truncated {
-                    builder.reject(reject(RejectReason::Truncated, None));
-                    continue;
-                }
-                match parser.parse(bytes) {
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                // The oldest row reached max_age.
+                b.flush().await?;
+            }
+            r = recv_ready(&listener.socket, &mut bufs, unix) => {
+                r?;
+                b.ingest(&bufs).await?;
+            }
+        }
+    }
+    // Whatever the kernel accepted before the stop is ours to keep.
+    let fd = listener.raw_fd();
+    loop {
+        match bufs.recv(fd, unix) {
+            Ok(0) => break,
+            Ok(_) => b.ingest(&bufs).await?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    b.flush().await?;
+    info!(listener = %b.name, stats = ?b.stats, "listener stopped");
+    Ok(b.stats)
+}
+
+/// A listener's parse-and-batch state, separate from its socket.
+struct Batcher {
+    name: Arc<str>,
+    parser: Parser,
+    allow: Vec<IpNet>,
+    counters: Counters,
+    stats: ListenerStats,
+    builder: RawBatchBuilder,
+    first_row_at: Option<Instant>,
+    limits: BatchLimits,
+    tx: mpsc::Sender<WriteBatch>,
+}
+
+impl Batcher {
+    /// Parses every datagram of one receive call into the builder, flushing at max_rows.
+    async fn ingest(&mut self, bufs: &RecvBuffers) -> io::Result<()> {
+        let now = now_us();
+        let max_past = self.limits.max_past.as_micros() as i64;
+        let max_future = self.limits.max_future.as_micros() as i64;
+        let (mut n_bytes, mut n_denied, mut n_parsed) = (0u64, 0u64, 0u64);
+        let n = bufs.datagrams.len();
+        for d in &bufs.datagrams {
+            let bytes = bufs.bytes(d);
+            n_bytes += bytes.len() as u64;
+            if let Some(ip) = d.source.ip()
+                && !self.allow.iter().any(|net| net.contains(&ip))
+            {
+                n_denied += 1;
+                continue;
+            }
+            let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
+                received_at_us: now,
+                listener: self.name.clone(),
+                source_addr: match d.source {
+                    Source::Inet(a) => Some(a.to_string()),
+                    Source::Unix => None,
+                },
+                reason,
+                error_offset: offset.map(|o| o as i32),
+                raw: bytes.to_vec(),
+            };
+            if d.truncated {
+                self.builder.reject(reject(RejectReason::Truncated, None));
+            } else {
+                match self.parser.parse(bytes) {
                     Ok(rec) => {
                         if rec.timestamp_us < now - max_past || rec.timestamp_us > now + max_future
                         {
-                            builder.reject(reject(RejectReason::TimestampOutOfRange, None));
+                            self.builder
+                                .reject(reject(RejectReason::TimestampOutOfRange, None));
                         } else {
-                            builder.append(&rec);
+                            self.builder.append(&rec);
                             n_parsed += 1;
                         }
                     }
-                    Err(e) => builder.reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
-                }
-                // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
-                if builder.len() >= limits.max_rows {
-                    flush(&mut builder, &tx, &mut stats).await?;
-                    first_row_at = None;
+                    Err(e) => self
+                        .builder
+                        .reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
                 }
             }
-            stats.datagrams += n as u64;
-            stats.bytes += n_bytes;
-            stats.denied += n_denied;
-            stats.parsed += n_parsed;
-            c.datagrams.increment(n as u64);
-            c.bytes.increment(n_bytes);
-            c.denied.increment(n_denied);
-            c.parsed.increment(n_parsed);
-            if first_row_at.is_none() && !builder.is_empty() {
-                first_row_at = Some(Instant::now());
+            if self.first_row_at.is_none() {
+                self.first_row_at = Some(Instant::now());
             }
-            continue;
+            // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
+            if self.builder.len() >= self.limits.max_rows {
+                self.flush().await?;
+            }
         }
-        // The oldest row reached max_age.
-        if !builder.is_empty() {
-            flush(&mut builder, &tx, &mut stats).await?;
+        self.stats.datagrams += n as u64;
+        self.stats.bytes += n_bytes;
+        self.stats.denied += n_denied;
+        self.stats.parsed += n_parsed;
+        self.counters.datagrams.increment(n as u64);
+        self.counters.bytes.increment(n_bytes);
+        self.counters.denied.increment(n_denied);
+        self.counters.parsed.increment(n_parsed);
+        Ok(())
+    }
+
+    /// Hands the current batch to the writer (block policy: waiting here stops socket reads).
+    async fn flush(&mut self) -> io::Result<()> {
+        self.first_row_at = None;
+        if self.builder.is_empty() {
+            return Ok(());
         }
-        first_row_at = None;
+        let batch = self.builder.finish();
+        self.stats.rejected += batch.rejected.len() as u64;
+        for r in &batch.rejected {
+            counter!("suiftly_ingest_lines_rejected_total", "reason" => r.reason.as_str())
+                .increment(1);
+        }
+        self.stats.batches += 1;
+        self.tx
+            .send(batch)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer stopped"))?;
+        gauge!("suiftly_ingest_channel_depth", "channel" => "batches")
+            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        Ok(())
     }
-    if !builder.is_empty() {
-        flush(&mut builder, &tx, &mut stats).await?;
-    }
-    info!(listener = %name, ?stats, "listener stopped");
-    Ok(stats)
 }
 
 async fn recv_ready(socket: &BoundSocket, bufs: &mut RecvBuffers, unix: bool) -> io::Result<()> {
@@ -478,25 +542,5 @@ async fn recv_ready(socket: &BoundSocket, bufs: &mut RecvBuffers, unix: bool) ->
                 .await?
         }
     };
-    Ok(())
-}
-
-async fn flush(
-    builder: &mut RawBatchBuilder,
-    tx: &mpsc::Sender<WriteBatch>,
-    stats: &mut ListenerStats,
-) -> io::Result<()> {
-    let batch = builder.finish();
-    stats.rejected += batch.rejected.len() as u64;
-    for r in &batch.rejected {
-        counter!("suiftly_ingest_lines_rejected_total", "reason" => r.reason.as_str()).increment(1);
-    }
-    stats.batches += 1;
-    // Block policy (see module docs): waiting here stops socket reads.
-    tx.send(batch)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer stopped"))?;
-    metrics::gauge!("suiftly_ingest_channel_depth", "channel" => "batches")
-        .set((tx.max_capacity() - tx.capacity()) as f64);
     Ok(())
 }

@@ -15,7 +15,11 @@ fn cpu_ns() -> u64 {
 }
 
 fn main() {
-    let fe = FrontendMapping { service_type: 2, network: 1, fe_type: 2 };
+    let fe = FrontendMapping {
+        service_type: 2,
+        network: 1,
+        fe_type: 2,
+    };
     let p = Parser::new(SourceConfig {
         framing: Framing::Auto,
         payload: PayloadFormat::Auto,
@@ -31,7 +35,10 @@ fn main() {
             .filter(|l| !l.is_empty() && p.parse(l).is_ok())
             .collect();
         let bytes: usize = lines.iter().map(|l| l.len()).sum();
-        let total: usize = std::env::var("LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000_000);
+        let total: usize = std::env::var("LINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000);
         let rounds = total / lines.len().max(1);
         let start = cpu_ns();
         for _ in 0..rounds {

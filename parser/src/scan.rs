@@ -319,7 +319,9 @@ mod tests {
 
     #[test]
     fn find_byte_matches_position() {
-        let hay: Vec<u8> = (0..100u8).map(|i| if i % 7 == 3 { b' ' } else { b'a' + i % 26 }).collect();
+        let hay: Vec<u8> = (0..100u8)
+            .map(|i| if i % 7 == 3 { b' ' } else { b'a' + i % 26 })
+            .collect();
         for start in 0..hay.len() {
             for end in start..=hay.len() {
                 let h = &hay[start..end];

@@ -15,7 +15,11 @@ use suiftly_parser::{Framing, FrontendMapping, Parser, PayloadFormat, SourceConf
 fn parser() -> &'static Parser {
     static PARSER: OnceLock<Parser> = OnceLock::new();
     PARSER.get_or_init(|| {
-        let fe = FrontendMapping { service_type: 2, network: 1, fe_type: 2 };
+        let fe = FrontendMapping {
+            service_type: 2,
+            network: 1,
+            fe_type: 2,
+        };
         Parser::new(SourceConfig {
             framing: Framing::Auto,
             payload: PayloadFormat::Auto,
