@@ -50,6 +50,11 @@ pub(crate) fn parse<'a>(
         Some(m) if is_dash(fet) => m.fe_type,
         _ => int(fet, fet_off)?,
     };
+    // The code tables of SPEC section 3: a value outside them would be counted under a
+    // category no report knows, so the line is rejected (and kept verbatim) instead.
+    in_range(network, 0..=3, net_off)?;
+    in_range(service_type, 1..=6, svc_off)?;
+    in_range(fe_type, 1..=3, fet_off)?;
     let server_id = if is_dash(sid) {
         p.cfg
             .server_id
@@ -75,7 +80,13 @@ pub(crate) fn parse<'a>(
         Some(parse_hex_u64_bits(cfg).ok_or(ParseError::at(ErrorKind::BadInteger, off))?)
     };
     let (fp, off) = c.field()?;
-    let api_key_fp = if is_dash(fp) { 0 } else { int(fp, off)? };
+    // SPEC section 6: the fingerprint is a u32 stored as a signed i32 in a bigint column, so
+    // anything outside i32 is not a fingerprint.
+    let api_key_fp = if is_dash(fp) {
+        0
+    } else {
+        i64::from(int::<i32>(fp, off)?)
+    };
     let (meta, off) = c.field()?;
     let key_metadata = if is_dash(meta) {
         None
@@ -120,7 +131,9 @@ pub(crate) fn parse<'a>(
     let traffic_type = if is_dash(tt) {
         if customer_id.is_none() { 3 } else { 1 }
     } else {
-        int(tt, tt_off)?
+        let v = int(tt, tt_off)?;
+        in_range(v, 1..=8, tt_off)?;
+        v
     };
     let event_type = if is_dash(ev) {
         // HAProxy documents `PR` + 400 as "invalid HTTP syntax"; `sf1` has no request line
@@ -204,5 +217,14 @@ mod tests {
                 std::str::from_utf8(bad)
             );
         }
+    }
+}
+
+/// Rejects a code outside its table with `BadField` at the field's offset.
+fn in_range(v: i16, range: std::ops::RangeInclusive<i16>, off: usize) -> Result<(), ParseError> {
+    if range.contains(&v) {
+        Ok(())
+    } else {
+        Err(ParseError::at(ErrorKind::BadField, off))
     }
 }

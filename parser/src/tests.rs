@@ -207,6 +207,19 @@ fn sf1_customer_id_range() {
 }
 
 #[test]
+fn sf1_code_tables_are_enforced() {
+    assert_eq!(ok(&sf1_with(4, "3")).network, 3);
+    assert_eq!(err(sf1_with(4, "4").as_bytes()).0, ErrorKind::BadField);
+    assert_eq!(err(sf1_with(6, "0").as_bytes()).0, ErrorKind::BadField);
+    assert_eq!(err(sf1_with(6, "7").as_bytes()).0, ErrorKind::BadField);
+    assert_eq!(err(sf1_with(7, "4").as_bytes()).0, ErrorKind::BadField);
+    assert_eq!(ok(&sf1_with(12, "8")).traffic_type, 8);
+    assert_eq!(err(sf1_with(12, "9").as_bytes()).0, ErrorKind::BadField);
+    let line = sf1_with(4, "9");
+    assert_eq!(err(line.as_bytes()), (ErrorKind::BadField, field_off(&line, 4)));
+}
+
+#[test]
 fn sf1_config_hex_and_metadata_bits() {
     assert_eq!(ok(&sf1_with(9, "ffffffffffffffff")).config_hex, Some(-1));
     assert_eq!(
@@ -219,10 +232,11 @@ fn sf1_config_hex_and_metadata_bits() {
         ErrorKind::BadInteger
     );
     assert_eq!(err(sf1_with(9, "xyz").as_bytes()).0, ErrorKind::BadInteger);
-    assert_eq!(
-        ok(&sf1_with(10, "-9223372036854775808")).api_key_fp,
-        i64::MIN
-    );
+    // Fingerprints are u32 stored as signed i32 (SPEC section 6).
+    assert_eq!(ok(&sf1_with(10, "-2147483648")).api_key_fp, i64::from(i32::MIN));
+    assert_eq!(ok(&sf1_with(10, "2147483647")).api_key_fp, i64::from(i32::MAX));
+    assert_eq!(err(sf1_with(10, "2147483648").as_bytes()).0, ErrorKind::BadInteger);
+    assert_eq!(err(sf1_with(10, "99999999999").as_bytes()).0, ErrorKind::BadInteger);
     assert_eq!(ok(&sf1_with(11, "65535")).key_metadata, Some(-1));
     assert_eq!(ok(&sf1_with(11, "32768")).key_metadata, Some(i16::MIN));
     assert_eq!(
