@@ -62,8 +62,19 @@ RCVBUF_BEFORE=$(awk '/^Udp:/{getline; print $6; exit}' /proc/net/snmp)
 RCVBUF_AFTER=$(awk '/^Udp:/{getline; print $6; exit}' /proc/net/snmp)
 echo "kernel Udp RcvbufErrors during the run: $((RCVBUF_AFTER - RCVBUF_BEFORE))"
 
+cpu_of() { # user+system CPU ticks of the live processes of user $1
+    local total=0 p
+    for p in $(pgrep -u "$1"); do
+        total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+TICK=$(getconf CLK_TCK)
 echo "== sustained throughput over the unix socket: $BULK lines, unpaced"
+S0=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); P0=$(cpu_of postgres)
 "$BIN" -c "$WORK/suiftly.toml" loadgen --unix "$WORK/ingest.sock" --rate 10000000 --count "$BULK" --server-id-tag 4095 --settle-secs 120 || true
+S1=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); P1=$(cpu_of postgres)
+python3 -c "import sys; t=int(sys.argv[5]); n=int(sys.argv[6]); s=(int(sys.argv[2])-int(sys.argv[1]))/t; p=(int(sys.argv[4])-int(sys.argv[3]))/t; print(f'cpu during bulk: suiftly {s:.2f}s ({s/n*1e6:.2f} us/row), postgresql {p:.2f}s ({p/n*1e6:.2f} us/row)')" "$S0" "$S1" "$P0" "$P1" "$TICK" "$BULK"
 
 echo "== ceiling: psql \\copy of the same rows into the same schema"
 "$PSQL" "$CONN" -qAt -c "\\copy (SELECT * FROM haproxy_raw_logs WHERE server_id = 4095) TO '$WORK/rows.bin' (FORMAT binary)"
