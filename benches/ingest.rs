@@ -15,9 +15,14 @@ use suiftly_parser::{Framing, Parser, PayloadFormat, SourceConfig};
 const ROWS: usize = 5_000;
 
 fn lines(file: &str) -> Vec<Vec<u8>> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/haproxy").join(file);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/haproxy")
+        .join(file);
     let data = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| l.to_vec()).collect()
+    data.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| l.to_vec())
+        .collect()
 }
 
 fn parser() -> Parser {
@@ -26,7 +31,11 @@ fn parser() -> Parser {
         payload: PayloadFormat::Auto,
         server_id: Some(17),
         frontends: Default::default(),
-        default_frontend: Some(suiftly_parser::FrontendMapping { service_type: 2, network: 1, fe_type: 2 }),
+        default_frontend: Some(suiftly_parser::FrontendMapping {
+            service_type: 2,
+            network: 1,
+            fe_type: 2,
+        }),
         accept_date_utc_offset_secs: 0,
     })
 }
@@ -34,7 +43,10 @@ fn parser() -> Parser {
 fn bench(c: &mut Criterion) {
     let p = parser();
     // Lines that parse, repeated up to one full batch.
-    let mut good: Vec<Vec<u8>> = lines("local-sf1.log").into_iter().filter(|l| p.parse(l).is_ok()).collect();
+    let mut good: Vec<Vec<u8>> = lines("local-sf1.log")
+        .into_iter()
+        .filter(|l| p.parse(l).is_ok())
+        .collect();
     assert!(!good.is_empty());
     let base = good.clone();
     while good.len() < ROWS {

@@ -66,7 +66,9 @@ fn default_metrics_listen() -> String {
 }
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: default_metrics_listen() }
+        Self {
+            listen: default_metrics_listen(),
+        }
     }
 }
 

@@ -16,7 +16,10 @@ pub struct Database {
 impl Database {
     pub fn open(cfg: &Config) -> Result<Database> {
         if let Some(url) = &cfg.database_url {
-            return Ok(Database { conninfo: url.clone(), cluster: None });
+            return Ok(Database {
+                conninfo: url.clone(),
+                cluster: None,
+            });
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -35,16 +38,25 @@ impl Database {
         // Lets `suiftly loadgen` and operators' psql find the private cluster.
         std::fs::write(cfg.data_dir.join("conninfo"), &conninfo)?;
         info!(%conninfo, "embedded postgresql ready");
-        Ok(Database { conninfo, cluster: Some(cluster) })
+        Ok(Database {
+            conninfo,
+            cluster: Some(cluster),
+        })
     }
 
     /// A temporary cluster (demo) unless DATABASE_URL is set.
     pub fn temporary(cfg: &Config) -> Result<Database> {
         if let Some(url) = &cfg.database_url {
-            return Ok(Database { conninfo: url.clone(), cluster: None });
+            return Ok(Database {
+                conninfo: url.clone(),
+                cluster: None,
+            });
         }
         let cluster = PgCluster::temporary().context("starting a temporary postgresql")?;
-        Ok(Database { conninfo: cluster.connection_string(), cluster: Some(cluster) })
+        Ok(Database {
+            conninfo: cluster.connection_string(),
+            cluster: Some(cluster),
+        })
     }
 
     pub async fn migrate(&self) -> Result<()> {
@@ -66,7 +78,13 @@ pub fn redact(conninfo: &str) -> String {
     }
     conninfo
         .split_whitespace()
-        .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -42,7 +42,9 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     }
     cfg.listeners.truncate(1);
     let pipeline = Pipeline::start(&cfg, &db.conninfo).await?;
-    let addr = pipeline.bound[0].1.context("demo listener has an address")?;
+    let addr = pipeline.bound[0]
+        .1
+        .context("demo listener has an address")?;
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("reading {}", args.fixtures.display()))?
@@ -73,15 +75,25 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     upkeep.cancel();
 
     let client = suiftly_ingest::writer::connect(&db.conninfo).await?;
-    let rows: i64 = client.query_one("SELECT count(*) FROM haproxy_raw_logs", &[]).await?.get(0);
-    let rejected: i64 =
-        client.query_one("SELECT count(*) FROM haproxy_rejected_lines", &[]).await?.get(0);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
+        .await?
+        .get(0);
+    let rejected: i64 = client
+        .query_one("SELECT count(*) FROM haproxy_rejected_lines", &[])
+        .await?
+        .get(0);
     println!();
-    println!("sent {sent} datagrams; listener received {}, parsed {}, rejected {}",
+    println!(
+        "sent {sent} datagrams; listener received {}, parsed {}, rejected {}",
         lstats.iter().map(|s| s.datagrams).sum::<u64>(),
         lstats.iter().map(|s| s.parsed).sum::<u64>(),
-        lstats.iter().map(|s| s.rejected).sum::<u64>());
-    println!("writer committed {} batches: {} rows, {} rejected lines", wstats.batches, wstats.rows, wstats.rejected);
+        lstats.iter().map(|s| s.rejected).sum::<u64>()
+    );
+    println!(
+        "writer committed {} batches: {} rows, {} rejected lines",
+        wstats.batches, wstats.rows, wstats.rejected
+    );
     println!("in postgresql: haproxy_raw_logs = {rows}, haproxy_rejected_lines = {rejected}");
     println!();
     println!("rows by service_type / traffic_type / status:");
@@ -93,11 +105,20 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         )
         .await?
     {
-        println!("  svc={:<2} tt={:<2} status={:<4} {:>6}", r.get::<_, i16>(0), r.get::<_, i16>(1), r.get::<_, i16>(2), r.get::<_, i64>(3));
+        println!(
+            "  svc={:<2} tt={:<2} status={:<4} {:>6}",
+            r.get::<_, i16>(0),
+            r.get::<_, i16>(1),
+            r.get::<_, i16>(2),
+            r.get::<_, i64>(3)
+        );
     }
     println!("rejected lines by reason:");
     for r in client
-        .query("SELECT reason, count(*) FROM haproxy_rejected_lines GROUP BY 1 ORDER BY 2 DESC", &[])
+        .query(
+            "SELECT reason, count(*) FROM haproxy_rejected_lines GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )
         .await?
     {
         println!("  {:<24} {:>6}", r.get::<_, &str>(0), r.get::<_, i64>(1));
@@ -120,7 +141,10 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         );
     }
     if (rows + rejected) as u64 != sent {
-        bail!("{sent} sent but {} stored: lines were lost", rows + rejected);
+        bail!(
+            "{sent} sent but {} stored: lines were lost",
+            rows + rejected
+        );
     }
     println!("\nevery datagram accounted for: {rows} rows + {rejected} rejected = {sent} sent");
     drop(client);

@@ -58,13 +58,23 @@ pub fn retime(line: &[u8], now_us: i64, tag: Option<i16>) -> Option<Vec<u8>> {
         let ts_end = ts_start + line[ts_start..].iter().position(|&b| b == b' ')?;
         let mut out = Vec::with_capacity(line.len() + 8);
         out.extend_from_slice(&line[..ts_start]);
-        write!(out, "{}.{:03}", now_us.div_euclid(1_000_000), now_us.rem_euclid(1_000_000) / 1000).ok()?;
+        write!(
+            out,
+            "{}.{:03}",
+            now_us.div_euclid(1_000_000),
+            now_us.rem_euclid(1_000_000) / 1000
+        )
+        .ok()?;
         let rest = &line[ts_end..];
         match tag {
             None => out.extend_from_slice(rest),
             Some(tag) => {
                 // rest = " FE NET SID ..." — replace the third token.
-                let mut spaces = rest.iter().enumerate().filter(|(_, b)| **b == b' ').map(|(i, _)| i);
+                let mut spaces = rest
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| **b == b' ')
+                    .map(|(i, _)| i);
                 let _fe = spaces.next()?;
                 let _net = spaces.nth(1)?;
                 let sid_start = _net + 1;
@@ -77,9 +87,9 @@ pub fn retime(line: &[u8], now_us: i64, tag: Option<i16>) -> Option<Vec<u8>> {
         return Some(out);
     }
     // Stock: `[dd/Mon/yyyy:HH:MM:SS.mmm]`
-    let open = line
-        .windows(4)
-        .position(|w| w[0] == b'[' && w[1].is_ascii_digit() && w[2].is_ascii_digit() && w[3] == b'/')?;
+    let open = line.windows(4).position(|w| {
+        w[0] == b'[' && w[1].is_ascii_digit() && w[2].is_ascii_digit() && w[3] == b'/'
+    })?;
     let close = open + line[open..].iter().position(|&b| b == b']')?;
     let dt: DateTime<Utc> = DateTime::from_timestamp_micros(now_us)?;
     let mut out = Vec::with_capacity(line.len());
@@ -94,7 +104,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 pub fn now_us() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 /// Reads a fixture file: one datagram per line, trailing newline stripped.
@@ -131,12 +144,20 @@ fn templates(lines: &[Vec<u8>], tag: Option<i16>) -> Vec<Template> {
             Some(b) => {
                 let stamp = find(&b, b"sf1 ").map(|p| (p + 4, Stamp::Sf1)).or_else(|| {
                     b.windows(4)
-                        .position(|w| w[0] == b'[' && w[1].is_ascii_digit() && w[2].is_ascii_digit() && w[3] == b'/')
+                        .position(|w| {
+                            w[0] == b'['
+                                && w[1].is_ascii_digit()
+                                && w[2].is_ascii_digit()
+                                && w[3] == b'/'
+                        })
                         .map(|p| (p + 1, Stamp::Accept))
                 });
                 Template { bytes: b, stamp }
             }
-            None => Template { bytes: l.clone(), stamp: None },
+            None => Template {
+                bytes: l.clone(),
+                stamp: None,
+            },
         })
         .collect()
 }
@@ -174,7 +195,11 @@ const SEND_BATCH: usize = 64;
 
 impl Sender {
     fn udp(to: SocketAddr) -> Result<Sender> {
-        let s = UdpSocket::bind(if to.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" })?;
+        let s = UdpSocket::bind(if to.is_ipv4() {
+            "127.0.0.1:0"
+        } else {
+            "[::1]:0"
+        })?;
         let sa: socket2::SockAddr = to.into();
         Ok(Self::new(s.into(), &sa))
     }
@@ -190,9 +215,18 @@ impl Sender {
         let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let len = (sa.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
         unsafe {
-            std::ptr::copy_nonoverlapping(sa.as_ptr().cast::<u8>(), (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(), len)
+            std::ptr::copy_nonoverlapping(
+                sa.as_ptr().cast::<u8>(),
+                (&mut addr as *mut libc::sockaddr_storage).cast::<u8>(),
+                len,
+            )
         };
-        Sender { fd, addr, addr_len: len as libc::socklen_t, bufs: Vec::with_capacity(SEND_BATCH) }
+        Sender {
+            fd,
+            addr,
+            addr_len: len as libc::socklen_t,
+            bufs: Vec::with_capacity(SEND_BATCH),
+        }
     }
 
     /// Sends every queued datagram; a blocking socket (unix) waits for queue space, which is
@@ -204,10 +238,14 @@ impl Sender {
             let n = self.bufs.len() - done;
             let mut iov: Vec<libc::iovec> = self.bufs[done..]
                 .iter()
-                .map(|b| libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() })
+                .map(|b| libc::iovec {
+                    iov_base: b.as_ptr() as *mut libc::c_void,
+                    iov_len: b.len(),
+                })
                 .collect();
             // SAFETY: zeroed mmsghdr is valid; pointers below stay alive during the call.
-            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+            let mut hdrs: Vec<libc::mmsghdr> =
+                (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
             for (h, v) in hdrs.iter_mut().zip(iov.iter_mut()) {
                 h.msg_hdr.msg_iov = v;
                 h.msg_hdr.msg_iovlen = 1;
@@ -215,10 +253,14 @@ impl Sender {
                 h.msg_hdr.msg_namelen = self.addr_len;
             }
             // SAFETY: hdrs/iov/addr outlive the call and describe valid buffers.
-            let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+            let r = unsafe {
+                libc::sendmmsg(self.fd.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0)
+            };
             if r < 0 {
                 let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock {
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    || e.kind() == std::io::ErrorKind::WouldBlock
+                {
                     std::thread::sleep(Duration::from_micros(50));
                     continue;
                 }
@@ -240,19 +282,29 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
         (Some(a), _) => Sender::udp(*a)?,
         (None, Some(p)) => Sender::unix(p)?,
         (None, None) => {
-            let a = cfg.listeners.first().map(|l| l.address.clone()).unwrap_or_default();
+            let a = cfg
+                .listeners
+                .first()
+                .map(|l| l.address.clone())
+                .unwrap_or_default();
             Sender::udp(a.parse().context("give --udp or --unix")?)?
         }
     };
     let conninfo = match args.database_url.clone().or(cfg.database_url.clone()) {
         Some(c) => c,
         None => std::fs::read_to_string(cfg.data_dir.join("conninfo")).with_context(|| {
-            format!("no --database-url/DATABASE_URL and no {}/conninfo from `suiftly run`", cfg.data_dir.display())
+            format!(
+                "no --database-url/DATABASE_URL and no {}/conninfo from `suiftly run`",
+                cfg.data_dir.display()
+            )
         })?,
     };
     let total = args.count.unwrap_or(args.rate * args.duration_secs);
     let rate = args.rate.max(1);
-    eprintln!("loadgen: sending {total} lines at {rate}/s from {}", args.fixture.display());
+    eprintln!(
+        "loadgen: sending {total} lines at {rate}/s from {}",
+        args.fixture.display()
+    );
     let start_us = now_us();
     let started = Instant::now();
     let tag = args.server_id_tag;
@@ -273,8 +325,12 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
                 let t = &templates[(sent as usize) % templates.len()];
                 let mut buf = t.bytes.clone();
                 match t.stamp {
-                    Some((off, Stamp::Sf1)) if off + 14 <= buf.len() => buf[off..off + 14].copy_from_slice(&stamps.sf1),
-                    Some((off, Stamp::Accept)) if off + 24 <= buf.len() => buf[off..off + 24].copy_from_slice(&stamps.accept),
+                    Some((off, Stamp::Sf1)) if off + 14 <= buf.len() => {
+                        buf[off..off + 14].copy_from_slice(&stamps.sf1)
+                    }
+                    Some((off, Stamp::Accept)) if off + 24 <= buf.len() => {
+                        buf[off..off + 24].copy_from_slice(&stamps.accept)
+                    }
                     _ => {}
                 }
                 sender.bufs.push(buf);
@@ -285,13 +341,19 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
             }
             sender.flush()?;
             if last_report.elapsed() >= Duration::from_secs(5) {
-                eprintln!("loadgen: {sent}/{total} sent ({:.0}/s)", sent as f64 / t0.elapsed().as_secs_f64());
+                eprintln!(
+                    "loadgen: {sent}/{total} sent ({:.0}/s)",
+                    sent as f64 / t0.elapsed().as_secs_f64()
+                );
                 last_report = Instant::now();
             }
             std::thread::sleep(Duration::from_micros(500));
         }
         let secs = t0.elapsed().as_secs_f64();
-        eprintln!("loadgen: sent {sent} in {secs:.2}s ({:.0}/s)", sent as f64 / secs);
+        eprintln!(
+            "loadgen: sent {sent} in {secs:.2}s ({:.0}/s)",
+            sent as f64 / secs
+        );
         Ok(sent)
     })
     .await??;

@@ -61,7 +61,13 @@ impl Pipeline {
             ));
             listeners.push((lc.name.clone(), h));
         }
-        Ok(Pipeline { listeners, writer, shutdown, abort, bound })
+        Ok(Pipeline {
+            listeners,
+            writer,
+            shutdown,
+            abort,
+            bound,
+        })
     }
 
     /// Ordered stop; returns what each stage did.
@@ -89,7 +95,9 @@ fn install_metrics(listen: &str) -> Result<()> {
         .with_http_listener(addr)
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("suiftly_ingest_copy_seconds".into()),
-            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
         )?
         .install()
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
@@ -100,9 +108,12 @@ fn install_metrics(listen: &str) -> Result<()> {
 /// Database + migrations + maintenance, shared by `run` and `demo`.
 pub async fn prepare(cfg: &Config, db: &Database, shutdown: &CancellationToken) -> Result<()> {
     db.migrate().await?;
-    let (made, dropped) =
-        writer::maintain_once(&db.conninfo, cfg.retention(), cfg.storage.partitions_ahead_hours)
-            .await?;
+    let (made, dropped) = writer::maintain_once(
+        &db.conninfo,
+        cfg.retention(),
+        cfg.storage.partitions_ahead_hours,
+    )
+    .await?;
     info!(ensured = made, dropped, "partitions ready");
     tokio::spawn(writer::run_maintenance(
         db.conninfo.clone(),

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -17,8 +20,16 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 #[test]
 fn run_starts_and_stops_its_embedded_postgres() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = tmp.path().join("s.toml");
     std::fs::write(
         &cfg,
@@ -40,9 +51,15 @@ fn run_starts_and_stops_its_embedded_postgres() {
         std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
     });
     let conninfo = std::fs::read_to_string(data.join("conninfo")).unwrap();
-    assert!(data.join("postgres").join("postmaster.pid").exists(), "cluster running under data_dir");
+    assert!(
+        data.join("postgres").join("postmaster.pid").exists(),
+        "cluster running under data_dir"
+    );
 
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
     let line = format!(
         "<134>Nov 26 02:10:57 haproxy[1]: sf1 {}.{:03} fe 1 17 2 2 77 - 5 - 1 - 192.0.2.1 200 10 0 0 1 2 3 1 -- /hello/world",
         now / 1000,
@@ -56,7 +73,10 @@ fn run_starts_and_stops_its_embedded_postgres() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-    assert!(!data.join("postgres").join("postmaster.pid").exists(), "embedded postgresql stopped on exit");
+    assert!(
+        !data.join("postgres").join("postmaster.pid").exists(),
+        "embedded postgresql stopped on exit"
+    );
 
     // Start it again (as an operator would) and read the row back.
     let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
@@ -71,10 +91,16 @@ fn run_starts_and_stops_its_embedded_postgres() {
         std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
     });
     let conninfo2 = std::fs::read_to_string(data.join("conninfo")).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (customer, path): (Option<i32>, Option<String>) = rt.block_on(async {
         let c = suiftly_ingest::writer::connect(&conninfo2).await.unwrap();
-        let r = c.query_one("SELECT customer_id, path_prefix FROM haproxy_raw_logs", &[]).await.unwrap();
+        let r = c
+            .query_one("SELECT customer_id, path_prefix FROM haproxy_raw_logs", &[])
+            .await
+            .unwrap();
         (r.get(0), r.get(1))
     });
     assert_eq!(customer, Some(77));
@@ -95,14 +121,27 @@ fn demo_accounts_for_every_fixture_line() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("every datagram accounted for"), "{stdout}");
     // Every fixture datagram was sent.
     let fixtures: usize = std::fs::read_dir(root.join("fixtures/haproxy"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| std::fs::read(e.path()).unwrap().split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+        .map(|e| {
+            std::fs::read(e.path())
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count()
+        })
         .sum();
-    assert!(stdout.contains(&format!("sent {fixtures} datagrams")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("sent {fixtures} datagrams")),
+        "{stdout}"
+    );
 }

@@ -20,14 +20,26 @@ impl Drop for Guard {
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn haproxy_binary() -> PathBuf {
-    for p in ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy", "/usr/bin/haproxy"] {
+    for p in [
+        "/usr/sbin/haproxy",
+        "/usr/local/sbin/haproxy",
+        "/usr/bin/haproxy",
+    ] {
         if Path::new(p).exists() {
             return p.into();
         }
@@ -83,8 +95,14 @@ fn spawn_backend() -> u16 {
 fn request(port: u16, path: &str, key: Option<&str>) -> (u16, usize) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let key_hdr = key.map(|k| format!("X-API-Key: {k}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n{key_hdr}Connection: close\r\n\r\n").unwrap();
+    let key_hdr = key
+        .map(|k| format!("X-API-Key: {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{key_hdr}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).unwrap();
     let status = String::from_utf8_lossy(&resp)
@@ -104,9 +122,27 @@ struct Key {
 }
 
 const KEYS: &[Key] = &[
-    Key { key: "SAECAGBCF0GRYR341VCNXN4EDRVTWUIODBYV5", customer_id: 12345, config_hex: 0xff, fp: 16801928, metadata: 10496 },
-    Key { key: "S3253536HAMVI6O65DDGSGZ7BAY4LUEO5WALR", customer_id: 2147483647, config_hex: 0xdead_beef_0000_0001, fp: -558375432, metadata: 4608 },
-    Key { key: "R7767777GAF3VVOD0HJLLFTR9R3T6CFHE7MUY", customer_id: 42, config_hex: 0, fp: -4, metadata: 10496 },
+    Key {
+        key: "SAECAGBCF0GRYR341VCNXN4EDRVTWUIODBYV5",
+        customer_id: 12345,
+        config_hex: 0xff,
+        fp: 16801928,
+        metadata: 10496,
+    },
+    Key {
+        key: "S3253536HAMVI6O65DDGSGZ7BAY4LUEO5WALR",
+        customer_id: 2147483647,
+        config_hex: 0xdead_beef_0000_0001,
+        fp: -558375432,
+        metadata: 4608,
+    },
+    Key {
+        key: "R7767777GAF3VVOD0HJLLFTR9R3T6CFHE7MUY",
+        customer_id: 42,
+        config_hex: 0,
+        fp: -4,
+        metadata: 10496,
+    },
 ];
 
 #[test]
@@ -146,10 +182,17 @@ fn http_requests_through_haproxy_become_rows() {
     let map_path = tmp.path().join("suiftly-keys.map");
     let mut map = String::new();
     for k in KEYS {
-        map += &format!("{} {},{:016x},{},{}\n", k.key, k.customer_id, k.config_hex, k.fp, k.metadata);
+        map += &format!(
+            "{} {},{:016x},{},{}\n",
+            k.key, k.customer_id, k.config_hex, k.fp, k.metadata
+        );
     }
     std::fs::write(&map_path, map).unwrap();
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/haproxy/suiftly.cfg")).unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/haproxy/suiftly.cfg"
+    ))
+    .unwrap();
     let cfg = shipped
         .replace("127.0.0.1:5514", &format!("127.0.0.1:{udp_port}"))
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{fe_port}"))
@@ -164,8 +207,15 @@ fn http_requests_through_haproxy_become_rows() {
     assert_ne!(cfg, shipped);
     let hcfg = tmp.path().join("haproxy.cfg");
     std::fs::write(&hcfg, cfg).unwrap();
-    let check = Command::new(&haproxy).args(["-c", "-f", hcfg.to_str().unwrap()]).output().unwrap();
-    assert!(check.status.success(), "haproxy -c: {}", String::from_utf8_lossy(&check.stderr));
+    let check = Command::new(&haproxy)
+        .args(["-c", "-f", hcfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let hp = Command::new(&haproxy)
         .args(["-db", "-f", hcfg.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -200,15 +250,32 @@ fn http_requests_through_haproxy_become_rows() {
         let sleep_ms = if i % 6 == 1 { 25 } else { 0 };
         // The path prefix (first 10 chars after '/') identifies the request: "r00/status".
         let path = format!("/r{i:02}/x?status={status}&bytes={body}&sleep_ms={sleep_ms}");
-        let k = if unknown { Some("GZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ") } else { key.map(|k| KEYS[k].key) };
+        let k = if unknown {
+            Some("GZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ")
+        } else {
+            key.map(|k| KEYS[k].key)
+        };
         let (got_status, received) = request(fe_port, &path, k);
-        sent.push(Sent { path, key, unknown_key: unknown, status: got_status, received, body, sleep_ms });
+        sent.push(Sent {
+            path,
+            key,
+            unknown_key: unknown,
+            status: got_status,
+            received,
+            body,
+            sleep_ms,
+        });
     }
 
     // --- wait for the rows, then stop the ingestor gracefully -------------------------------
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let conninfo = pg.connection_string();
-    let client = rt.block_on(suiftly_ingest::writer::connect(&conninfo)).unwrap();
+    let client = rt
+        .block_on(suiftly_ingest::writer::connect(&conninfo))
+        .unwrap();
     wait_until("rows in postgresql", Duration::from_secs(30), || {
         let c: i64 = rt
             .block_on(client.query_one("SELECT count(*) FROM haproxy_raw_logs", &[]))
@@ -233,13 +300,27 @@ fn http_requests_through_haproxy_become_rows() {
         .unwrap();
     // The readiness probe above opened one connection and closed it without a request:
     // HAProxy logs that too (no `dontlognull`), and it must be stored, not lost.
-    assert_eq!(rows.len(), n + 1, "exactly one row per request plus the probe connection");
-    let probe: Vec<_> = rows.iter().filter(|r| r.get::<_, Option<String>>(0).is_none()).collect();
+    assert_eq!(
+        rows.len(),
+        n + 1,
+        "exactly one row per request plus the probe connection"
+    );
+    let probe: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<String>>(0).is_none())
+        .collect();
     assert_eq!(probe.len(), 1, "one row without a path: the probe");
     assert_eq!(probe[0].get::<_, Option<i32>>(1), None);
     assert_eq!(probe[0].get::<_, i16>(9), 3, "unauthenticated -> denied");
-    assert_eq!(probe[0].get::<_, Option<String>>(20).as_deref(), Some("CR"), "client closed during request");
-    let rows: Vec<_> = rows.iter().filter(|r| r.get::<_, Option<String>>(0).is_some()).collect();
+    assert_eq!(
+        probe[0].get::<_, Option<String>>(20).as_deref(),
+        Some("CR"),
+        "client closed during request"
+    );
+    let rows: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get::<_, Option<String>>(0).is_some())
+        .collect();
     let rejected: i64 = rt
         .block_on(client.query_one("SELECT count(*) FROM haproxy_rejected_lines", &[]))
         .unwrap()
@@ -250,8 +331,16 @@ fn http_requests_through_haproxy_become_rows() {
     assert_eq!(by_prefix.len(), n);
     for (i, s) in sent.iter().enumerate() {
         // `path` excludes the query string.
-        let prefix: String = s.path[1..].split('?').next().unwrap().chars().take(10).collect();
-        let r = by_prefix.get(&prefix).unwrap_or_else(|| panic!("no row for {}", s.path));
+        let prefix: String = s.path[1..]
+            .split('?')
+            .next()
+            .unwrap()
+            .chars()
+            .take(10)
+            .collect();
+        let r = by_prefix
+            .get(&prefix)
+            .unwrap_or_else(|| panic!("no row for {}", s.path));
         let ctx = format!("request {i} {}", s.path);
         assert_eq!(r.get::<_, i16>(5), 1, "{ctx}: network");
         assert_eq!(r.get::<_, i16>(6), 17, "{ctx}: server_id");
@@ -261,31 +350,64 @@ fn http_requests_through_haproxy_become_rows() {
         assert_eq!(r.get::<_, i16>(12) as u16, s.status, "{ctx}: status");
         assert_eq!(r.get::<_, i32>(21), 1, "{ctx}: repeat");
         let age: f64 = r.get(22);
-        assert!((0.0..120.0).contains(&age), "{ctx}: timestamp is now-ish, age {age}s");
+        assert!(
+            (0.0..120.0).contains(&age),
+            "{ctx}: timestamp is now-ish, age {age}s"
+        );
         let bytes = r.get::<_, i64>(13) as usize;
         let time_total = r.get::<_, i32>(14);
         assert!(time_total >= 0, "{ctx}");
         match s.key {
             Some(k) => {
                 let key = &KEYS[k];
-                assert_eq!(r.get::<_, Option<i32>>(1), Some(key.customer_id), "{ctx}: customer_id");
-                assert_eq!(r.get::<_, Option<i64>>(2), Some(key.config_hex as i64), "{ctx}: config_hex");
+                assert_eq!(
+                    r.get::<_, Option<i32>>(1),
+                    Some(key.customer_id),
+                    "{ctx}: customer_id"
+                );
+                assert_eq!(
+                    r.get::<_, Option<i64>>(2),
+                    Some(key.config_hex as i64),
+                    "{ctx}: config_hex"
+                );
                 assert_eq!(r.get::<_, i64>(3), key.fp, "{ctx}: api_key_fp");
-                assert_eq!(r.get::<_, Option<i16>>(4), Some(key.metadata as i16), "{ctx}: key_metadata");
+                assert_eq!(
+                    r.get::<_, Option<i16>>(4),
+                    Some(key.metadata as i16),
+                    "{ctx}: key_metadata"
+                );
                 assert_eq!(r.get::<_, i16>(9), 1, "{ctx}: traffic_type guaranteed");
                 let want_event = if s.status == 500 { 50 } else { 0 };
                 assert_eq!(r.get::<_, i16>(10), want_event, "{ctx}: event_type");
                 // Proxied: HAProxy counts the origin's response (head + body).
-                assert!(bytes > s.body && bytes <= s.received, "{ctx}: bytes {bytes} vs body {} / received {}", s.body, s.received);
+                assert!(
+                    bytes > s.body && bytes <= s.received,
+                    "{ctx}: bytes {bytes} vs body {} / received {}",
+                    s.body,
+                    s.received
+                );
                 assert!(r.get::<_, Option<i32>>(18).is_some(), "{ctx}: Tr present");
                 assert!(r.get::<_, Option<i32>>(17).is_some(), "{ctx}: Tc present");
                 if s.sleep_ms > 0 {
-                    assert!(r.get::<_, Option<i32>>(18).unwrap() >= s.sleep_ms as i32, "{ctx}: Tr covers the origin's delay");
-                    assert!(time_total >= s.sleep_ms as i32, "{ctx}: Ta covers the delay");
+                    assert!(
+                        r.get::<_, Option<i32>>(18).unwrap() >= s.sleep_ms as i32,
+                        "{ctx}: Tr covers the origin's delay"
+                    );
+                    assert!(
+                        time_total >= s.sleep_ms as i32,
+                        "{ctx}: Ta covers the delay"
+                    );
                 }
                 let backend_id = r.get::<_, Option<i16>>(19).unwrap();
-                assert!((1..=3).contains(&backend_id) || backend_id == 10, "{ctx}: backend_id {backend_id}");
-                assert_eq!(r.get::<_, Option<String>>(20).as_deref(), Some("--"), "{ctx}: termination");
+                assert!(
+                    (1..=3).contains(&backend_id) || backend_id == 10,
+                    "{ctx}: backend_id {backend_id}"
+                );
+                assert_eq!(
+                    r.get::<_, Option<String>>(20).as_deref(),
+                    Some("--"),
+                    "{ctx}: termination"
+                );
             }
             None => {
                 assert_eq!(r.get::<_, Option<i32>>(1), None, "{ctx}: no customer");
@@ -296,8 +418,16 @@ fn http_requests_through_haproxy_become_rows() {
                 assert_eq!(r.get::<_, i16>(10), want_event, "{ctx}: event_type");
                 assert_eq!(r.get::<_, Option<i32>>(18), None, "{ctx}: Tr not reached");
                 assert_eq!(r.get::<_, Option<i16>>(19), Some(0), "{ctx}: no server");
-                assert!(bytes > 0 && bytes <= s.received, "{ctx}: bytes {bytes} received {}", s.received);
-                assert_eq!(r.get::<_, Option<String>>(20).as_deref(), Some("PR"), "{ctx}: termination");
+                assert!(
+                    bytes > 0 && bytes <= s.received,
+                    "{ctx}: bytes {bytes} received {}",
+                    s.received
+                );
+                assert_eq!(
+                    r.get::<_, Option<String>>(20).as_deref(),
+                    Some("PR"),
+                    "{ctx}: termination"
+                );
             }
         }
     }
@@ -307,7 +437,10 @@ fn http_requests_through_haproxy_become_rows() {
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            t0.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

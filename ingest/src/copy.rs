@@ -64,9 +64,10 @@ fn typed_columns(batch: &RecordBatch) -> Result<Vec<Col<'_>>, EncodeError> {
                 want: *t,
             };
             Ok(match t {
-                PgType::TimestampTz => {
-                    Col::Ts(a.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(bad)?)
-                }
+                PgType::TimestampTz => Col::Ts(
+                    a.as_primitive_opt::<TimestampMicrosecondType>()
+                        .ok_or_else(bad)?,
+                ),
                 PgType::Int2 => Col::I2(a.as_primitive_opt::<Int16Type>().ok_or_else(bad)?),
                 PgType::Int4 => Col::I4(a.as_primitive_opt::<Int32Type>().ok_or_else(bad)?),
                 PgType::Int8 => Col::I8(a.as_primitive_opt::<Int64Type>().ok_or_else(bad)?),
@@ -225,15 +226,23 @@ mod tests {
         let mut out = BytesMut::new();
         encode_batch(&wb.rows, &mut out).unwrap();
         let mut needle = vec![0, 0, 0, 20, PGSQL_AF_INET6, 128, 0, 16];
-        needle.extend_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        needle.extend_from_slice(
+            &"2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
         assert!(out.windows(needle.len()).any(|w| w == needle.as_slice()));
     }
 
     #[test]
     fn rejects_foreign_batches() {
-        let schema = std::sync::Arc::new(arrow_schema::Schema::new(vec![
-            arrow_schema::Field::new("x", arrow_schema::DataType::Int16, false),
-        ]));
+        let schema =
+            std::sync::Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+                "x",
+                arrow_schema::DataType::Int16,
+                false,
+            )]));
         let batch = RecordBatch::try_new(
             schema,
             vec![std::sync::Arc::new(Int16Array::from(vec![1i16]))],

@@ -175,7 +175,10 @@ mod tests {
         // 2026-11-26 02:00 UTC
         let hour = 1_795_658_400 / 3600;
         assert_eq!(partition_name(hour), "haproxy_raw_logs_p2026112602");
-        assert_eq!(parse_partition_name("haproxy_raw_logs_p2026112602"), Some(hour));
+        assert_eq!(
+            parse_partition_name("haproxy_raw_logs_p2026112602"),
+            Some(hour)
+        );
         assert_eq!(hour_literal(hour), "2026-11-26 02:00:00+00");
         for h in [-5i64, 0, 1, 400_000, 500_123] {
             assert_eq!(parse_partition_name(&partition_name(h)), Some(h));

@@ -37,7 +37,8 @@ pub fn spawn_kernel_drop_sampler(every: Duration, shutdown: CancellationToken) {
     tokio::spawn(async move {
         loop {
             if let Some(s) = read_snmp() {
-                metrics::counter!("suiftly_kernel_udp_rcvbuf_errors_total").absolute(s.rcvbuf_errors);
+                metrics::counter!("suiftly_kernel_udp_rcvbuf_errors_total")
+                    .absolute(s.rcvbuf_errors);
                 metrics::counter!("suiftly_kernel_udp_in_errors_total").absolute(s.in_errors);
             }
             tokio::select! {
@@ -59,9 +60,16 @@ Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumE
 Udp: 1000 2 30 400 25 0 0 0 0\n";
         assert_eq!(
             parse_snmp(text),
-            Some(UdpSnmp { in_datagrams: 1000, in_errors: 30, rcvbuf_errors: 25 })
+            Some(UdpSnmp {
+                in_datagrams: 1000,
+                in_errors: 30,
+                rcvbuf_errors: 25
+            })
         );
         assert_eq!(parse_snmp("Ip: x\nIp: 1\n"), None);
-        assert!(read_snmp().is_some(), "this Linux host exposes /proc/net/snmp");
+        assert!(
+            read_snmp().is_some(),
+            "this Linux host exposes /proc/net/snmp"
+        );
     }
 }

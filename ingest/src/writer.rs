@@ -122,7 +122,11 @@ impl Writer {
     }
 
     /// Retries one batch until it commits (true) or `abort` fires (false).
-    pub async fn write_with_retry(&mut self, batch: &WriteBatch, abort: &CancellationToken) -> bool {
+    pub async fn write_with_retry(
+        &mut self,
+        batch: &WriteBatch,
+        abort: &CancellationToken,
+    ) -> bool {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.write(batch).await {
@@ -182,7 +186,14 @@ impl Writer {
                 .await?;
             let w = BinaryCopyInWriter::new(
                 sink,
-                &[Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::INT4, Type::BYTEA],
+                &[
+                    Type::TIMESTAMPTZ,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::BYTEA,
+                ],
             );
             futures_util::pin_mut!(w);
             for r in &batch.rejected {
@@ -209,7 +220,12 @@ impl Writer {
         self.stats.batches += 1;
         self.stats.rows += rows as u64;
         self.stats.rejected += batch.rejected.len() as u64;
-        debug!(rows, rejected = batch.rejected.len(), ms = elapsed.as_millis() as u64, "batch committed");
+        debug!(
+            rows,
+            rejected = batch.rejected.len(),
+            ms = elapsed.as_millis() as u64,
+            "batch committed"
+        );
         Ok(())
     }
 
@@ -224,7 +240,10 @@ impl Writer {
         if self.storage == Some(Storage::Timescale) {
             return Ok(());
         }
-        let ts = batch.rows.column(0).as_primitive::<TimestampMicrosecondType>();
+        let ts = batch
+            .rows
+            .column(0)
+            .as_primitive::<TimestampMicrosecondType>();
         let mut missing = BTreeSet::new();
         for v in ts.values().iter() {
             let h = v.div_euclid(US_PER_HOUR);

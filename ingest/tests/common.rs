@@ -47,17 +47,29 @@ impl Running {
     }
 }
 
-pub fn start(cfg: &ListenerConfig, bound: BoundListener, conninfo: &str, limits: BatchLimits) -> Running {
+pub fn start(
+    cfg: &ListenerConfig,
+    bound: BoundListener,
+    conninfo: &str,
+    limits: BatchLimits,
+) -> Running {
     let (tx, rx) = mpsc::channel::<WriteBatch>(4);
     let abort = CancellationToken::new();
     let writer = tokio::spawn(
-        Writer::new(WriterConfig { conninfo: conninfo.into(), max_backoff: Duration::from_secs(1) })
-            .run(rx, abort),
+        Writer::new(WriterConfig {
+            conninfo: conninfo.into(),
+            max_backoff: Duration::from_secs(1),
+        })
+        .run(rx, abort),
     );
     let shutdown = CancellationToken::new();
     let parser = Parser::new(cfg.source_config().unwrap());
     let listener = tokio::spawn(listener::run(bound, parser, limits, tx, shutdown.clone()));
-    Running { shutdown, listener, writer }
+    Running {
+        shutdown,
+        listener,
+        writer,
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -50,7 +50,13 @@ fn cases(base_ms: i64) -> Vec<(String, Row)> {
         } else {
             format!("203.0.113.{}", i + 1).parse().unwrap()
         };
-        let status: i16 = if !authed { 401 } else if i % 7 == 0 { 503 } else { 200 };
+        let status: i16 = if !authed {
+            401
+        } else if i % 7 == 0 {
+            503
+        } else {
+            200
+        };
         let cid = authed.then_some(1000 + i as i32);
         let path = format!("/v{i}/sui.rpc.LedgerService/GetObject");
         let line = format!(
@@ -58,18 +64,42 @@ fn cases(base_ms: i64) -> Vec<(String, Row)> {
             ts_ms / 1000,
             ts_ms % 1000,
             cid.map_or("-".into(), |c| c.to_string()),
-            if authed { format!("{:016x}", 0xdead_beef_0000_0000u64 + i as u64) } else { "-".into() },
-            if authed { (-(i + 1)).to_string() } else { "-".into() },
-            if authed { (40_000 + i).to_string() } else { "-".into() },
+            if authed {
+                format!("{:016x}", 0xdead_beef_0000_0000u64 + i as u64)
+            } else {
+                "-".into()
+            },
+            if authed {
+                (-(i + 1)).to_string()
+            } else {
+                "-".into()
+            },
+            if authed {
+                (40_000 + i).to_string()
+            } else {
+                "-".into()
+            },
             if authed { "1" } else { "3" },
             if authed { "-" } else { "10" },
             ip,
             status,
-            if aborted { format!("+{}", 100 + i) } else { (100 + i).to_string() },
-            if aborted { "-1".to_string() } else { "0".to_string() },
+            if aborted {
+                format!("+{}", 100 + i)
+            } else {
+                (100 + i).to_string()
+            },
+            if aborted {
+                "-1".to_string()
+            } else {
+                "0".to_string()
+            },
             if aborted { "-1" } else { "0" },
             if aborted || !authed { "-1" } else { "1" },
-            if aborted || !authed { "-1".to_string() } else { (i + 2).to_string() },
+            if aborted || !authed {
+                "-1".to_string()
+            } else {
+                (i + 2).to_string()
+            },
             10 + i,
             if authed { "1" } else { "-" },
             if aborted { "CR" } else { "--" },
@@ -103,8 +133,8 @@ fn cases(base_ms: i64) -> Vec<(String, Row)> {
                 time_total: 10 + i as i32,
                 time_request: (!aborted).then_some(0),
                 time_queue: (!aborted).then_some(0),
-                time_connect: (!(aborted || !authed)).then_some(1),
-                time_response: (!(aborted || !authed)).then_some(i as i32 + 2),
+                time_connect: (!aborted && authed).then_some(1),
+                time_response: (!aborted && authed).then_some(i as i32 + 2),
                 backend_id: Some(if authed { 1 } else { 0 }),
                 termination_state: Some(if aborted { "CR" } else { "--" }.into()),
                 repeat: 1,
@@ -172,7 +202,10 @@ async fn udp_datagrams_become_exact_rows() {
     let bound = listener::bind(&cfg).unwrap();
     let addr = bound.local_addr().unwrap();
     // Small batches so several transactions are exercised.
-    let limits = BatchLimits { max_rows: 7, ..BatchLimits::default() };
+    let limits = BatchLimits {
+        max_rows: 7,
+        ..BatchLimits::default()
+    };
     let running = start(&cfg, bound, &conninfo, limits);
     let cases = cases(now_ms() - 60_000);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -186,7 +219,11 @@ async fn udp_datagrams_become_exact_rows() {
     assert_eq!(l.parsed, cases.len() as u64);
     assert_eq!(l.rejected, 0);
     assert_eq!(w.rows, cases.len() as u64);
-    assert!(w.batches >= 6, "max_rows = 7 gives several batches, got {}", w.batches);
+    assert!(
+        w.batches >= 6,
+        "max_rows = 7 gives several batches, got {}",
+        w.batches
+    );
     let want: Vec<Row> = cases.into_iter().map(|c| c.1).collect();
     assert_rows_equal(&stored_rows(&conninfo).await, &want);
 }
@@ -265,17 +302,26 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
             .await
             .unwrap();
     assert_eq!((made, dropped), (8, 0), "this hour - 1 ..= this hour + 6");
-    let hours = suiftly_ingest::db::existing_partitions(&client).await.unwrap();
+    let hours = suiftly_ingest::db::existing_partitions(&client)
+        .await
+        .unwrap();
     assert_eq!(hours.len(), 8);
     // An old partition (8 days ago) is dropped by the next pass.
     let old = now_ms() * 1000 / suiftly_ingest::db::US_PER_HOUR - 8 * 24;
-    suiftly_ingest::db::ensure_partitions(&client, [old]).await.unwrap();
+    suiftly_ingest::db::ensure_partitions(&client, [old])
+        .await
+        .unwrap();
     let (_, dropped) =
         suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
             .await
             .unwrap();
     assert_eq!(dropped, 1);
-    assert!(!suiftly_ingest::db::existing_partitions(&client).await.unwrap().contains(&old));
+    assert!(
+        !suiftly_ingest::db::existing_partitions(&client)
+            .await
+            .unwrap()
+            .contains(&old)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +386,10 @@ async fn wait_for_rows(conninfo: &str, want: usize) {
         if n as usize >= want {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "only {n} of {want} lines stored after 20 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} of {want} lines stored after 20 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -353,8 +402,19 @@ async fn many_concurrent_senders_lose_nothing() {
     );
     let bound = listener::bind(&cfg).unwrap();
     let addr = bound.local_addr().unwrap();
-    assert!(bound.effective_rcvbuf >= 8 * 1024 * 1024, "8 MiB receive buffer (root may force it)");
-    let running = start(&cfg, bound, &conninfo, BatchLimits { max_rows: 500, ..BatchLimits::default() });
+    assert!(
+        bound.effective_rcvbuf >= 8 * 1024 * 1024,
+        "8 MiB receive buffer (root may force it)"
+    );
+    let running = start(
+        &cfg,
+        bound,
+        &conninfo,
+        BatchLimits {
+            max_rows: 500,
+            ..BatchLimits::default()
+        },
+    );
     let senders = 8;
     let per_sender = 1_000;
     let base = now_ms() - 10_000;

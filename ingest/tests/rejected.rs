@@ -16,7 +16,12 @@ fn counter_values(rendered: &str, name: &str) -> HashMap<String, u64> {
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
         .filter_map(|l| {
             let (series, v) = l.rsplit_once(' ')?;
-            let reason = series.split("reason=\"").nth(1)?.split('"').next()?.to_string();
+            let reason = series
+                .split("reason=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_string();
             Some((reason, v.parse::<f64>().ok()? as u64))
         })
         .collect()
@@ -36,7 +41,11 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     let addr = bound.local_addr().unwrap();
     let running = start(&cfg, bound, &conninfo, BatchLimits::default());
 
-    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/haproxy/malformed.log")).unwrap();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fixtures/haproxy/malformed.log"
+    ))
+    .unwrap();
     let mut bad: Vec<Vec<u8>> = fixture
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
@@ -78,18 +87,29 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
         if n as usize >= total {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "{n} of {total} stored");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} of {total} stored"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let (l, w) = running.stop().await;
     assert_eq!(l.datagrams as usize, total);
     if w.rows != 1 {
         let rows = client
-            .query("SELECT status_code, path_prefix, host(client_ip) FROM haproxy_raw_logs", &[])
+            .query(
+                "SELECT status_code, path_prefix, host(client_ip) FROM haproxy_raw_logs",
+                &[],
+            )
             .await
             .unwrap();
         for r in rows {
-            eprintln!("unexpected row: {:?} {:?} {:?}", r.get::<_, i16>(0), r.get::<_, Option<String>>(1), r.get::<_, String>(2));
+            eprintln!(
+                "unexpected row: {:?} {:?} {:?}",
+                r.get::<_, i16>(0),
+                r.get::<_, Option<String>>(1),
+                r.get::<_, String>(2)
+            );
         }
     }
     assert_eq!(w.rows, 1, "only the good line is a row");
@@ -111,11 +131,18 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     assert_eq!(got, want);
     for r in &rows {
         assert_eq!(r.get::<_, &str>(2), "bad");
-        assert!(r.get::<_, Option<String>>(3).unwrap().starts_with("127.0.0.1:"));
+        assert!(
+            r.get::<_, Option<String>>(3)
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
         let reason: &str = r.get(0);
         assert!(!reason.is_empty());
         if reason != "truncated_datagram" && reason != "timestamp_out_of_range" {
-            assert!(r.get::<_, Option<i32>>(4).is_some(), "parse errors carry an offset");
+            assert!(
+                r.get::<_, Option<i32>>(4).is_some(),
+                "parse errors carry an offset"
+            );
         }
     }
     let by_reason: HashMap<String, u64> = {
@@ -131,5 +158,8 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     let rendered = handle.render();
     let counted = counter_values(&rendered, "suiftly_ingest_lines_rejected_total");
     assert_eq!(counted, by_reason, "metrics:\n{rendered}");
-    assert!(rendered.contains("suiftly_ingest_rows_copied_total 1"), "{rendered}");
+    assert!(
+        rendered.contains("suiftly_ingest_rows_copied_total 1"),
+        "{rendered}"
+    );
 }

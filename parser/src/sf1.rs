@@ -182,6 +182,15 @@ fn epoch_seconds_ms(b: &[u8]) -> Option<i64> {
         .checked_add(i64::try_from(ms).ok()?.checked_mul(1000)?)
 }
 
+/// Rejects a code outside its table with `BadField` at the field's offset.
+fn in_range(v: i16, range: std::ops::RangeInclusive<i16>, off: usize) -> Result<(), ParseError> {
+    if range.contains(&v) {
+        Ok(())
+    } else {
+        Err(ParseError::at(ErrorKind::BadField, off))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::epoch_seconds_ms;
@@ -217,14 +226,5 @@ mod tests {
                 std::str::from_utf8(bad)
             );
         }
-    }
-}
-
-/// Rejects a code outside its table with `BadField` at the field's offset.
-fn in_range(v: i16, range: std::ops::RangeInclusive<i16>, off: usize) -> Result<(), ParseError> {
-    if range.contains(&v) {
-        Ok(())
-    } else {
-        Err(ParseError::at(ErrorKind::BadField, off))
     }
 }

@@ -216,7 +216,10 @@ fn sf1_code_tables_are_enforced() {
     assert_eq!(ok(&sf1_with(12, "8")).traffic_type, 8);
     assert_eq!(err(sf1_with(12, "9").as_bytes()).0, ErrorKind::BadField);
     let line = sf1_with(4, "9");
-    assert_eq!(err(line.as_bytes()), (ErrorKind::BadField, field_off(&line, 4)));
+    assert_eq!(
+        err(line.as_bytes()),
+        (ErrorKind::BadField, field_off(&line, 4))
+    );
 }
 
 #[test]
@@ -233,10 +236,22 @@ fn sf1_config_hex_and_metadata_bits() {
     );
     assert_eq!(err(sf1_with(9, "xyz").as_bytes()).0, ErrorKind::BadInteger);
     // Fingerprints are u32 stored as signed i32 (SPEC section 6).
-    assert_eq!(ok(&sf1_with(10, "-2147483648")).api_key_fp, i64::from(i32::MIN));
-    assert_eq!(ok(&sf1_with(10, "2147483647")).api_key_fp, i64::from(i32::MAX));
-    assert_eq!(err(sf1_with(10, "2147483648").as_bytes()).0, ErrorKind::BadInteger);
-    assert_eq!(err(sf1_with(10, "99999999999").as_bytes()).0, ErrorKind::BadInteger);
+    assert_eq!(
+        ok(&sf1_with(10, "-2147483648")).api_key_fp,
+        i64::from(i32::MIN)
+    );
+    assert_eq!(
+        ok(&sf1_with(10, "2147483647")).api_key_fp,
+        i64::from(i32::MAX)
+    );
+    assert_eq!(
+        err(sf1_with(10, "2147483648").as_bytes()).0,
+        ErrorKind::BadInteger
+    );
+    assert_eq!(
+        err(sf1_with(10, "99999999999").as_bytes()).0,
+        ErrorKind::BadInteger
+    );
     assert_eq!(ok(&sf1_with(11, "65535")).key_metadata, Some(-1));
     assert_eq!(ok(&sf1_with(11, "32768")).key_metadata, Some(i16::MIN));
     assert_eq!(
