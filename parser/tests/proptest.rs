@@ -179,14 +179,22 @@ fn sf1_line() -> impl Strategy<Value = Sf1Line> {
         0i64..1000,
         prop::sample::select(vec!["fe_a", "fe_b"]),
         any::<bool>(),
-        any::<[Option<i16>; 4]>(),
+        // network, server_id, service_type, fe_type: the SPEC code tables.
+        (
+            prop::option::of(0i16..=3),
+            any::<Option<i16>>(),
+            prop::option::of(1i16..=6),
+            prop::option::of(1i16..=3),
+        )
+            .prop_map(|(a, b, c, d)| [a, b, c, d]),
         prop::option::of(1..=i32::MAX),
         any::<Option<(u64, bool)>>(),
-        any::<Option<i64>>(),
+        // Fingerprints are i32 values in a bigint column.
+        any::<Option<i32>>().prop_map(|v| v.map(i64::from)),
     );
     let mid = (
         any::<Option<u16>>(),
-        any::<Option<i16>>(),
+        prop::option::of(1i16..=8),
         any::<Option<i16>>(),
         prop::option::of(any::<IpAddr>()),
         prop_oneof![Just(-1i16), 100i16..600, any::<i16>()],
