@@ -6,11 +6,12 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use suiftly_ingest::batch::RawBatchBuilder;
 use suiftly_ingest::copy::encode_batch;
 use suiftly_parser::{Framing, Parser, PayloadFormat, SourceConfig};
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 const ROWS: usize = 5_000;
 
@@ -84,6 +85,88 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             encode_batch(black_box(&batch.rows), &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+    // Same-session baseline: what tokio-postgres' BinaryCopyInWriter does per value (ToSql
+    // through a trait object, one length word each), over the same rows.
+    let rows: Vec<Vec<Box<dyn ToSql + Sync>>> = good
+        .iter()
+        .map(|l| {
+            let r = p.parse(l).unwrap();
+            let v: Vec<Box<dyn ToSql + Sync>> = vec![
+                Box::new(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_micros(r.timestamp_us as u64),
+                ),
+                Box::new(r.customer_id),
+                Box::new(r.path_prefix.map(str::to_owned)),
+                Box::new(r.config_hex),
+                Box::new(r.network),
+                Box::new(r.server_id),
+                Box::new(r.service_type),
+                Box::new(r.api_key_fp),
+                Box::new(r.fe_type),
+                Box::new(r.traffic_type),
+                Box::new(r.event_type),
+                Box::new(r.client_ip),
+                Box::new(r.key_metadata),
+                Box::new(r.status_code),
+                Box::new(r.bytes_sent),
+                Box::new(r.time_total),
+                Box::new(r.time_request),
+                Box::new(r.time_queue),
+                Box::new(r.time_connect),
+                Box::new(r.time_response),
+                Box::new(r.backend_id),
+                Box::new(r.termination_state.map(str::to_owned)),
+                Box::new(r.repeat),
+            ];
+            v
+        })
+        .collect();
+    let types = [
+        Type::TIMESTAMPTZ,
+        Type::INT4,
+        Type::TEXT,
+        Type::INT8,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::INT8,
+        Type::INT2,
+        Type::INT2,
+        Type::INT2,
+        Type::INET,
+        Type::INT2,
+        Type::INT2,
+        Type::INT8,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+        Type::INT4,
+        Type::INT2,
+        Type::TEXT,
+        Type::INT4,
+    ];
+    g.bench_function("baseline_tosql_per_value", |b| {
+        let mut out = BytesMut::with_capacity(encoded);
+        b.iter(|| {
+            out.clear();
+            for row in &rows {
+                out.put_i16(types.len() as i16);
+                for (v, t) in row.iter().zip(&types) {
+                    let at = out.len();
+                    out.put_i32(0);
+                    match v.to_sql_checked(t, &mut out).unwrap() {
+                        IsNull::Yes => out[at..at + 4].copy_from_slice(&(-1i32).to_be_bytes()),
+                        IsNull::No => {
+                            let len = (out.len() - at - 4) as i32;
+                            out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                        }
+                    }
+                }
+            }
             black_box(out.len())
         })
     });

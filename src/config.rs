@@ -177,11 +177,52 @@ impl Config {
         {
             cfg.metrics.listen = m;
         }
-        for l in &cfg.listeners {
-            l.source_config()?;
-            l.effective_allow()?;
-        }
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Range checks the types cannot express (and that would otherwise overflow later).
+    pub fn validate(&self) -> Result<()> {
+        let b = &self.batch;
+        anyhow::ensure!(
+            (1..=1_000_000).contains(&b.max_rows),
+            "batch.max_rows must be within 1..=1000000"
+        );
+        anyhow::ensure!(
+            (1..=60_000).contains(&b.max_age_ms),
+            "batch.max_age_ms must be within 1..=60000"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&b.channel_capacity),
+            "batch.channel_capacity must be within 1..=10000"
+        );
+        anyhow::ensure!(
+            b.max_future_secs <= 30 * 24 * 3600,
+            "batch.max_future_secs must be at most 30 days"
+        );
+        let s = &self.storage;
+        anyhow::ensure!(
+            (1..=24 * 365 * 10).contains(&s.retention_hours),
+            "storage.retention_hours must be within 1..=87600"
+        );
+        anyhow::ensure!(
+            (0..=24 * 31).contains(&s.partitions_ahead_hours),
+            "storage.partitions_ahead_hours must be within 0..=744"
+        );
+        anyhow::ensure!(
+            s.maintenance_interval_secs >= 1,
+            "storage.maintenance_interval_secs must be at least 1"
+        );
+        let mut names = std::collections::HashSet::new();
+        for l in &self.listeners {
+            l.validate()?;
+            anyhow::ensure!(
+                names.insert(&l.name),
+                "listener name {:?} is used twice",
+                l.name
+            );
+        }
+        Ok(())
     }
 
     pub fn limits(&self) -> BatchLimits {
@@ -208,10 +249,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let cfg: Config = toml::from_str(&text).unwrap();
         assert!(!cfg.listeners.is_empty());
-        for l in &cfg.listeners {
-            l.source_config().unwrap();
-            l.effective_allow().unwrap();
-        }
+        cfg.validate().unwrap();
     }
 
     #[test]
@@ -227,6 +265,32 @@ mod tests {
     fn unknown_fields_are_refused() {
         let e = toml::from_str::<Config>("max_rowz = 3").unwrap_err();
         assert!(e.to_string().contains("max_rowz"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (text, needle) in [
+            ("[batch]\nmax_age_ms = 18446744073709551615\n", "max_age_ms"),
+            ("[batch]\nmax_rows = 0\n", "max_rows"),
+            (
+                "[storage]\nretention_hours = 18446744073709551615\n",
+                "retention_hours",
+            ),
+            (
+                "[[listener]]\nname = \"u\"\nkind = \"unix\"\naddress = \"/tmp/x.sock\"\nsocket_mode = 660\n",
+                "octal",
+            ),
+            (
+                "[[listener]]\nname = \"a\"\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\n[[listener]]\nname = \"a\"\nkind = \"udp\"\naddress = \"127.0.0.1:2\"\n",
+                "twice",
+            ),
+        ] {
+            let cfg: Config = toml::from_str(text).unwrap();
+            let e = cfg.validate().unwrap_err();
+            assert!(format!("{e:#}").contains(needle), "{text}: {e:#}");
+        }
+        let cfg: Config = toml::from_str("").unwrap();
+        cfg.validate().unwrap();
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub struct DemoArgs {
 }
 
 pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
+    // Always a throwaway cluster, even with DATABASE_URL set: the fixtures carry real-looking
+    // customer ids and must never land in a production table.
+    if cfg.database_url.take().is_some() {
+        tracing::info!("demo ignores DATABASE_URL and uses a temporary postgresql");
+    }
     let db = tokio::task::block_in_place(|| Database::temporary(&cfg))?;
     let upkeep = CancellationToken::new();
     prepare(&cfg, &db, &upkeep).await?;

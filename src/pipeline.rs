@@ -17,7 +17,7 @@ use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::database::Database;
@@ -27,6 +27,8 @@ pub struct Pipeline {
     writer: JoinHandle<WriterStats>,
     pub shutdown: CancellationToken,
     pub abort: CancellationToken,
+    /// Fires when a listener task ends with an error.
+    pub failed: CancellationToken,
     /// (listener name, UDP address, unix path) as bound.
     pub bound: Vec<(String, Option<SocketAddr>, Option<PathBuf>)>,
 }
@@ -36,11 +38,9 @@ impl Pipeline {
     pub async fn start(cfg: &Config, conninfo: &str) -> Result<Pipeline> {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
+        let failed = CancellationToken::new();
         let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
-        let writer = Writer::new(WriterConfig {
-            conninfo: conninfo.to_owned(),
-            max_backoff: Duration::from_secs(5),
-        });
+        let writer = Writer::new(WriterConfig::new(conninfo));
         let writer = tokio::spawn(writer.run(rx, abort.clone()));
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
@@ -52,13 +52,17 @@ impl Pipeline {
                 b.local_addr(),
                 b.unix_path().map(|p| p.to_path_buf()),
             ));
-            let h = tokio::spawn(listener::run(
-                b,
-                parser,
-                cfg.limits(),
-                tx.clone(),
-                shutdown.clone(),
-            ));
+            let run = listener::run(b, parser, cfg.limits(), tx.clone(), shutdown.clone());
+            let failed = failed.clone();
+            let h = tokio::spawn(async move {
+                let r = run.await;
+                if r.is_err() {
+                    // A listener that dies stops the process: running on with one gateway's
+                    // logs silently missing would be worse.
+                    failed.cancel();
+                }
+                r
+            });
             listeners.push((lc.name.clone(), h));
         }
         Ok(Pipeline {
@@ -66,6 +70,7 @@ impl Pipeline {
             writer,
             shutdown,
             abort,
+            failed,
             bound,
         })
     }
@@ -138,9 +143,15 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
     // Last, so that a reachable /metrics also means "listeners are bound".
-    install_metrics(&cfg.metrics.listen)?;
-    signals.recv().await;
-    info!("shutdown requested; signal again to abort uncommitted batches");
+    if let Err(e) = install_metrics(&cfg.metrics.listen) {
+        pipeline.stop().await?;
+        return Err(e);
+    }
+    let failed = pipeline.failed.clone();
+    tokio::select! {
+        _ = signals.recv() => info!("shutdown requested; signal again to abort uncommitted batches"),
+        _ = failed.cancelled() => error!("a listener failed; shutting down"),
+    }
     let abort = pipeline.abort.clone();
     tokio::spawn(async move {
         signals.recv().await;
@@ -154,6 +165,15 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
         tokio::task::block_in_place(|| c.stop())?;
         info!("embedded postgresql stopped");
     }
+    anyhow::ensure!(
+        writer.lost == 0,
+        "{} received lines were not committed (aborted)",
+        writer.lost
+    );
+    anyhow::ensure!(
+        !failed.is_cancelled(),
+        "a listener failed (see the log above)"
+    );
     Ok(())
 }
 

@@ -29,6 +29,12 @@ pub enum RejectReason {
     /// retention, or too far in the future); storing it in a partition would either fail or
     /// be dropped by retention at once, so it is kept verbatim instead.
     TimestampOutOfRange,
+    /// A text field holds a NUL byte, which PostgreSQL text cannot store: the row could never
+    /// commit, so the line is kept verbatim here instead.
+    InvalidText,
+    /// The database refused the row permanently (found by bisecting a refused batch); `raw`
+    /// then holds the rendered row, not the datagram.
+    DbRejected,
 }
 
 impl RejectReason {
@@ -37,12 +43,9 @@ impl RejectReason {
             RejectReason::Parse(k) => k.as_str(),
             RejectReason::Truncated => "truncated_datagram",
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
+            RejectReason::InvalidText => "invalid_text",
+            RejectReason::DbRejected => "db_rejected",
         }
-    }
-
-    /// Byte offset stored with the line (parse errors only).
-    pub fn offset(self, parse_offset: Option<u32>) -> Option<i32> {
-        parse_offset.map(|o| o as i32)
     }
 }
 

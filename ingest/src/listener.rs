@@ -159,6 +159,29 @@ impl ListenerConfig {
         })
     }
 
+    /// Range checks the types cannot express.
+    pub fn validate(&self) -> Result<(), ListenerError> {
+        let err = |msg: String| ListenerError::Config {
+            name: self.name.clone(),
+            msg,
+        };
+        if self.socket_mode > 0o777 {
+            return Err(err(format!(
+                "socket_mode {} is not a file mode; write it in octal, e.g. socket_mode = 0o660",
+                self.socket_mode
+            )));
+        }
+        if !(64..=1 << 20).contains(&self.max_datagram_bytes) {
+            return Err(err("max_datagram_bytes must be within 64..=1048576".into()));
+        }
+        if self.recv_batch == 0 {
+            return Err(err("recv_batch must be at least 1".into()));
+        }
+        self.source_config()?;
+        self.effective_allow()?;
+        Ok(())
+    }
+
     /// The allowlist in force: the configured one, or loopback only.
     pub fn effective_allow(&self) -> Result<Vec<IpNet>, ListenerError> {
         if !self.allow.is_empty() {
@@ -193,6 +216,7 @@ pub struct BoundListener {
     allow: Vec<IpNet>,
     max_datagram_bytes: usize,
     recv_batch: usize,
+    /// Receive buffer granted by the kernel (half of what getsockopt reports).
     pub effective_rcvbuf: usize,
 }
 
@@ -232,10 +256,12 @@ impl Drop for BoundListener {
 }
 
 fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
+    let want = want.min(libc::c_int::MAX as usize / 2);
     let _ = sock.set_recv_buffer_size(want);
-    let mut got = sock.recv_buffer_size().unwrap_or(0);
-    // Linux reports twice the requested value (bookkeeping overhead); below `want` means
-    // net.core.rmem_max capped us. Root may exceed the cap with SO_RCVBUFFORCE.
+    // Linux stores and reports twice the requested value (bookkeeping overhead), capped at
+    // 2 × net.core.rmem_max; half the report is what we were granted. Root may exceed the cap
+    // with SO_RCVBUFFORCE.
+    let mut got = sock.recv_buffer_size().unwrap_or(0) / 2;
     if got < want {
         let v = want as libc::c_int;
         // SAFETY: plain setsockopt with a c_int value on a valid fd.
@@ -249,7 +275,7 @@ fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
             )
         };
         if rc == 0 {
-            got = sock.recv_buffer_size().unwrap_or(got);
+            got = sock.recv_buffer_size().unwrap_or(0) / 2;
         }
     }
     got
@@ -257,6 +283,7 @@ fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
 
 /// Binds the socket described by `cfg` (must be called inside a tokio runtime).
 pub fn bind(cfg: &ListenerConfig) -> Result<BoundListener, ListenerError> {
+    cfg.validate()?;
     let allow = cfg.effective_allow()?;
     let bind_err = |source: io::Error| ListenerError::Bind {
         name: cfg.name.clone(),
@@ -413,9 +440,11 @@ pub async fn run(
             }
         }
     }
-    // Whatever the kernel accepted before the stop is ours to keep.
+    // Whatever the kernel accepted before the stop is ours to keep; bounded in time so a
+    // sender that never pauses cannot hold shutdown open.
     let fd = listener.raw_fd();
-    loop {
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < drain_until {
         match bufs.recv(fd, unix) {
             Ok(0) => break,
             Ok(_) => b.ingest(&bufs).await?,
@@ -479,6 +508,11 @@ impl Batcher {
                         {
                             self.builder
                                 .reject(reject(RejectReason::TimestampOutOfRange, None));
+                        } else if rec.path_prefix.is_some_and(|p| p.contains('\0'))
+                            || rec.termination_state.is_some_and(|t| t.contains('\0'))
+                        {
+                            // PostgreSQL text cannot hold NUL; the batch would never commit.
+                            self.builder.reject(reject(RejectReason::InvalidText, None));
                         } else {
                             self.builder.append(&rec);
                             n_parsed += 1;

@@ -6,6 +6,11 @@
 //! backoff, reconnecting as needed) until it commits or `abort` fires: the writer never skips
 //! a batch, so upstream blocks instead (see the channel policy in [`crate::listener`]).
 //!
+//! A batch carries an id recorded in `ingest_batch_log` in the same transaction, so a retry
+//! after a lost COMMIT reply finds the id and does not insert the rows twice. Errors the
+//! database would repeat for the same rows (SQLSTATE classes 22 and 23) are not retried
+//! forever: the batch is bisected and the refused rows are stored as rejected `db_rejected`.
+//!
 //! Durability: a batch is durable once its transaction commits. Batches still in the channel
 //! or in a listener's builder when the process is killed are lost; the disk spool (a later
 //! stage) closes that gap.
@@ -25,8 +30,8 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::batch::WriteBatch;
-use crate::copy::encode_batch;
+use crate::batch::{RejectReason, RejectedLine, WriteBatch};
+use crate::copy::{encode_batch, render_row};
 use crate::db::{self, Storage, US_PER_HOUR};
 use crate::schema::copy_raw_statement;
 
@@ -38,6 +43,8 @@ pub enum WriteError {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Encode(#[from] crate::copy::EncodeError),
+    #[error("write attempt timed out")]
+    Timeout,
 }
 
 /// What the writer did, returned when it stops.
@@ -47,6 +54,12 @@ pub struct WriterStats {
     pub rows: u64,
     pub rejected: u64,
     pub retries: u64,
+    /// Rows the database refused permanently, stored as rejected `db_rejected`.
+    pub db_rejected: u64,
+    /// Retries that found their batch already committed (the commit reply had been lost).
+    pub already_committed: u64,
+    /// Lines given up on because `abort` fired while they were uncommitted.
+    pub lost: u64,
 }
 
 /// Connection settings and retry bounds.
@@ -55,15 +68,34 @@ pub struct WriterConfig {
     /// libpq-style connection string or URL.
     pub conninfo: String,
     pub max_backoff: Duration,
+    /// One attempt (partitions + COPY + commit) taking longer than this is abandoned and the
+    /// connection replaced: a half-open TCP connection would otherwise hang the writer for
+    /// the kernel's keepalive time.
+    pub write_timeout: Duration,
+}
+
+impl WriterConfig {
+    pub fn new(conninfo: impl Into<String>) -> Self {
+        Self {
+            conninfo: conninfo.into(),
+            max_backoff: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 pub struct Writer {
     cfg: WriterConfig,
     client: Option<Client>,
     storage: Option<Storage>,
-    known_partitions: BTreeSet<i64>,
+    /// `None` until loaded from the catalog; cleared after any failed attempt because another
+    /// process (maintenance) may have dropped or created partitions meanwhile.
+    known_partitions: Option<BTreeSet<i64>>,
     copy_stmt: String,
     buf: BytesMut,
+    /// Batch ids: a per-process random base plus a counter (see [`Writer::write`]).
+    batch_id_base: i64,
+    batch_seq: i64,
     pub stats: WriterStats,
 }
 
@@ -77,24 +109,70 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Outcome of one successful attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Written {
+    Committed,
+    /// The batch id was already in `ingest_batch_log`: an earlier attempt committed and only
+    /// its reply was lost.
+    AlreadyCommitted,
+}
+
+/// Errors the database will repeat for the same rows (data exceptions, constraint
+/// violations): retrying cannot help, isolating the rows can.
+fn is_permanent(e: &WriteError) -> bool {
+    match e {
+        WriteError::Postgres(pe) => pe.code().is_some_and(|c| {
+            let c = c.code();
+            c.starts_with("22") || c.starts_with("23")
+        }),
+        WriteError::Encode(_) => true,
+        WriteError::Db(_) | WriteError::Timeout => false,
+    }
+}
+
+fn random_base() -> i64 {
+    // 8 bytes from the kernel; the counter in `next_batch_id` makes ids unique in-process.
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        b = (t.as_nanos() as u64 ^ ((std::process::id() as u64) << 40)).to_le_bytes();
+    }
+    i64::from_le_bytes(b) & !0xffff_ffff
+}
+
 impl Writer {
     pub fn new(cfg: WriterConfig) -> Self {
         Self {
             cfg,
             client: None,
             storage: None,
-            known_partitions: BTreeSet::new(),
+            known_partitions: None,
             copy_stmt: copy_raw_statement(),
             buf: BytesMut::with_capacity(1 << 20),
+            batch_id_base: random_base(),
+            batch_seq: 0,
             stats: WriterStats::default(),
         }
+    }
+
+    fn next_batch_id(&mut self) -> i64 {
+        self.batch_seq += 1;
+        self.batch_id_base.wrapping_add(self.batch_seq)
     }
 
     async fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             let c = connect(&self.cfg.conninfo).await?;
+            // Partition DDL must not queue behind a long query and block every COPY after it.
+            c.batch_execute("SET lock_timeout = '10s'").await?;
             self.storage = Some(db::storage(&c).await?);
-            self.known_partitions = db::existing_partitions(&c).await?;
+            self.known_partitions = None;
             self.client = Some(c);
         }
         Ok(self.client.as_mut().expect("just set"))
@@ -109,10 +187,13 @@ impl Writer {
         while let Some(batch) = rx.recv().await {
             gauge!("suiftly_ingest_channel_depth", "channel" => "batches").set(rx.len() as f64);
             if !self.write_with_retry(&batch, &abort).await {
-                let mut lost = batch.len();
+                let mut lost = batch.len() as u64;
+                rx.close();
                 while let Ok(b) = rx.try_recv() {
-                    lost += b.len();
+                    lost += b.len() as u64;
                 }
+                self.stats.lost += lost;
+                counter!("suiftly_ingest_lines_lost_total").increment(lost);
                 error!(lost_lines = lost, "writer aborted with uncommitted batches");
                 break;
             }
@@ -121,45 +202,166 @@ impl Writer {
         self.stats
     }
 
-    /// Retries one batch until it commits (true) or `abort` fires (false).
+    /// One attempt under the write timeout, abandoned (None) when `abort` fires.
+    async fn attempt(
+        &mut self,
+        batch: &WriteBatch,
+        id: i64,
+        abort: &CancellationToken,
+    ) -> Option<Result<Written, WriteError>> {
+        let limit = self.cfg.write_timeout;
+        let r = tokio::select! {
+            _ = abort.cancelled() => return None,
+            r = tokio::time::timeout(limit, self.write(batch, id)) => r,
+        };
+        Some(match r {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(
+                    timeout_s = limit.as_secs(),
+                    "batch write timed out; replacing the connection"
+                );
+                self.client = None;
+                Err(WriteError::Timeout)
+            }
+        })
+    }
+
+    /// Counts a failed attempt and sleeps the backoff; false when `abort` fired meanwhile.
+    async fn backoff(
+        &mut self,
+        e: &WriteError,
+        backoff: &mut Duration,
+        rows: usize,
+        abort: &CancellationToken,
+    ) -> bool {
+        self.stats.retries += 1;
+        counter!("suiftly_ingest_write_retries_total").increment(1);
+        gauge!("suiftly_ingest_degraded").set(1.0);
+        warn!(error = %e, backoff_ms = backoff.as_millis() as u64, rows, "batch write failed; retrying");
+        // The catalog may have changed (maintenance), and a broken connection is replaced.
+        self.known_partitions = None;
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        let go_on = tokio::select! {
+            _ = abort.cancelled() => false,
+            _ = tokio::time::sleep(*backoff) => true,
+        };
+        *backoff = (*backoff * 2).min(self.cfg.max_backoff);
+        go_on
+    }
+
+    /// Writes one batch until it commits (true) or `abort` fires (false). Transient errors
+    /// (connection, timeout, locks) are retried with capped backoff. An error the database
+    /// repeats for the same rows makes the writer isolate them by bisection and store them as
+    /// rejected `db_rejected`, so one bad row can never stall ingest.
     pub async fn write_with_retry(
         &mut self,
         batch: &WriteBatch,
         abort: &CancellationToken,
     ) -> bool {
+        let id = self.next_batch_id();
         let mut backoff = Duration::from_millis(50);
+        let mut permanent = 0;
         loop {
-            match self.write(batch).await {
-                Ok(()) => {
+            match self.attempt(batch, id, abort).await {
+                None => return false,
+                Some(Ok(w)) => {
                     gauge!("suiftly_ingest_degraded").set(0.0);
+                    if w == Written::AlreadyCommitted {
+                        self.stats.already_committed += 1;
+                        warn!(
+                            batch_id = id,
+                            "batch found already committed; not writing it twice"
+                        );
+                    }
                     return true;
                 }
-                Err(e) => {
-                    self.stats.retries += 1;
-                    counter!("suiftly_ingest_write_retries_total").increment(1);
-                    gauge!("suiftly_ingest_degraded").set(1.0);
-                    warn!(error = %e, backoff_ms = backoff.as_millis() as u64, rows = batch.rows.num_rows(),
-                        "batch write failed; retrying");
-                    // A broken connection is replaced on the next attempt.
-                    if let Some(c) = &self.client
-                        && !c.is_closed()
+                Some(Err(e)) => {
+                    if is_permanent(&e) {
+                        permanent += 1;
+                        // Twice, so a stale partition cache (reloaded in between) is not
+                        // mistaken for bad rows.
+                        if permanent >= 2 && batch.rows.num_rows() > 0 {
+                            warn!(error = %e, rows = batch.rows.num_rows(),
+                                "database refuses this batch; isolating the rows");
+                            return self.bisect(batch, abort).await;
+                        }
+                    }
+                    if !self
+                        .backoff(&e, &mut backoff, batch.rows.num_rows(), abort)
+                        .await
                     {
-                        // Keep it: the failure was statement-level and the tx was rolled back.
-                    } else {
-                        self.client = None;
+                        return false;
                     }
-                    tokio::select! {
-                        _ = abort.cancelled() => return false,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(self.cfg.max_backoff);
                 }
             }
         }
     }
 
-    /// Writes one batch in one transaction.
-    pub async fn write(&mut self, batch: &WriteBatch) -> Result<(), WriteError> {
+    /// Splits a refused batch until the refused rows stand alone; those become rejected
+    /// lines (the rendered row: the datagram bytes are gone by now), the rest is written.
+    async fn bisect(&mut self, batch: &WriteBatch, abort: &CancellationToken) -> bool {
+        let mut stack = vec![(0usize, batch.rows.num_rows())];
+        let mut refused: Vec<RejectedLine> = Vec::new();
+        let mut backoff = Duration::from_millis(50);
+        while let Some((off, len)) = stack.pop() {
+            let piece = WriteBatch {
+                rows: batch.rows.slice(off, len),
+                rejected: Vec::new(),
+            };
+            let id = self.next_batch_id();
+            match self.attempt(&piece, id, abort).await {
+                None => return false,
+                Some(Ok(_)) => {}
+                Some(Err(e)) if is_permanent(&e) => {
+                    if len == 1 {
+                        warn!(error = %e, "row refused by the database; stored as rejected");
+                        refused.push(RejectedLine {
+                            received_at_us: crate::listener::now_us(),
+                            listener: "writer".into(),
+                            source_addr: None,
+                            reason: RejectReason::DbRejected,
+                            error_offset: None,
+                            raw: render_row(&batch.rows, off).into_bytes(),
+                        });
+                    } else {
+                        stack.push((off + len / 2, len - len / 2));
+                        stack.push((off, len / 2));
+                    }
+                }
+                Some(Err(e)) => {
+                    stack.push((off, len));
+                    if !self.backoff(&e, &mut backoff, len, abort).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        self.stats.db_rejected += refused.len() as u64;
+        counter!("suiftly_ingest_lines_rejected_total", "reason" => RejectReason::DbRejected.as_str())
+            .increment(refused.len() as u64);
+        let mut rest = batch.rejected.clone();
+        rest.extend(refused);
+        if rest.is_empty() {
+            return true;
+        }
+        let tail = WriteBatch {
+            rows: batch.rows.slice(0, 0),
+            rejected: rest,
+        };
+        Box::pin(self.write_with_retry(&tail, abort)).await
+    }
+
+    /// Writes one batch in one transaction. The first statement records `batch_id` in
+    /// `ingest_batch_log`; if the id is already there, an earlier attempt of this very batch
+    /// committed and only its reply was lost, so nothing is written twice.
+    pub async fn write(
+        &mut self,
+        batch: &WriteBatch,
+        batch_id: i64,
+    ) -> Result<Written, WriteError> {
         let started = Instant::now();
         let rows = batch.rows.num_rows();
         self.ensure_partitions_for(batch).await?;
@@ -171,6 +373,18 @@ impl Writer {
         let stmt = self.copy_stmt.clone();
         let client = self.client().await?;
         let tx = client.transaction().await?;
+        if let Err(e) = tx
+            .execute(
+                "INSERT INTO ingest_batch_log (batch_id, rows, rejected) VALUES ($1, $2, $3)",
+                &[&batch_id, &(rows as i32), &(batch.rejected.len() as i32)],
+            )
+            .await
+        {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                return Ok(Written::AlreadyCommitted);
+            }
+            return Err(e.into());
+        }
         if rows > 0 {
             let sink = tx.copy_in::<_, bytes::Bytes>(stmt.as_str()).await?;
             futures_util::pin_mut!(sink);
@@ -226,7 +440,7 @@ impl Writer {
             ms = elapsed.as_millis() as u64,
             "batch committed"
         );
-        Ok(())
+        Ok(Written::Committed)
     }
 
     /// Native partitioning has no default partition (a populated default partition would block
@@ -240,6 +454,11 @@ impl Writer {
         if self.storage == Some(Storage::Timescale) {
             return Ok(());
         }
+        let client = self.client.as_ref().expect("connected above");
+        if self.known_partitions.is_none() {
+            self.known_partitions = Some(db::existing_partitions(client).await?);
+        }
+        let known = self.known_partitions.as_mut().expect("loaded above");
         let ts = batch
             .rows
             .column(0)
@@ -247,14 +466,13 @@ impl Writer {
         let mut missing = BTreeSet::new();
         for v in ts.values().iter() {
             let h = v.div_euclid(US_PER_HOUR);
-            if !self.known_partitions.contains(&h) {
+            if !known.contains(&h) {
                 missing.insert(h);
             }
         }
         if !missing.is_empty() {
-            let client = self.client.as_ref().expect("connected above");
             db::ensure_partitions(client, missing.iter().copied()).await?;
-            self.known_partitions.extend(missing);
+            known.extend(missing);
         }
         Ok(())
     }
@@ -286,7 +504,21 @@ pub async fn maintain_once(
     ahead_hours: i64,
 ) -> Result<(usize, usize), WriteError> {
     let client = connect(conninfo).await?;
+    client.batch_execute("SET lock_timeout = '10s'").await?;
+    // Batch ids only need to outlive the retries of their batch.
+    client
+        .execute(
+            "DELETE FROM ingest_batch_log WHERE committed_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
     if db::storage(&client).await? == Storage::Timescale {
+        if retention != Duration::from_secs(7 * 24 * 3600) {
+            warn!(
+                retention_hours = retention.as_secs() / 3600,
+                "timescaledb keeps the 7-day retention policy of the migration; storage.retention_hours is not applied"
+            );
+        }
         return Ok((0, 0));
     }
     let now = SystemTime::now()

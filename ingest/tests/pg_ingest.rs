@@ -276,12 +276,9 @@ async fn senders_outside_the_allowlist_are_dropped_and_counted() {
     for _ in 0..5 {
         sock.send_to(line.as_bytes(), addr).unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    // No rows can appear; wait until the datagrams were at least received (metrics) by polling
-    // the listener's stats after stop.
+    // No rows can appear; the stop drains the socket, so all five are seen by then.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (l, w) = running.stop().await;
-    assert!(std::time::Instant::now() < deadline);
     assert_eq!(l.datagrams, 5);
     assert_eq!(l.denied, 5);
     assert_eq!(l.parsed, 0);

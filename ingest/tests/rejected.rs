@@ -67,6 +67,13 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
         now_ms() / 1000
     )
     .into_bytes();
+    // Parses, but PostgreSQL text cannot hold NUL: kept verbatim as invalid_text.
+    let nul = format!(
+        "sf1 {}.000 fe 1 17 2 2 5 - 0 - 1 - 10.0.0.1 200 1 0 0 0 0 0 1 -- /a\0b",
+        now_ms() / 1000
+    )
+    .into_bytes();
+    bad.push(nul);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     for l in &bad {
         sock.send_to(l, addr).unwrap();
@@ -74,7 +81,7 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     sock.send_to(&big, addr).unwrap();
     sock.send_to(&stale, addr).unwrap();
     sock.send_to(&good, addr).unwrap();
-    let total = bad.len() + 3;
+    let total = bad.len() + 3; // + big, stale, good
 
     let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -138,7 +145,13 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
         );
         let reason: &str = r.get(0);
         assert!(!reason.is_empty());
-        if reason != "truncated_datagram" && reason != "timestamp_out_of_range" {
+        if ![
+            "truncated_datagram",
+            "timestamp_out_of_range",
+            "invalid_text",
+        ]
+        .contains(&reason)
+        {
             assert!(
                 r.get::<_, Option<i32>>(4).is_some(),
                 "parse errors carry an offset"
@@ -154,6 +167,7 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     };
     assert_eq!(by_reason.get("truncated_datagram"), Some(&1));
     assert_eq!(by_reason.get("timestamp_out_of_range"), Some(&1));
+    assert_eq!(by_reason.get("invalid_text"), Some(&1));
     // The metrics agree with the table, reason by reason.
     let rendered = handle.render();
     let counted = counter_values(&rendered, "suiftly_ingest_lines_rejected_total");

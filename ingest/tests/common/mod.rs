@@ -57,8 +57,8 @@ pub fn start(
     let abort = CancellationToken::new();
     let writer = tokio::spawn(
         Writer::new(WriterConfig {
-            conninfo: conninfo.into(),
             max_backoff: Duration::from_secs(1),
+            ..WriterConfig::new(conninfo)
         })
         .run(rx, abort),
     );
