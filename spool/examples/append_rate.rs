@@ -13,7 +13,9 @@ use suiftly_spool::{FsyncPolicy, Record, SpoolConfig, SpoolWriter};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let base = args.get(1).map_or_else(|| std::env::current_dir().unwrap(), Into::into);
+    let base = args
+        .get(1)
+        .map_or_else(|| std::env::current_dir().unwrap(), Into::into);
     let seconds: f64 = args.get(2).map_or(3.0, |s| s.parse().expect("seconds"));
     let batch: usize = args.get(3).map_or(256, |s| s.parse().expect("batch"));
     let payload = vec![b'x'; 200];
@@ -27,8 +29,16 @@ fn main() {
         })
         .collect();
 
-    println!("200-byte payloads, {batch} records per commit, {seconds} s per policy, dir {}", base.display());
-    for fsync in [FsyncPolicy::EveryBatch, FsyncPolicy::IntervalMs(10), FsyncPolicy::IntervalMs(100), FsyncPolicy::Never] {
+    println!(
+        "200-byte payloads, {batch} records per commit, {seconds} s per policy, dir {}",
+        base.display()
+    );
+    for fsync in [
+        FsyncPolicy::EveryBatch,
+        FsyncPolicy::IntervalMs(10),
+        FsyncPolicy::IntervalMs(100),
+        FsyncPolicy::Never,
+    ] {
         let dir = tempfile::tempdir_in(&base).expect("temp dir");
         let cfg = SpoolConfig {
             segment_bytes: 64 << 20,

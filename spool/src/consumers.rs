@@ -10,8 +10,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{SpoolError, io_err};
 use crate::Position;
+use crate::error::{SpoolError, io_err};
 
 /// File name of the consumer state inside the spool directory.
 pub const CONSUMERS_FILE: &str = "consumers";
@@ -51,7 +51,11 @@ impl ConsumerRegistry {
 
     /// Registers `name` starting at `initial` unless it is registered already; returns its
     /// committed position either way.
-    pub fn register_consumer(&mut self, name: &str, initial: Position) -> Result<Position, SpoolError> {
+    pub fn register_consumer(
+        &mut self,
+        name: &str,
+        initial: Position,
+    ) -> Result<Position, SpoolError> {
         check_name(name)?;
         if let Some(&pos) = self.consumers.get(name) {
             return Ok(pos);
@@ -125,7 +129,8 @@ impl ConsumerRegistry {
             .truncate(true)
             .open(&tmp)
             .map_err(io_err("create", &tmp))?;
-        f.write_all(text.as_bytes()).map_err(io_err("write", &tmp))?;
+        f.write_all(text.as_bytes())
+            .map_err(io_err("write", &tmp))?;
         f.sync_all().map_err(io_err("fsync", &tmp))?;
         drop(f);
         fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
@@ -198,9 +203,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = ConsumerRegistry::open(dir.path()).unwrap();
         assert_eq!(reg.min_committed(), None);
-        assert_eq!(reg.register_consumer("copy", Position(10)).unwrap(), Position(10));
-        assert_eq!(reg.register_consumer("aggregate", Position(5)).unwrap(), Position(5));
-        assert_eq!(reg.register_consumer("copy", Position(0)).unwrap(), Position(10));
+        assert_eq!(
+            reg.register_consumer("copy", Position(10)).unwrap(),
+            Position(10)
+        );
+        assert_eq!(
+            reg.register_consumer("aggregate", Position(5)).unwrap(),
+            Position(5)
+        );
+        assert_eq!(
+            reg.register_consumer("copy", Position(0)).unwrap(),
+            Position(10)
+        );
         reg.set_committed("copy", Position(100)).unwrap();
         assert_eq!(reg.min_committed(), Some(Position(5)));
         drop(reg);
@@ -243,7 +257,10 @@ mod tests {
         fs::write(&path, good.replace("12345", "12346")).unwrap();
         assert!(matches!(
             ConsumerRegistry::open(dir.path()),
-            Err(SpoolError::BadConsumerFile { detail: "checksum mismatch", .. })
+            Err(SpoolError::BadConsumerFile {
+                detail: "checksum mismatch",
+                ..
+            })
         ));
         fs::write(&path, &good[..good.len() / 2]).unwrap();
         assert!(matches!(

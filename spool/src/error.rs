@@ -94,7 +94,10 @@ pub enum SpoolError {
     },
     /// The requested position was removed by garbage collection.
     #[error("position {requested} was removed; oldest retained is {oldest}")]
-    PositionGone { requested: Position, oldest: Position },
+    PositionGone {
+        requested: Position,
+        oldest: Position,
+    },
     /// The requested position lies past the published end of the spool.
     #[error("position {requested} is past the spool end {end}")]
     PositionBeyondEnd { requested: Position, end: Position },
@@ -126,7 +129,10 @@ pub enum SpoolError {
 }
 
 /// Maps an `io::Error` to [`SpoolError::Io`]; the path is copied only when an error happens.
-pub(crate) fn io_err<'p>(op: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> SpoolError + 'p {
+pub(crate) fn io_err<'p>(
+    op: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(io::Error) -> SpoolError + 'p {
     move |source| SpoolError::Io {
         op,
         path: path.to_path_buf(),

@@ -217,7 +217,10 @@ pub fn encode_segment_header(base: Position) -> [u8; SEGMENT_HEADER_BYTES as usi
 }
 
 /// Reads and checks a segment header; `expected_base` comes from the file name.
-pub fn read_segment_header(r: &mut impl Read, expected_base: Position) -> io::Result<Result<(), HeaderDefect>> {
+pub fn read_segment_header(
+    r: &mut impl Read,
+    expected_base: Position,
+) -> io::Result<Result<(), HeaderDefect>> {
     let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
     if read_up_to(r, &mut h)? < h.len() {
         return Ok(Err(HeaderDefect::Short));
@@ -225,7 +228,10 @@ pub fn read_segment_header(r: &mut impl Read, expected_base: Position) -> io::Re
     Ok(check_segment_header(&h, expected_base))
 }
 
-fn check_segment_header(h: &[u8; SEGMENT_HEADER_BYTES as usize], expected_base: Position) -> Result<(), HeaderDefect> {
+fn check_segment_header(
+    h: &[u8; SEGMENT_HEADER_BYTES as usize],
+    expected_base: Position,
+) -> Result<(), HeaderDefect> {
     if h[0..8] != SEGMENT_MAGIC {
         return Err(HeaderDefect::BadMagic);
     }
@@ -289,7 +295,12 @@ mod tests {
             None,
             Some("10.1.2.3:514".parse().unwrap()),
             Some("[2001:db8::1]:514".parse().unwrap()),
-            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 9, 3, 4))),
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::LOCALHOST,
+                9,
+                3,
+                4,
+            ))),
         ];
         for source in sources {
             let r = rec(source, b"hello");
@@ -300,20 +311,29 @@ mod tests {
             let frame = read_frame(&mut &out[..], &mut body).unwrap();
             assert_eq!(frame, Frame::Record { len: frame_len(&r) });
             let d = decode_body(&body).unwrap();
-            assert_eq!((d.received_at_us, d.listener, d.source, d.payload), (-5, 7, source, &b"hello"[..]));
+            assert_eq!(
+                (d.received_at_us, d.listener, d.source, d.payload),
+                (-5, 7, source, &b"hello"[..])
+            );
         }
     }
 
     #[test]
     fn every_single_bit_flip_is_detected() {
         let mut out = Vec::new();
-        encode_record(&rec(Some("10.1.2.3:514".parse().unwrap()), b"payload"), &mut out);
+        encode_record(
+            &rec(Some("10.1.2.3:514".parse().unwrap()), b"payload"),
+            &mut out,
+        );
         for i in 0..out.len() * 8 {
             let mut bad = out.clone();
             bad[i / 8] ^= 1 << (i % 8);
             let mut body = Vec::new();
             let frame = read_frame(&mut &bad[..], &mut body).unwrap();
-            assert!(matches!(frame, Frame::Defect(_)), "bit {i} undetected: {frame:?}");
+            assert!(
+                matches!(frame, Frame::Defect(_)),
+                "bit {i} undetected: {frame:?}"
+            );
         }
     }
 
@@ -321,21 +341,36 @@ mod tests {
     fn segment_header_checks() {
         let h = encode_segment_header(Position(1234));
         assert_eq!(check_segment_header(&h, Position(1234)), Ok(()));
-        assert_eq!(check_segment_header(&h, Position(1235)), Err(HeaderDefect::BaseMismatch));
+        assert_eq!(
+            check_segment_header(&h, Position(1235)),
+            Err(HeaderDefect::BaseMismatch)
+        );
         let mut bad = h;
         bad[17] ^= 1;
-        assert_eq!(check_segment_header(&bad, Position(1234)), Err(HeaderDefect::BadCrc));
+        assert_eq!(
+            check_segment_header(&bad, Position(1234)),
+            Err(HeaderDefect::BadCrc)
+        );
         let mut bad = h;
         bad[0] = b'X';
-        assert_eq!(check_segment_header(&bad, Position(1234)), Err(HeaderDefect::BadMagic));
+        assert_eq!(
+            check_segment_header(&bad, Position(1234)),
+            Err(HeaderDefect::BadMagic)
+        );
     }
 
     #[test]
     fn segment_names() {
         let p = segment_path(Path::new("/d"), Position(1234567890));
         assert_eq!(p, Path::new("/d/00000000001234567890.seg"));
-        assert_eq!(parse_segment_name("00000000001234567890.seg"), Some(Position(1234567890)));
-        assert_eq!(parse_segment_name("18446744073709551615.seg"), Some(Position(u64::MAX)));
+        assert_eq!(
+            parse_segment_name("00000000001234567890.seg"),
+            Some(Position(1234567890))
+        );
+        assert_eq!(
+            parse_segment_name("18446744073709551615.seg"),
+            Some(Position(u64::MAX))
+        );
         assert_eq!(parse_segment_name("99999999999999999999.seg"), None);
         assert_eq!(parse_segment_name("0001234.seg"), None);
         assert_eq!(parse_segment_name("00000000001234567890.seg.tmp"), None);

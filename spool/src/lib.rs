@@ -13,7 +13,7 @@
 //!   [`FsyncPolicy`], segment roll, [`SpoolError::Full`], [`gc`](SpoolWriter::gc), stats.
 //! - [`reader`]: [`SpoolReader`] — records from a position up to the writer's [`DurableEnd`].
 //! - [`consumers`]: [`ConsumerRegistry`] — consumers' committed positions in one atomic file.
-//! - [`format`]: the on-disk encoding below.
+//! - [`format`](mod@format): the on-disk encoding below.
 //!
 //! # Directory
 //!
@@ -87,7 +87,9 @@ pub use error::{HeaderDefect, RecordDefect, SpoolError};
 pub use format::MAX_PAYLOAD_BYTES;
 pub use position::{DurableEnd, Position};
 pub use reader::{RecordRef, SpoolReader};
-pub use writer::{FsyncPolicy, GcReport, RecoveryReport, SpoolConfig, SpoolStats, SpoolWriter, Truncation};
+pub use writer::{
+    FsyncPolicy, GcReport, RecoveryReport, SpoolConfig, SpoolStats, SpoolWriter, Truncation,
+};
 
 /// One received datagram and what the receiver knew about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

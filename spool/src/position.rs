@@ -49,7 +49,11 @@ impl fmt::Display for Position {
 /// byte at or past it. So a consumer never commits a position that a machine crash could take
 /// back, and a reader in another thread never sees a half-written record. Values only grow.
 ///
+/// Every [`SpoolWriter::open`] makes a new handle: readers made from an earlier writer's handle
+/// stop at that writer's last end, so reopen them (at their position) after reopening the writer.
+///
 /// [`SpoolWriter`]: crate::SpoolWriter
+/// [`SpoolWriter::open`]: crate::SpoolWriter::open
 /// [`FsyncPolicy`]: crate::FsyncPolicy
 #[derive(Clone, Debug)]
 pub struct DurableEnd(Arc<AtomicU64>);

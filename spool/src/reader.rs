@@ -6,7 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::error::{RecordDefect, SpoolError, io_err};
-use crate::format::{Frame, SEGMENT_HEADER_BYTES, decode_body, list_segments, read_frame, read_segment_header, segment_path};
+use crate::format::{
+    Frame, SEGMENT_HEADER_BYTES, decode_body, list_segments, read_frame, read_segment_header,
+    segment_path,
+};
 use crate::{DurableEnd, OwnedRecord, Position};
 
 const HDR: u64 = SEGMENT_HEADER_BYTES;
@@ -63,7 +66,11 @@ pub struct SpoolReader {
 impl SpoolReader {
     /// Opens a reader at `from`, which must be a position the spool returned (a record's
     /// position or next position, the spool's oldest position or its end).
-    pub fn open(dir: impl AsRef<Path>, from: Position, end: DurableEnd) -> Result<SpoolReader, SpoolError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        from: Position,
+        end: DurableEnd,
+    ) -> Result<SpoolReader, SpoolError> {
         let dir = dir.as_ref().to_path_buf();
         let published = end.load();
         if from > published {
@@ -80,9 +87,16 @@ impl SpoolReader {
             });
         };
         if from < oldest {
-            return Err(SpoolError::PositionGone { requested: from, oldest });
+            return Err(SpoolError::PositionGone {
+                requested: from,
+                oldest,
+            });
         }
-        let segment = *bases.iter().rev().find(|b| **b <= from).expect("from >= oldest");
+        let segment = *bases
+            .iter()
+            .rev()
+            .find(|b| **b <= from)
+            .expect("from >= oldest");
         let (file, path) = open_segment(&dir, segment)?;
         let mut reader = SpoolReader {
             dir,
@@ -134,7 +148,9 @@ impl SpoolReader {
                     // This segment ends here and the durable end says more exists: it must be
                     // in the segment whose base is this position.
                     let (file, path) = open_segment(&self.dir, self.pos).map_err(|e| match e {
-                        SpoolError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        SpoolError::Io { source, .. }
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
                             SpoolError::Inconsistent {
                                 position: self.pos,
                                 detail: "segment ends below the durable end and no segment follows",

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{HeaderDefect, RecordDefect, SpoolError, io_err};
 use crate::format::{
-    Frame, MAX_BODY_BYTES, FRAME_HEADER_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES, encode_record, encode_segment_header, frame_len,
-    list_segments, read_frame, read_segment_header, segment_path,
+    FRAME_HEADER_BYTES, Frame, MAX_BODY_BYTES, MAX_PAYLOAD_BYTES, SEGMENT_HEADER_BYTES,
+    encode_record, encode_segment_header, frame_len, list_segments, read_frame,
+    read_segment_header, segment_path,
 };
 use crate::reader::SpoolReader;
 use crate::{DurableEnd, Position, Record};
@@ -31,8 +32,9 @@ pub enum FsyncPolicy {
     /// does not wait for the next batch. A committed batch survives `kill -9` at once and a
     /// machine crash after the next fsync; readers see it only after that fsync.
     IntervalMs(u64),
-    /// Never fsync (except on roll-free `sync()` calls): a committed batch survives `kill -9`
-    /// (it is in the page cache) but not a machine crash. Readers see it at once.
+    /// Never fsync on commit or roll (only an explicit [`SpoolWriter::sync`] or
+    /// [`SpoolWriter::close`] does): a committed batch survives `kill -9` (it is in the page
+    /// cache) but not a machine crash. Readers see it at once.
     Never,
 }
 
@@ -62,18 +64,24 @@ impl Default for SpoolConfig {
 impl SpoolConfig {
     fn validate(&self) -> Result<(), SpoolError> {
         if self.segment_bytes < 1024 {
-            return Err(SpoolError::InvalidConfig("segment_bytes must be at least 1024"));
+            return Err(SpoolError::InvalidConfig(
+                "segment_bytes must be at least 1024",
+            ));
         }
         // The active segment can never be collected; it holds at most one segment or one
         // maximum record, and the next append needs as much again.
-        let largest_segment = self.segment_bytes.max(HDR + (FRAME_HEADER_BYTES + MAX_BODY_BYTES) as u64);
+        let largest_segment = self
+            .segment_bytes
+            .max(HDR + (FRAME_HEADER_BYTES + MAX_BODY_BYTES) as u64);
         if self.max_total_bytes < 2 * largest_segment {
             return Err(SpoolError::InvalidConfig(
                 "max_total_bytes must hold two segments and two maximum records",
             ));
         }
         if self.fsync == FsyncPolicy::IntervalMs(0) {
-            return Err(SpoolError::InvalidConfig("fsync interval must be positive; use EveryBatch"));
+            return Err(SpoolError::InvalidConfig(
+                "fsync interval must be positive; use EveryBatch",
+            ));
         }
         Ok(())
     }
@@ -169,7 +177,10 @@ pub struct SpoolWriter {
 
 impl SpoolWriter {
     /// Opens (or creates) the spool in `dir`, cutting a torn tail off the last segment.
-    pub fn open(dir: impl AsRef<Path>, cfg: SpoolConfig) -> Result<(SpoolWriter, RecoveryReport), SpoolError> {
+    pub fn open(
+        dir: impl AsRef<Path>,
+        cfg: SpoolConfig,
+    ) -> Result<(SpoolWriter, RecoveryReport), SpoolError> {
         cfg.validate()?;
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
@@ -330,7 +341,9 @@ impl SpoolWriter {
         match self.cfg.fsync {
             FsyncPolicy::EveryBatch => self.fsync(now)?,
             FsyncPolicy::IntervalMs(ms) => {
-                if self.synced_end < self.written_end && now >= self.last_sync + Duration::from_millis(ms) {
+                if self.synced_end < self.written_end
+                    && now >= self.last_sync + Duration::from_millis(ms)
+                {
                     self.fsync(now)?;
                 }
             }
@@ -466,7 +479,12 @@ impl SpoolWriter {
         Ok(())
     }
 
-    fn append_unchecked(&mut self, rec: &Record<'_>, len: u64, roll: bool) -> Result<Position, SpoolError> {
+    fn append_unchecked(
+        &mut self,
+        rec: &Record<'_>,
+        len: u64,
+        roll: bool,
+    ) -> Result<Position, SpoolError> {
         if roll {
             self.roll()?;
         }
@@ -617,9 +635,12 @@ fn recover_active(path: &Path, base: Position) -> Result<(Scan, bool), SpoolErro
         Ok(()) => {}
         // Crash while rolling: the file was created but its header is torn. No record can
         // follow a torn header, so rewriting it loses nothing.
-        Err(HeaderDefect::Short | HeaderDefect::BadMagic | HeaderDefect::BadCrc) if file_bytes <= HDR => {
+        Err(HeaderDefect::Short | HeaderDefect::BadMagic | HeaderDefect::BadCrc)
+            if file_bytes <= HDR =>
+        {
             file.set_len(0).map_err(io_err("truncate", path))?;
-            file.seek(SeekFrom::Start(0)).map_err(io_err("seek", path))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(io_err("seek", path))?;
             file.write_all(&encode_segment_header(base))
                 .map_err(io_err("write", path))?;
             file.sync_data().map_err(io_err("fsync", path))?;

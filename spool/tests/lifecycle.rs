@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 use common::{MIN_TOTAL, read_writer, rec, small_cfg};
 use suiftly_spool::format::{list_segments, segment_path};
 use suiftly_spool::{
-    ConsumerRegistry, DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+    ConsumerRegistry, DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 
 #[test]
 fn gc_deletes_only_wholly_consumed_sealed_segments() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) = SpoolWriter::open(dir.path(), small_cfg(2048)).unwrap();
-    let positions: Vec<_> = (0..100).map(|i| w.append(&rec(i, 100).as_record()).unwrap()).collect();
+    let positions: Vec<_> = (0..100)
+        .map(|i| w.append(&rec(i, 100).as_record()).unwrap())
+        .collect();
     let end = w.commit().unwrap();
     let bases = list_segments(dir.path()).unwrap();
     assert!(bases.len() >= 5);
@@ -24,7 +27,10 @@ fn gc_deletes_only_wholly_consumed_sealed_segments() {
     // Nothing consumed: nothing removed.
     assert_eq!(w.gc(Position::ZERO).unwrap().segments_removed, 0);
     // A position inside segment 2 frees segments 0 and 1 only.
-    let inside = *positions.iter().find(|p| **p > bases[2] && **p < bases[3]).unwrap();
+    let inside = *positions
+        .iter()
+        .find(|p| **p > bases[2] && **p < bases[3])
+        .unwrap();
     let before = w.stats().bytes_on_disk;
     let report = w.gc(inside).unwrap();
     assert_eq!(report.segments_removed, 2);
@@ -39,9 +45,14 @@ fn gc_deletes_only_wholly_consumed_sealed_segments() {
     assert_eq!(report.oldest_retained, *bases.last().unwrap());
     assert!(segment_path(dir.path(), *bases.last().unwrap()).exists());
     // A position past the end is a caller bug, reported.
-    assert!(matches!(w.gc(Position(end.0 + 1)), Err(SpoolError::PositionBeyondEnd { .. })));
+    assert!(matches!(
+        w.gc(Position(end.0 + 1)),
+        Err(SpoolError::PositionBeyondEnd { .. })
+    ));
     // Readers from a removed position get a typed error; from the oldest retained they work.
-    assert!(matches!(w.reader(inside), Err(SpoolError::PositionGone { oldest, .. }) if oldest == *bases.last().unwrap()));
+    assert!(
+        matches!(w.reader(inside), Err(SpoolError::PositionGone { oldest, .. }) if oldest == *bases.last().unwrap())
+    );
     let tail = read_writer(&w, *bases.last().unwrap());
     assert_eq!(tail.last().unwrap().2, end);
     // Positions are unchanged by gc and by reopening after it.
@@ -71,7 +82,11 @@ fn full_is_returned_at_the_limit_and_clears_after_gc() {
     };
     let end = w.end_position();
     match err {
-        SpoolError::Full { used_bytes, needed_bytes, limit_bytes } => {
+        SpoolError::Full {
+            used_bytes,
+            needed_bytes,
+            limit_bytes,
+        } => {
             assert_eq!(limit_bytes, MIN_TOTAL);
             assert!(used_bytes + needed_bytes > limit_bytes);
             assert_eq!(used_bytes, w.stats().bytes_on_disk);
@@ -80,14 +95,21 @@ fn full_is_returned_at_the_limit_and_clears_after_gc() {
         e => panic!("unexpected {e:?}"),
     }
     // A batch is all or nothing.
-    assert!(matches!(w.append_batch(&[rec(2, 10).as_record(), r.as_record()]), Err(SpoolError::Full { .. })));
+    assert!(matches!(
+        w.append_batch(&[rec(2, 10).as_record(), r.as_record()]),
+        Err(SpoolError::Full { .. })
+    ));
     assert_eq!(w.end_position(), end);
     w.commit().unwrap();
     // Bytes on disk really are what the writer counts.
     let on_disk: u64 = list_segments(dir.path())
         .unwrap()
         .iter()
-        .map(|b| std::fs::metadata(segment_path(dir.path(), *b)).unwrap().len())
+        .map(|b| {
+            std::fs::metadata(segment_path(dir.path(), *b))
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(on_disk, w.stats().bytes_on_disk);
 
@@ -120,7 +142,10 @@ fn reader_tails_a_live_spool_in_the_same_thread() {
         assert!(reader.next_record().unwrap().is_none());
         w.commit().unwrap();
         for i in 0..round {
-            let got = reader.next_owned().unwrap().expect("committed record visible");
+            let got = reader
+                .next_owned()
+                .unwrap()
+                .expect("committed record visible");
             assert_eq!(got.1, rec(round * 100 + i, 150));
             next += 1;
         }
@@ -159,7 +184,9 @@ fn reader_tails_a_writer_in_another_thread() {
     });
     let mut i = 0;
     while i < TOTAL {
-        let batch: Vec<_> = (i..(i + 37).min(TOTAL)).map(|j| rec(j, (j % 300) as usize)).collect();
+        let batch: Vec<_> = (i..(i + 37).min(TOTAL))
+            .map(|j| rec(j, (j % 300) as usize))
+            .collect();
         let borrowed: Vec<_> = batch.iter().map(|r| r.as_record()).collect();
         w.append_batch(&borrowed).unwrap();
         w.commit().unwrap();
@@ -173,7 +200,14 @@ fn durable_end_follows_the_fsync_policy() {
     // EveryBatch and Never: visible at commit.
     for fsync in [FsyncPolicy::EveryBatch, FsyncPolicy::Never] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = SpoolWriter::open(dir.path(), SpoolConfig { fsync, ..small_cfg(4096) }).unwrap();
+        let (mut w, _) = SpoolWriter::open(
+            dir.path(),
+            SpoolConfig {
+                fsync,
+                ..small_cfg(4096)
+            },
+        )
+        .unwrap();
         w.append(&rec(1, 10).as_record()).unwrap();
         assert_eq!(w.durable_end().load(), Position::ZERO);
         assert_eq!(w.commit().unwrap(), w.end_position());
@@ -181,7 +215,10 @@ fn durable_end_follows_the_fsync_policy() {
     }
     // IntervalMs: visible at the first commit after the interval, or when poll_sync is due.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig { fsync: FsyncPolicy::IntervalMs(100), ..small_cfg(4096) };
+    let cfg = SpoolConfig {
+        fsync: FsyncPolicy::IntervalMs(100),
+        ..small_cfg(4096)
+    };
     let (mut w, _) = SpoolWriter::open(dir.path(), cfg).unwrap();
     let opened = Instant::now();
     let mut reader = w.reader(Position::ZERO).unwrap();
@@ -199,7 +236,10 @@ fn durable_end_follows_the_fsync_policy() {
     assert_eq!(w.sync_due_at(), None);
     // Next batch long after the last sync: the commit itself fsyncs.
     w.append(&rec(2, 10).as_record()).unwrap();
-    assert_eq!(w.commit_at(due + Duration::from_secs(1)).unwrap(), w.end_position());
+    assert_eq!(
+        w.commit_at(due + Duration::from_secs(1)).unwrap(),
+        w.end_position()
+    );
     // Within the interval again: deferred, and sync() forces it.
     w.append(&rec(3, 10).as_record()).unwrap();
     assert!(w.commit_at(due + Duration::from_millis(1010)).unwrap() < w.end_position());
@@ -210,7 +250,10 @@ fn durable_end_follows_the_fsync_policy() {
 fn a_second_writer_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
     let (w, _) = SpoolWriter::open(dir.path(), small_cfg(4096)).unwrap();
-    assert!(matches!(SpoolWriter::open(dir.path(), small_cfg(4096)), Err(SpoolError::Locked(_))));
+    assert!(matches!(
+        SpoolWriter::open(dir.path(), small_cfg(4096)),
+        Err(SpoolError::Locked(_))
+    ));
     drop(w);
     SpoolWriter::open(dir.path(), small_cfg(4096)).unwrap();
 }
@@ -219,12 +262,31 @@ fn a_second_writer_is_locked_out() {
 fn invalid_configs_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for cfg in [
-        SpoolConfig { segment_bytes: 100, ..small_cfg(4096) },
-        SpoolConfig { max_total_bytes: MIN_TOTAL - 1, ..small_cfg(4096) },
-        SpoolConfig { segment_bytes: 64 << 20, max_total_bytes: 100 << 20, ..SpoolConfig::default() },
-        SpoolConfig { fsync: FsyncPolicy::IntervalMs(0), ..small_cfg(4096) },
+        SpoolConfig {
+            segment_bytes: 100,
+            ..small_cfg(4096)
+        },
+        SpoolConfig {
+            max_total_bytes: MIN_TOTAL - 1,
+            ..small_cfg(4096)
+        },
+        SpoolConfig {
+            segment_bytes: 64 << 20,
+            max_total_bytes: 100 << 20,
+            ..SpoolConfig::default()
+        },
+        SpoolConfig {
+            fsync: FsyncPolicy::IntervalMs(0),
+            ..small_cfg(4096)
+        },
     ] {
-        assert!(matches!(SpoolWriter::open(dir.path(), cfg), Err(SpoolError::InvalidConfig(_))), "{cfg:?}");
+        assert!(
+            matches!(
+                SpoolWriter::open(dir.path(), cfg),
+                Err(SpoolError::InvalidConfig(_))
+            ),
+            "{cfg:?}"
+        );
     }
     SpoolWriter::open(dir.path(), SpoolConfig::default()).unwrap();
 }
@@ -234,18 +296,30 @@ fn stats_and_oldest_unconsumed_time_drive_metrics_and_gc() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) = SpoolWriter::open(dir.path(), small_cfg(2048)).unwrap();
     let mut consumers = ConsumerRegistry::open(dir.path()).unwrap();
-    consumers.register_consumer("copy", w.oldest_position()).unwrap();
-    consumers.register_consumer("aggregate", w.oldest_position()).unwrap();
-    let positions: Vec<_> = (0..50).map(|i| w.append(&rec(i, 100).as_record()).unwrap()).collect();
+    consumers
+        .register_consumer("copy", w.oldest_position())
+        .unwrap();
+    consumers
+        .register_consumer("aggregate", w.oldest_position())
+        .unwrap();
+    let positions: Vec<_> = (0..50)
+        .map(|i| w.append(&rec(i, 100).as_record()).unwrap())
+        .collect();
     w.commit().unwrap();
 
     let min = consumers.min_committed().unwrap();
-    assert_eq!(w.received_at_us_at(min).unwrap(), Some(rec(0, 0).received_at_us));
+    assert_eq!(
+        w.received_at_us_at(min).unwrap(),
+        Some(rec(0, 0).received_at_us)
+    );
     consumers.set_committed("copy", positions[40]).unwrap();
     consumers.set_committed("aggregate", positions[20]).unwrap();
     let min = consumers.min_committed().unwrap();
     assert_eq!(min, positions[20]);
-    assert_eq!(w.received_at_us_at(min).unwrap(), Some(rec(20, 0).received_at_us));
+    assert_eq!(
+        w.received_at_us_at(min).unwrap(),
+        Some(rec(20, 0).received_at_us)
+    );
     let report = w.gc(min).unwrap();
     assert!(report.oldest_retained <= positions[20]);
     assert!(report.segments_removed > 0);
@@ -254,9 +328,16 @@ fn stats_and_oldest_unconsumed_time_drive_metrics_and_gc() {
     let consumers = ConsumerRegistry::open(dir.path()).unwrap();
     assert_eq!(consumers.min_committed(), Some(positions[20]));
     let end = w.end_position();
-    assert_eq!(w.received_at_us_at(end).unwrap(), None, "nothing unconsumed at the end");
+    assert_eq!(
+        w.received_at_us_at(end).unwrap(),
+        None,
+        "nothing unconsumed at the end"
+    );
     let s = w.stats();
-    assert_eq!((s.end_position, s.durable_end, s.oldest_position), (end, end, report.oldest_retained));
+    assert_eq!(
+        (s.end_position, s.durable_end, s.oldest_position),
+        (end, end, report.oldest_retained)
+    );
     assert!(matches!(
         SpoolReader::open(dir.path(), Position(end.0 + 1), DurableEnd::fixed(end)),
         Err(SpoolError::PositionBeyondEnd { .. })

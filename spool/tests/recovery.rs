@@ -7,16 +7,27 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
 use common::{read_all, read_writer, rec, small_cfg};
-use suiftly_spool::format::{SEGMENT_HEADER_BYTES, encode_segment_header, list_segments, segment_path};
+use suiftly_spool::format::{
+    SEGMENT_HEADER_BYTES, encode_segment_header, list_segments, segment_path,
+};
 use suiftly_spool::{
-    DurableEnd, HeaderDefect, OwnedRecord, Position, RecordDefect, SpoolError, SpoolReader, SpoolWriter,
+    DurableEnd, HeaderDefect, OwnedRecord, Position, RecordDefect, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 
 const N: u64 = 6;
 
 /// Writes N records into a fresh spool and closes it; returns records, their positions and
 /// the path and file offset of the last one.
-fn write_n(dir: &Path) -> (Vec<OwnedRecord>, Vec<Position>, std::path::PathBuf, u64, u64) {
+fn write_n(
+    dir: &Path,
+) -> (
+    Vec<OwnedRecord>,
+    Vec<Position>,
+    std::path::PathBuf,
+    u64,
+    u64,
+) {
     let (mut w, _) = SpoolWriter::open(dir, small_cfg(1 << 20)).unwrap();
     let recs: Vec<_> = (0..N).map(|i| rec(i, 40 + i as usize * 7)).collect();
     let mut positions = Vec::new();
@@ -27,7 +38,10 @@ fn write_n(dir: &Path) -> (Vec<OwnedRecord>, Vec<Position>, std::path::PathBuf, 
     let last = positions[N as usize - 1];
     let path = segment_path(dir, Position::ZERO);
     let offset = SEGMENT_HEADER_BYTES + last.0;
-    assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_HEADER_BYTES + end.0);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        SEGMENT_HEADER_BYTES + end.0
+    );
     (recs, positions, path, offset, end.0 - last.0)
 }
 
@@ -41,9 +55,16 @@ fn check_recovered(dir: &Path, recs: &[OwnedRecord], positions: &[Position]) {
     assert_eq!(w.append(&fresh.as_record()).unwrap(), last);
     w.commit().unwrap();
     let got = read_writer(&w, Position::ZERO);
-    let want: Vec<_> = recs[..N as usize - 1].iter().chain([&fresh]).cloned().collect();
+    let want: Vec<_> = recs[..N as usize - 1]
+        .iter()
+        .chain([&fresh])
+        .cloned()
+        .collect();
     assert_eq!(got.iter().map(|g| g.1.clone()).collect::<Vec<_>>(), want);
-    assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>()[..N as usize - 1], positions[..N as usize - 1]);
+    assert_eq!(
+        got.iter().map(|g| g.0).collect::<Vec<_>>()[..N as usize - 1],
+        positions[..N as usize - 1]
+    );
     drop(w);
     // And it stays that way across another reopen.
     let (w, report) = SpoolWriter::open(dir, small_cfg(1 << 20)).unwrap();
@@ -58,14 +79,23 @@ fn truncation_at_every_offset_inside_the_last_record_is_cut() {
     for cut in 0..last_len {
         let dir = tempfile::tempdir().unwrap();
         let (recs, positions, path, offset, _) = write_n(dir.path());
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(offset + cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(offset + cut)
+            .unwrap();
         let (w, report) = SpoolWriter::open(dir.path(), small_cfg(1 << 20)).unwrap();
         match report.truncated {
             None => assert_eq!(cut, 0),
             Some(t) => {
                 assert_eq!(t.at, positions[N as usize - 1], "cut {cut}");
                 assert_eq!(t.bytes_cut, cut);
-                let want = if cut < 12 { RecordDefect::ShortHeader } else { RecordDefect::ShortPayload };
+                let want = if cut < 12 {
+                    RecordDefect::ShortHeader
+                } else {
+                    RecordDefect::ShortPayload
+                };
                 assert_eq!(t.reason, want, "cut {cut}");
             }
         }
@@ -85,7 +115,9 @@ fn a_flipped_byte_anywhere_in_the_last_record_is_cut() {
         bytes[(offset + at) as usize] ^= 0x20;
         fs::write(&path, &bytes).unwrap();
         let (w, report) = SpoolWriter::open(dir.path(), small_cfg(1 << 20)).unwrap();
-        let t = report.truncated.unwrap_or_else(|| panic!("flip at {at} not detected"));
+        let t = report
+            .truncated
+            .unwrap_or_else(|| panic!("flip at {at} not detected"));
         assert_eq!(t.at, positions[N as usize - 1]);
         assert_eq!(t.bytes_cut, last_len);
         drop(w);
@@ -112,7 +144,10 @@ fn zero_filled_tail_after_a_crash_is_cut() {
 fn write_segments(dir: &Path, count: u64) -> (Vec<OwnedRecord>, Vec<Position>, Position) {
     let (mut w, _) = SpoolWriter::open(dir, small_cfg(2048)).unwrap();
     let recs: Vec<_> = (0..count).map(|i| rec(i, 100)).collect();
-    let positions: Vec<_> = recs.iter().map(|r| w.append(&r.as_record()).unwrap()).collect();
+    let positions: Vec<_> = recs
+        .iter()
+        .map(|r| w.append(&r.as_record()).unwrap())
+        .collect();
     let end = w.close().unwrap();
     (recs, positions, end)
 }
@@ -124,7 +159,10 @@ fn corrupt_record_in_a_sealed_segment_is_a_typed_error() {
     let bases = list_segments(dir.path()).unwrap();
     assert!(bases.len() >= 3, "{bases:?}");
     // A record in the middle of the second (sealed) segment.
-    let victim = *positions.iter().find(|p| **p > bases[1] && **p < bases[2]).unwrap();
+    let victim = *positions
+        .iter()
+        .find(|p| **p > bases[1] && **p < bases[2])
+        .unwrap();
     let victim = positions[positions.iter().position(|p| *p == victim).unwrap() + 1];
     let path = segment_path(dir.path(), bases[1]);
     let mut bytes = fs::read(&path).unwrap();
@@ -146,8 +184,15 @@ fn corrupt_record_in_a_sealed_segment_is_a_typed_error() {
     };
     assert_eq!(positions[seen], victim);
     match err {
-        SpoolError::Corrupt { segment, position, defect } => {
-            assert_eq!((segment, position, defect), (bases[1], victim, RecordDefect::BadCrc));
+        SpoolError::Corrupt {
+            segment,
+            position,
+            defect,
+        } => {
+            assert_eq!(
+                (segment, position, defect),
+                (bases[1], victim, RecordDefect::BadCrc)
+            );
         }
         e => panic!("unexpected {e:?}"),
     }
@@ -155,18 +200,24 @@ fn corrupt_record_in_a_sealed_segment_is_a_typed_error() {
     assert!(matches!(r.next_record(), Err(SpoolError::Corrupt { .. })));
     // Starting right after the damage works.
     let after = positions[seen + 1];
-    assert_eq!(read_all(dir.path(), after, end).len(), positions.len() - seen - 1);
+    assert_eq!(
+        read_all(dir.path(), after, end).len(),
+        positions.len() - seen - 1
+    );
 }
 
 #[test]
 fn corrupt_record_below_the_durable_end_of_the_live_segment_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) = SpoolWriter::open(dir.path(), small_cfg(1 << 20)).unwrap();
-    let positions: Vec<_> = (0..5).map(|i| w.append(&rec(i, 50).as_record()).unwrap()).collect();
+    let positions: Vec<_> = (0..5)
+        .map(|i| w.append(&rec(i, 50).as_record()).unwrap())
+        .collect();
     w.commit().unwrap();
     let path = segment_path(dir.path(), Position::ZERO);
     let mut f = OpenOptions::new().write(true).open(&path).unwrap();
-    f.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES + positions[2].0)).unwrap();
+    f.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES + positions[2].0))
+        .unwrap();
     f.write_all(b"XXXX").unwrap();
     drop(f);
     let mut r = w.reader(positions[1]).unwrap();
@@ -182,7 +233,12 @@ fn corrupt_record_below_the_durable_end_of_the_live_segment_is_a_typed_error() {
 fn reading_from_a_position_inside_a_record_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let (_, positions, end) = write_segments(dir.path(), 5);
-    let mut r = SpoolReader::open(dir.path(), Position(positions[1].0 + 3), DurableEnd::fixed(end)).unwrap();
+    let mut r = SpoolReader::open(
+        dir.path(),
+        Position(positions[1].0 + 3),
+        DurableEnd::fixed(end),
+    )
+    .unwrap();
     assert!(matches!(r.next_record(), Err(SpoolError::Corrupt { .. })));
 }
 
@@ -198,7 +254,10 @@ fn damaged_sealed_segments_stop_the_writer_from_opening() {
     bad[20] ^= 1;
     fs::write(&path, &bad).unwrap();
     match SpoolWriter::open(dir.path(), small_cfg(2048)) {
-        Err(SpoolError::BadSegmentHeader { defect: HeaderDefect::BadCrc, .. }) => {}
+        Err(SpoolError::BadSegmentHeader {
+            defect: HeaderDefect::BadCrc,
+            ..
+        }) => {}
         other => panic!("unexpected {:?}", other.map(|x| x.1)),
     }
 
@@ -227,7 +286,11 @@ fn torn_header_of_a_new_segment_is_rewritten() {
         assert_eq!(p, end);
         w.simulate_crash();
         let (w, _) = SpoolWriter::open(dir.path(), small_cfg(2048)).unwrap();
-        assert_eq!(w.end_position(), end, "uncommitted append is lost on a crash");
+        assert_eq!(
+            w.end_position(),
+            end,
+            "uncommitted append is lost on a crash"
+        );
         drop(w);
     }
 }
@@ -249,16 +312,45 @@ fn uncommitted_appends_may_be_lost_committed_ones_never() {
         w.simulate_crash();
         let (w, report) = SpoolWriter::open(dir.path(), small_cfg(segment_bytes)).unwrap();
         assert!(report.end >= end);
-        let got: Vec<_> = read_writer(&w, Position::ZERO).into_iter().map(|g| g.1).collect();
+        let got: Vec<_> = read_writer(&w, Position::ZERO)
+            .into_iter()
+            .map(|g| g.1)
+            .collect();
         // Committed records all survive; of the rest, whatever reached the OS (rolls, a full
         // buffer) survives as a whole-record prefix.
         assert_eq!(got[..committed.len()], committed[..]);
-        assert_eq!(got[committed.len()..], pending[..got.len() - committed.len()]);
+        assert_eq!(
+            got[committed.len()..],
+            pending[..got.len() - committed.len()]
+        );
         if segment_bytes == 1 << 20 && uncommitted == 10 {
             assert_eq!(report.end, end, "a small unflushed batch is lost entirely");
         }
         if uncommitted == 20_000 {
-            assert!(got.len() > committed.len(), "full buffers and rolls reach the OS");
+            assert!(
+                got.len() > committed.len(),
+                "full buffers and rolls reach the OS"
+            );
         }
     }
+}
+
+#[test]
+fn a_record_straddling_the_published_end_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, positions, _) = write_segments(dir.path(), 5);
+    // The writer only ever publishes record boundaries; anything else means corruption.
+    let mut r = SpoolReader::open(
+        dir.path(),
+        positions[1],
+        DurableEnd::fixed(Position(positions[2].0 - 1)),
+    )
+    .unwrap();
+    assert!(matches!(
+        r.next_record(),
+        Err(SpoolError::Corrupt {
+            defect: RecordDefect::BadLength,
+            ..
+        })
+    ));
 }

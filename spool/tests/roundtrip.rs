@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use common::{read_all, read_writer, small_cfg};
 use proptest::prelude::*;
-use suiftly_spool::{OwnedRecord, Position, SpoolError, SpoolWriter, MAX_PAYLOAD_BYTES};
+use suiftly_spool::{MAX_PAYLOAD_BYTES, OwnedRecord, Position, SpoolError, SpoolWriter};
 
 #[derive(Clone, Copy, Debug)]
 enum AfterBatch {
@@ -28,14 +28,21 @@ fn payload_len() -> impl Strategy<Value = usize> {
 }
 
 fn record() -> impl Strategy<Value = OwnedRecord> {
-    (any::<i64>(), any::<u16>(), any::<Option<SocketAddr>>(), payload_len(), any::<u8>()).prop_map(
-        |(received_at_us, listener, source, len, seed)| OwnedRecord {
-            received_at_us,
-            listener,
-            source,
-            payload: (0..len).map(|j| seed.wrapping_add((j * 7) as u8)).collect(),
-        },
+    (
+        any::<i64>(),
+        any::<u16>(),
+        any::<Option<SocketAddr>>(),
+        payload_len(),
+        any::<u8>(),
     )
+        .prop_map(
+            |(received_at_us, listener, source, len, seed)| OwnedRecord {
+                received_at_us,
+                listener,
+                source,
+                payload: (0..len).map(|j| seed.wrapping_add((j * 7) as u8)).collect(),
+            },
+        )
 }
 
 fn batches() -> impl Strategy<Value = Vec<(Vec<OwnedRecord>, bool, AfterBatch)>> {
@@ -45,7 +52,10 @@ fn batches() -> impl Strategy<Value = Vec<(Vec<OwnedRecord>, bool, AfterBatch)>>
         1 => Just(AfterBatch::CrashAndReopen),
     ];
     // (records, use append_batch instead of single appends, what happens after the commit)
-    prop::collection::vec((prop::collection::vec(record(), 0..40), any::<bool>(), after), 1..12)
+    prop::collection::vec(
+        (prop::collection::vec(record(), 0..40), any::<bool>(), after),
+        1..12,
+    )
 }
 
 proptest! {
@@ -130,8 +140,14 @@ fn largest_payload_round_trips_and_larger_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) = SpoolWriter::open(dir.path(), small_cfg(64 * 1024)).unwrap();
     let small = common::rec(1, 10);
-    let big = OwnedRecord { payload: vec![0xAB; MAX_PAYLOAD_BYTES], ..common::rec(2, 0) };
-    let too_big = OwnedRecord { payload: vec![0; MAX_PAYLOAD_BYTES + 1], ..common::rec(3, 0) };
+    let big = OwnedRecord {
+        payload: vec![0xAB; MAX_PAYLOAD_BYTES],
+        ..common::rec(2, 0)
+    };
+    let too_big = OwnedRecord {
+        payload: vec![0; MAX_PAYLOAD_BYTES + 1],
+        ..common::rec(3, 0)
+    };
     w.append(&small.as_record()).unwrap();
     let p = w.append(&big.as_record()).unwrap();
     let before = w.end_position();
@@ -139,8 +155,15 @@ fn largest_payload_round_trips_and_larger_is_rejected() {
         w.append(&too_big.as_record()),
         Err(SpoolError::RecordTooLarge { len, max }) if len == MAX_PAYLOAD_BYTES + 1 && max == MAX_PAYLOAD_BYTES
     ));
-    assert!(matches!(w.append_batch(&[small.as_record(), too_big.as_record()]), Err(SpoolError::RecordTooLarge { .. })));
-    assert_eq!(w.end_position(), before, "nothing of a rejected batch is written");
+    assert!(matches!(
+        w.append_batch(&[small.as_record(), too_big.as_record()]),
+        Err(SpoolError::RecordTooLarge { .. })
+    ));
+    assert_eq!(
+        w.end_position(),
+        before,
+        "nothing of a rejected batch is written"
+    );
     w.append(&small.as_record()).unwrap();
     w.commit().unwrap();
     let got = read_writer(&w, Position::ZERO);

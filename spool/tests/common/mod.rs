@@ -4,7 +4,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use suiftly_spool::{DurableEnd, FsyncPolicy, OwnedRecord, Position, SpoolConfig, SpoolReader, SpoolWriter};
+use suiftly_spool::{
+    DurableEnd, FsyncPolicy, OwnedRecord, Position, SpoolConfig, SpoolReader, SpoolWriter,
+};
 
 /// Smallest total size the config accepts with small segments.
 pub const MIN_TOTAL: u64 = 2 * (32 + 12 + 11 + 26 + (1 << 20));
@@ -20,7 +22,11 @@ pub fn small_cfg(segment_bytes: u64) -> SpoolConfig {
 pub fn rec(i: u64, len: usize) -> OwnedRecord {
     let source: Option<SocketAddr> = match i % 4 {
         0 => None,
-        1 => Some(format!("10.0.{}.{}:{}", i % 251, i % 13, 1000 + i % 50000).parse().unwrap()),
+        1 => Some(
+            format!("10.0.{}.{}:{}", i % 251, i % 13, 1000 + i % 50000)
+                .parse()
+                .unwrap(),
+        ),
         2 => Some(format!("[2001:db8::{:x}]:514", i % 65536).parse().unwrap()),
         _ => Some(format!("[fe80::1%{}]:9", 1 + i % 7).parse().unwrap()),
     };
@@ -33,7 +39,11 @@ pub fn rec(i: u64, len: usize) -> OwnedRecord {
 }
 
 /// Everything from `from` to `end`, with positions.
-pub fn read_all(dir: &Path, from: Position, end: Position) -> Vec<(Position, OwnedRecord, Position)> {
+pub fn read_all(
+    dir: &Path,
+    from: Position,
+    end: Position,
+) -> Vec<(Position, OwnedRecord, Position)> {
     let mut r = SpoolReader::open(dir, from, DurableEnd::fixed(end)).unwrap();
     let mut out = Vec::new();
     while let Some(x) = r.next_owned().unwrap() {
