@@ -147,12 +147,32 @@ const KEYS: &[Key] = &[
 
 #[test]
 fn http_requests_through_haproxy_become_rows() {
+    e2e(Transport::Udp);
+}
+
+/// The same through a HAProxy `ring` forwarding over TCP (docs/haproxy/suiftly-ring.cfg).
+#[test]
+fn http_requests_through_a_haproxy_ring_over_tcp_become_rows() {
+    e2e(Transport::RingTcp);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Udp,
+    RingTcp,
+}
+
+fn e2e(transport: Transport) {
     let haproxy = haproxy_binary();
     let tmp = tempfile::tempdir().unwrap();
     let pg = PgCluster::temporary().unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
     let backend = spawn_backend();
     let fe_port = free_tcp_port();
-    let udp_port = free_udp_port();
+    let udp_port = if transport == Transport::Udp {
+        free_udp_port()
+    } else {
+        free_tcp_port()
+    };
     let metrics_port = free_tcp_port();
 
     // --- the ingestor, as an operator runs it ---------------------------------------------
@@ -161,8 +181,10 @@ fn http_requests_through_haproxy_become_rows() {
         &cfg_path,
         format!(
             "data_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n[batch]\nmax_age_ms = 50\n\
-             [[listener]]\nname = \"haproxy\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp_port}\"\nframing = \"local\"\npayload = \"sf1\"\n",
-            tmp.path().join("data").display()
+             [[listener]]\nname = \"haproxy\"\nkind = \"{kind}\"\naddress = \"127.0.0.1:{udp_port}\"\nframing = \"{framing}\"\npayload = \"sf1\"\n",
+            tmp.path().join("data").display(),
+            kind = if transport == Transport::Udp { "udp" } else { "tcp" },
+            framing = if transport == Transport::Udp { "local" } else { "rfc5424" },
         ),
     )
     .unwrap();
@@ -193,6 +215,23 @@ fn http_requests_through_haproxy_become_rows() {
         "/docs/haproxy/suiftly.cfg"
     ))
     .unwrap();
+    let shipped = match transport {
+        Transport::Udp => shipped,
+        Transport::RingTcp => {
+            let ring = std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/docs/haproxy/suiftly-ring.cfg"
+            ))
+            .unwrap();
+            let udp_line = "    log 127.0.0.1:5514 len 65535 format local local0\n";
+            assert!(
+                shipped.contains(udp_line),
+                "the shipped config has the UDP log line"
+            );
+            shipped.replace(udp_line, "    log ring@suiftly len 65535 local0\n")
+                + &ring.replace("127.0.0.1:6514", "127.0.0.1:5514")
+        }
+    };
     let cfg = shipped
         .replace("127.0.0.1:5514", &format!("127.0.0.1:{udp_port}"))
         .replace("127.0.0.1:8443", &format!("127.0.0.1:{fe_port}"))

@@ -5,7 +5,9 @@
 //! - [`batch`]: builds [`batch::WriteBatch`]es (Arrow rows + rejected lines).
 //! - [`copy`]: PostgreSQL binary COPY encoding straight from Arrow columns.
 //! - [`recv`]: `recvmmsg` batched receive into one reusable buffer.
+//! - [`framing`]: RFC 6587 syslog-over-TCP framing (sans-IO).
 //! - [`listener`]: UDP / unix-datagram listener tasks with allowlists.
+//! - [`tcp`]: syslog-over-TCP listener (HAProxy `ring` forwarding).
 //! - [`writer`]: one transaction per batch, retries, partition upkeep.
 //! - [`db`]: migrations and hourly partitions.
 //! - [`metrics`]: kernel drop sampling.
@@ -15,8 +17,10 @@
 pub mod batch;
 pub mod copy;
 pub mod db;
+pub mod framing;
 pub mod listener;
 pub mod metrics;
 pub mod recv;
 pub mod schema;
+pub mod tcp;
 pub mod writer;

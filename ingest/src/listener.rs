@@ -38,6 +38,9 @@ use crate::recv::{RecvBuffers, Source};
 pub enum ListenerKind {
     Udp,
     Unix,
+    /// Syslog over TCP (RFC 6587 framing), e.g. from a HAProxy `ring` section: a transport
+    /// that pushes back instead of dropping.
+    Tcp,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -187,7 +190,7 @@ impl ListenerConfig {
         if !self.allow.is_empty() {
             return Ok(self.allow.clone());
         }
-        if self.kind == ListenerKind::Udp {
+        if self.kind != ListenerKind::Unix {
             let addr: SocketAddr = self.address.parse().map_err(|e| ListenerError::Config {
                 name: self.name.clone(),
                 msg: format!("bad address {:?}: {e}", self.address),
@@ -223,6 +226,7 @@ pub struct BoundListener {
 enum BoundSocket {
     Udp(tokio::net::UdpSocket),
     Unix(tokio::net::UnixDatagram, PathBuf),
+    Tcp(tokio::net::TcpListener),
 }
 
 impl BoundListener {
@@ -230,19 +234,21 @@ impl BoundListener {
         match &self.socket {
             BoundSocket::Udp(s) => s.as_raw_fd(),
             BoundSocket::Unix(s, _) => s.as_raw_fd(),
+            BoundSocket::Tcp(s) => s.as_raw_fd(),
         }
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.socket {
             BoundSocket::Udp(s) => s.local_addr().ok(),
+            BoundSocket::Tcp(s) => s.local_addr().ok(),
             BoundSocket::Unix(..) => None,
         }
     }
     pub fn unix_path(&self) -> Option<&std::path::Path> {
         match &self.socket {
             BoundSocket::Unix(_, p) => Some(p),
-            BoundSocket::Udp(_) => None,
+            _ => None,
         }
     }
 }
@@ -304,6 +310,22 @@ pub fn bind(cfg: &ListenerConfig) -> Result<BoundListener, ListenerError> {
             let std_sock = unsafe { std::net::UdpSocket::from_raw_fd(s.into_raw_fd()) };
             let t = tokio::net::UdpSocket::from_std(std_sock).map_err(bind_err)?;
             (BoundSocket::Udp(t), eff)
+        }
+        ListenerKind::Tcp => {
+            let addr: SocketAddr = cfg.address.parse().map_err(|e| ListenerError::Config {
+                name: cfg.name.clone(),
+                msg: format!("bad address {:?}: {e}", cfg.address),
+            })?;
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(bind_err)?;
+            s.set_reuse_address(true).map_err(bind_err)?;
+            let eff = set_rcvbuf(&s, cfg.receive_buffer_bytes);
+            s.set_nonblocking(true).map_err(bind_err)?;
+            s.bind(&addr.into()).map_err(bind_err)?;
+            s.listen(1024).map_err(bind_err)?;
+            // SAFETY: the fd comes from a socket we own and have just configured.
+            let std_sock = unsafe { std::net::TcpListener::from_raw_fd(s.into_raw_fd()) };
+            let t = tokio::net::TcpListener::from_std(std_sock).map_err(bind_err)?;
+            (BoundSocket::Tcp(t), eff)
         }
         ListenerKind::Unix => {
             let path = PathBuf::from(&cfg.address);
@@ -405,23 +427,16 @@ pub async fn run(
     tx: mpsc::Sender<WriteBatch>,
     shutdown: CancellationToken,
 ) -> io::Result<ListenerStats> {
-    let label = listener.name.to_string();
-    let mut b = Batcher {
-        name: listener.name.clone(),
+    let mut b = Batcher::new(
+        listener.name.clone(),
         parser,
-        allow: listener.allow.clone(),
-        counters: Counters {
-            datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
-            bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
-            denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label.clone()),
-            parsed: counter!("suiftly_ingest_lines_parsed_total", "listener" => label),
-        },
-        stats: ListenerStats::default(),
-        builder: RawBatchBuilder::with_capacity(limits.max_rows),
-        first_row_at: None,
+        listener.allow.clone(),
         limits,
         tx,
-    };
+    );
+    if let BoundSocket::Tcp(l) = &listener.socket {
+        return crate::tcp::run(l, listener.max_datagram_bytes, b, shutdown).await;
+    }
     let mut bufs = RecvBuffers::new(listener.max_datagram_bytes, listener.recv_batch);
     let unix = matches!(listener.socket, BoundSocket::Unix(..));
 
@@ -459,10 +474,10 @@ pub async fn run(
 }
 
 /// A listener's parse-and-batch state, separate from its socket.
-struct Batcher {
-    name: Arc<str>,
+pub(crate) struct Batcher {
+    pub(crate) name: Arc<str>,
     parser: Parser,
-    allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
     counters: Counters,
     stats: ListenerStats,
     builder: RawBatchBuilder,
@@ -472,78 +487,117 @@ struct Batcher {
 }
 
 impl Batcher {
+    /// A batcher fed by something other than a socket of its own (TCP connections, replay).
+    pub(crate) fn new(
+        name: Arc<str>,
+        parser: Parser,
+        allow: Vec<IpNet>,
+        limits: BatchLimits,
+        tx: mpsc::Sender<WriteBatch>,
+    ) -> Self {
+        let label = name.to_string();
+        Batcher {
+            name,
+            parser,
+            allow,
+            counters: Counters {
+                datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
+                bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
+                denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label.clone()),
+                parsed: counter!("suiftly_ingest_lines_parsed_total", "listener" => label),
+            },
+            stats: ListenerStats::default(),
+            builder: RawBatchBuilder::with_capacity(limits.max_rows),
+            first_row_at: None,
+            limits,
+            tx,
+        }
+    }
+
     /// Parses every datagram of one receive call into the builder, flushing at max_rows.
     async fn ingest(&mut self, bufs: &RecvBuffers) -> io::Result<()> {
         let now = now_us();
-        let max_past = self.limits.max_past.as_micros() as i64;
-        let max_future = self.limits.max_future.as_micros() as i64;
-        let (mut n_bytes, mut n_denied, mut n_parsed) = (0u64, 0u64, 0u64);
-        let n = bufs.datagrams.len();
         for d in &bufs.datagrams {
-            let bytes = bufs.bytes(d);
-            n_bytes += bytes.len() as u64;
-            if let Some(ip) = d.source.ip()
-                && !self.allow.iter().any(|net| net.contains(&ip))
-            {
-                n_denied += 1;
-                continue;
-            }
-            let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
-                received_at_us: now,
-                listener: self.name.clone(),
-                source_addr: match d.source {
-                    Source::Inet(a) => Some(a.to_string()),
-                    Source::Unix => None,
-                },
-                reason,
-                error_offset: offset.map(|o| o as i32),
-                raw: bytes.to_vec(),
-            };
-            if d.truncated {
-                self.builder.reject(reject(RejectReason::Truncated, None));
-            } else {
-                match self.parser.parse(bytes) {
-                    Ok(rec) => {
-                        if rec.timestamp_us < now - max_past || rec.timestamp_us > now + max_future
-                        {
-                            self.builder
-                                .reject(reject(RejectReason::TimestampOutOfRange, None));
-                        } else if rec.path_prefix.is_some_and(|p| p.contains('\0'))
-                            || rec.termination_state.is_some_and(|t| t.contains('\0'))
-                        {
-                            // PostgreSQL text cannot hold NUL; the batch would never commit.
-                            self.builder.reject(reject(RejectReason::InvalidText, None));
-                        } else {
-                            self.builder.append(&rec);
-                            n_parsed += 1;
-                        }
-                    }
-                    Err(e) => self
-                        .builder
-                        .reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
-                }
-            }
-            if self.first_row_at.is_none() {
-                self.first_row_at = Some(Instant::now());
-            }
+            self.admit(bufs.bytes(d), d.source, d.truncated, now);
             // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
             if self.builder.len() >= self.limits.max_rows {
                 self.flush().await?;
             }
         }
-        self.stats.datagrams += n as u64;
-        self.stats.bytes += n_bytes;
-        self.stats.denied += n_denied;
-        self.stats.parsed += n_parsed;
-        self.counters.datagrams.increment(n as u64);
-        self.counters.bytes.increment(n_bytes);
-        self.counters.denied.increment(n_denied);
-        self.counters.parsed.increment(n_parsed);
         Ok(())
     }
 
+    /// One message: allowlist, parse, time window, then a row or a rejected line. The caller
+    /// flushes when [`Self::full`].
+    pub(crate) fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += bytes.len() as u64;
+        self.counters.datagrams.increment(1);
+        self.counters.bytes.increment(bytes.len() as u64);
+        if let Some(ip) = source.ip()
+            && !self.allow.iter().any(|net| net.contains(&ip))
+        {
+            self.stats.denied += 1;
+            self.counters.denied.increment(1);
+            return;
+        }
+        let max_past = self.limits.max_past.as_micros() as i64;
+        let max_future = self.limits.max_future.as_micros() as i64;
+        let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
+            received_at_us: now,
+            listener: self.name.clone(),
+            source_addr: match source {
+                Source::Inet(a) => Some(a.to_string()),
+                Source::Unix => None,
+            },
+            reason,
+            error_offset: offset.map(|o| o as i32),
+            raw: bytes.to_vec(),
+        };
+        if truncated {
+            self.builder.reject(reject(RejectReason::Truncated, None));
+        } else {
+            match self.parser.parse(bytes) {
+                Ok(rec) => {
+                    if rec.timestamp_us < now - max_past || rec.timestamp_us > now + max_future {
+                        self.builder
+                            .reject(reject(RejectReason::TimestampOutOfRange, None));
+                    } else if rec.path_prefix.is_some_and(|p| p.contains('\0'))
+                        || rec.termination_state.is_some_and(|t| t.contains('\0'))
+                    {
+                        // PostgreSQL text cannot hold NUL; the batch would never commit.
+                        self.builder.reject(reject(RejectReason::InvalidText, None));
+                    } else {
+                        self.builder.append(&rec);
+                        self.stats.parsed += 1;
+                        self.counters.parsed.increment(1);
+                    }
+                }
+                Err(e) => self
+                    .builder
+                    .reject(reject(RejectReason::Parse(e.kind), Some(e.offset))),
+            }
+        }
+        if self.first_row_at.is_none() {
+            self.first_row_at = Some(Instant::now());
+        }
+    }
+
+    pub(crate) fn full(&self) -> bool {
+        self.builder.len() >= self.limits.max_rows
+    }
+
+    /// When the oldest held line reaches max_age.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.first_row_at.map(|t| t + self.limits.max_age)
+    }
+
+    pub(crate) fn stats(&self) -> ListenerStats {
+        self.stats
+    }
+
     /// Hands the current batch to the writer (block policy: waiting here stops socket reads).
-    async fn flush(&mut self) -> io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
         self.first_row_at = None;
         if self.builder.is_empty() {
             return Ok(());
@@ -567,6 +621,7 @@ impl Batcher {
 
 async fn recv_ready(socket: &BoundSocket, bufs: &mut RecvBuffers, unix: bool) -> io::Result<()> {
     match socket {
+        BoundSocket::Tcp(_) => unreachable!("tcp listeners run in crate::tcp"),
         BoundSocket::Udp(s) => {
             s.async_io(Interest::READABLE, || bufs.recv(s.as_raw_fd(), unix))
                 .await?

@@ -455,3 +455,66 @@ async fn many_concurrent_senders_lose_nothing() {
         assert_eq!(r.get::<_, i64>(2), per_sender as i64);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_frames_become_exact_rows_with_either_framing() {
+    use tokio::io::AsyncWriteExt;
+    let (_pg, conninfo) = database().await;
+    let cfg = listener_config(
+        "[listener]\nname = \"tcp-test\"\nkind = \"tcp\"\naddress = \"127.0.0.1:0\"\nmax_datagram_bytes = 2000\n",
+    );
+    let bound = listener::bind(&cfg).unwrap();
+    let addr = bound.local_addr().unwrap();
+    let running = start(
+        &cfg,
+        bound,
+        &conninfo,
+        BatchLimits {
+            max_rows: 9,
+            ..BatchLimits::default()
+        },
+    );
+    let cases = cases(now_ms() - 20_000);
+    // Two connections: one octet-counted (RFC 6587 §3.4.1), one LF-terminated (what HAProxy
+    // 2.6 rings send), each written in awkward chunk sizes.
+    let (first, second) = cases.split_at(cases.len() / 2);
+    let mut stream: Vec<u8> = Vec::new();
+    for (line, _) in first {
+        stream.extend_from_slice(format!("{} {line}", line.len()).as_bytes());
+    }
+    // An oversized frame (3000 > 2000 bytes) is cut, stored as truncated, and the stream goes on.
+    let big = format!("<134>1 {}", "x".repeat(2993));
+    stream.extend_from_slice(format!("{} {big}", big.len()).as_bytes());
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for chunk in stream.chunks(37) {
+        a.write_all(chunk).await.unwrap();
+    }
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut lf: Vec<u8> = Vec::new();
+    for (line, _) in second {
+        lf.extend_from_slice(line.as_bytes());
+        lf.push(b'\n');
+    }
+    for chunk in lf.chunks(101) {
+        b.write_all(chunk).await.unwrap();
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    wait_for_rows(&conninfo, cases.len() + 1).await;
+    let (l, w) = running.stop().await;
+    assert_eq!(l.parsed, cases.len() as u64);
+    assert_eq!(w.rows, cases.len() as u64);
+    assert_eq!(w.rejected, 1, "the oversized frame");
+    let want: Vec<Row> = cases.into_iter().map(|c| c.1).collect();
+    assert_rows_equal(&stored_rows(&conninfo).await, &want);
+    let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    let r = client
+        .query_one(
+            "SELECT reason, length(raw) FROM haproxy_rejected_lines",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, &str>(0), "truncated_datagram");
+    assert_eq!(r.get::<_, i32>(1), 2000);
+}

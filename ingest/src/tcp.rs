@@ -1,0 +1,163 @@
+//! Syslog over TCP: one accept loop, one task per connection, one shared [`Batcher`].
+//!
+//! Connection tasks split the byte stream into messages ([`crate::framing`]) and hand them to
+//! the listener's batcher task over a bounded channel (capacity [`FRAME_QUEUE`]).
+//! Full-policy: **block** — a connection that cannot hand over its messages stops reading, its
+//! TCP window closes and the sender (HAProxy's ring) buffers or waits. Unlike UDP nothing is
+//! dropped on the way in; the sender's own buffer is where pressure shows.
+//!
+//! Peers outside the listener's allowlist are refused at accept and counted
+//! (`suiftly_ingest_connections_denied_total`).
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use metrics::counter;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::framing::{Frame, FrameDecoder, leftover};
+use crate::listener::{Batcher, ListenerStats, now_us};
+use crate::recv::Source;
+
+/// Messages queued from connections to the batcher before connections stop reading.
+pub const FRAME_QUEUE: usize = 4096;
+
+/// At shutdown, how long a connection keeps reading what is already in flight.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+struct Message {
+    bytes: Bytes,
+    peer: SocketAddr,
+    truncated: bool,
+}
+
+pub(crate) async fn run(
+    listener: &TcpListener,
+    max_frame: usize,
+    mut b: Batcher,
+    shutdown: CancellationToken,
+) -> io::Result<ListenerStats> {
+    let (tx, mut rx) = mpsc::channel::<Message>(FRAME_QUEUE);
+    let conns = CancellationToken::new();
+    let name = b.name.clone();
+    loop {
+        let deadline = b.deadline();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                b.flush().await?;
+            }
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Per-connection errors (e.g. ECONNABORTED, EMFILE) must not end the listener.
+                        warn!(listener = %name, error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let ip = Source::Inet(peer).ip().expect("inet peer");
+                if !b.allow.iter().any(|n| n.contains(&ip)) {
+                    counter!("suiftly_ingest_connections_denied_total", "listener" => name.to_string()).increment(1);
+                    warn!(listener = %name, %peer, "connection from outside the allowlist refused");
+                    continue;
+                }
+                debug!(listener = %name, %peer, "syslog connection");
+                tokio::spawn(connection(stream, peer, max_frame, tx.clone(), conns.clone()));
+            }
+            Some(m) = rx.recv() => {
+                b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us());
+                if b.full() {
+                    b.flush().await?;
+                }
+            }
+        }
+    }
+    // Stop the connections, then take what they already handed over.
+    conns.cancel();
+    drop(tx);
+    while let Some(m) = rx.recv().await {
+        b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us());
+        if b.full() {
+            b.flush().await?;
+        }
+    }
+    b.flush().await?;
+    info!(listener = %name, stats = ?b.stats(), "listener stopped");
+    Ok(b.stats())
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    max_frame: usize,
+    tx: mpsc::Sender<Message>,
+    stop: CancellationToken,
+) {
+    let mut dec = FrameDecoder::new(max_frame);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut stopping = false;
+    loop {
+        let read = async {
+            match stream.read_buf(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!(%peer, error = %e, "syslog connection error");
+                    0
+                }
+            }
+        };
+        let n = if stopping {
+            // Stopping: take what the kernel already holds for us, then close.
+            tokio::time::timeout(DRAIN_WAIT, read).await.unwrap_or(0)
+        } else {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    stopping = true;
+                    continue;
+                }
+                n = read => n,
+            }
+        };
+        loop {
+            let (range, consumed, truncated) = match dec.decode(&buf) {
+                Frame::Incomplete => break,
+                Frame::Message { range, consumed } => (range, consumed, false),
+                Frame::Oversized { range, consumed } | Frame::Garbage { range, consumed } => {
+                    (range, consumed, true)
+                }
+            };
+            let chunk = buf.split_to(consumed).freeze();
+            if range.is_empty() && !truncated {
+                continue;
+            }
+            let m = Message {
+                bytes: chunk.slice(range),
+                peer,
+                truncated,
+            };
+            if tx.send(m).await.is_err() {
+                return;
+            }
+        }
+        if n == 0 {
+            // Closed (or stopping): a cut last frame is kept as a rejected line.
+            if let Some(rest) = leftover(&buf) {
+                let m = Message {
+                    bytes: Bytes::copy_from_slice(rest),
+                    peer,
+                    truncated: true,
+                };
+                let _ = tx.send(m).await;
+            }
+            return;
+        }
+    }
+}
