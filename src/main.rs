@@ -12,6 +12,7 @@ mod database;
 mod demo;
 mod loadgen;
 mod pipeline;
+mod replay;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,6 +38,8 @@ enum Cmd {
     Demo(demo::DemoArgs),
     /// Send fixture lines at a fixed rate and report sent / stored / lost.
     Loadgen(loadgen::LoadgenArgs),
+    /// Feed captured log files (one line per datagram) through the ingest path.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> Result<()> {
@@ -61,5 +64,6 @@ fn main() -> Result<()> {
         }),
         Cmd::Demo(args) => rt.block_on(demo::run(cfg, args)),
         Cmd::Loadgen(args) => rt.block_on(loadgen::run(cfg, args)),
+        Cmd::Replay(args) => rt.block_on(replay::run(cfg, args)),
     }
 }

@@ -145,3 +145,72 @@ fn demo_accounts_for_every_fixture_line() {
         "{stdout}"
     );
 }
+
+#[test]
+fn replay_feeds_every_fixture_line_through_the_ingest_path() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pg = pgcluster::PgCluster::temporary()
+        .unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .args([
+            "--config",
+            "fixtures/haproxy/ingest.toml",
+            "replay",
+            "--retime",
+            "fixtures/haproxy",
+        ])
+        .current_dir(root)
+        .env("DATABASE_URL", pg.connection_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "replay failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: i64 = std::fs::read_dir(root.join("fixtures/haproxy"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+        .map(|e| {
+            std::fs::read(e.path())
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .count() as i64
+        })
+        .sum();
+    assert!(
+        stdout.contains(&format!("replayed {lines} lines")),
+        "{stdout}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rows, rejected, malformed): (i64, i64, i64) = rt.block_on(async {
+        let c = suiftly_ingest::writer::connect(&pg.connection_string())
+            .await
+            .unwrap();
+        let q = |sql: &'static str| {
+            let c = &c;
+            async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+        };
+        (
+            q("SELECT count(*) FROM haproxy_raw_logs").await,
+            q("SELECT count(*) FROM haproxy_rejected_lines").await,
+            q("SELECT count(*) FROM haproxy_rejected_lines WHERE listener = 'replay:fixtures'")
+                .await,
+        )
+    });
+    assert_eq!(
+        rows + rejected,
+        lines,
+        "every line is a row or a rejected line"
+    );
+    assert_eq!(malformed, rejected);
+    // malformed.log alone has 38 bad lines; the short tcplog captures add more.
+    assert!(rejected >= 38, "{rejected}");
+    assert!(rows > 2_500, "{rows}");
+}

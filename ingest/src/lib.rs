@@ -8,6 +8,7 @@
 //! - [`framing`]: RFC 6587 syslog-over-TCP framing (sans-IO).
 //! - [`listener`]: UDP / unix-datagram listener tasks with allowlists.
 //! - [`tcp`]: syslog-over-TCP listener (HAProxy `ring` forwarding).
+//! - [`replay`]: captured lines through the same path, without a socket.
 //! - [`writer`]: one transaction per batch, retries, partition upkeep.
 //! - [`db`]: migrations and hourly partitions.
 //! - [`metrics`]: kernel drop sampling.
@@ -21,6 +22,7 @@ pub mod framing;
 pub mod listener;
 pub mod metrics;
 pub mod recv;
+pub mod replay;
 pub mod schema;
 pub mod tcp;
 pub mod writer;
