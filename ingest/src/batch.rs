@@ -32,6 +32,8 @@ pub enum RejectReason {
     /// A text field holds a NUL byte, which PostgreSQL text cannot store: the row could never
     /// commit, so the line is kept verbatim here instead.
     InvalidText,
+    /// A spooled record names a listener index the configuration no longer has.
+    UnknownListener,
     /// The database refused the row permanently (found by bisecting a refused batch); `raw`
     /// then holds the rendered row, not the datagram.
     DbRejected,
@@ -45,6 +47,7 @@ impl RejectReason {
             RejectReason::TimestampOutOfRange => "timestamp_out_of_range",
             RejectReason::InvalidText => "invalid_text",
             RejectReason::DbRejected => "db_rejected",
+            RejectReason::UnknownListener => "unknown_listener",
         }
     }
 }

@@ -427,13 +427,22 @@ pub async fn run(
     tx: mpsc::Sender<WriteBatch>,
     shutdown: CancellationToken,
 ) -> io::Result<ListenerStats> {
-    let mut b = Batcher::new(
+    let b = Batcher::new(
         listener.name.clone(),
         parser,
         listener.allow.clone(),
         limits,
         tx,
     );
+    run_with(listener, b, shutdown).await
+}
+
+/// The socket loop, for any [`MessageSink`].
+pub(crate) async fn run_with<S: MessageSink>(
+    listener: BoundListener,
+    mut b: S,
+    shutdown: CancellationToken,
+) -> io::Result<ListenerStats> {
     if let BoundSocket::Tcp(l) = &listener.socket {
         return crate::tcp::run(l, listener.max_datagram_bytes, b, shutdown).await;
     }
@@ -441,7 +450,7 @@ pub async fn run(
     let unix = matches!(listener.socket, BoundSocket::Unix(..));
 
     loop {
-        let deadline = b.first_row_at.map(|t| t + b.limits.max_age);
+        let deadline = b.deadline();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
@@ -451,7 +460,7 @@ pub async fn run(
             }
             r = recv_ready(&listener.socket, &mut bufs, unix) => {
                 r?;
-                b.ingest(&bufs).await?;
+                ingest(&mut b, &bufs).await?;
             }
         }
     }
@@ -462,28 +471,48 @@ pub async fn run(
     while Instant::now() < drain_until {
         match bufs.recv(fd, unix) {
             Ok(0) => break,
-            Ok(_) => b.ingest(&bufs).await?,
+            Ok(_) => ingest(&mut b, &bufs).await?,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
     b.flush().await?;
-    info!(listener = %b.name, stats = ?b.stats, "listener stopped");
-    Ok(b.stats)
+    info!(listener = %b.name(), stats = ?b.stats(), "listener stopped");
+    Ok(b.stats())
+}
+
+/// Every datagram of one receive call into the sink, flushing at its bounds.
+async fn ingest<S: MessageSink>(b: &mut S, bufs: &RecvBuffers) -> io::Result<()> {
+    let now = now_us();
+    for d in &bufs.datagrams {
+        b.admit(bufs.bytes(d), d.source, d.truncated, now);
+        // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
+        if b.full() {
+            b.flush().await?;
+        }
+    }
+    if b.flush_after_receive() {
+        b.flush().await?;
+    }
+    Ok(())
 }
 
 /// A listener's parse-and-batch state, separate from its socket.
 pub(crate) struct Batcher {
     pub(crate) name: Arc<str>,
-    parser: Parser,
-    pub(crate) allow: Vec<IpNet>,
+    /// (listener name, parser) by listener index: one for a listener, all of them for the
+    /// spool consumer, which sees every listener's records.
+    parsers: Vec<(Arc<str>, Parser)>,
+    /// `None`: the sender was already admitted (spooled records).
+    pub(crate) allow: Option<Vec<IpNet>>,
     counters: Counters,
     stats: ListenerStats,
     builder: RawBatchBuilder,
     first_row_at: Option<Instant>,
     limits: BatchLimits,
-    tx: mpsc::Sender<WriteBatch>,
+    /// `None` when the owner takes batches itself ([`Batcher::take`]).
+    tx: Option<mpsc::Sender<WriteBatch>>,
 }
 
 impl Batcher {
@@ -495,10 +524,29 @@ impl Batcher {
         limits: BatchLimits,
         tx: mpsc::Sender<WriteBatch>,
     ) -> Self {
+        Self::with_parsers(
+            name.clone(),
+            vec![(name, parser)],
+            Some(allow),
+            limits,
+            Some(tx),
+        )
+    }
+
+    /// The general form: several listeners' parsers (indexed like the configuration), no
+    /// allowlist when senders were admitted earlier, and no channel when the owner takes
+    /// batches itself.
+    pub(crate) fn with_parsers(
+        name: Arc<str>,
+        parsers: Vec<(Arc<str>, Parser)>,
+        allow: Option<Vec<IpNet>>,
+        limits: BatchLimits,
+        tx: Option<mpsc::Sender<WriteBatch>>,
+    ) -> Self {
         let label = name.to_string();
         Batcher {
             name,
-            parser,
+            parsers,
             allow,
             counters: Counters {
                 datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
@@ -514,38 +562,55 @@ impl Batcher {
         }
     }
 
-    /// Parses every datagram of one receive call into the builder, flushing at max_rows.
-    async fn ingest(&mut self, bufs: &RecvBuffers) -> io::Result<()> {
-        let now = now_us();
-        for d in &bufs.datagrams {
-            self.admit(bufs.bytes(d), d.source, d.truncated, now);
-            // Batches are bounded exactly by max_rows, even mid-recvmmsg-batch.
-            if self.builder.len() >= self.limits.max_rows {
-                self.flush().await?;
-            }
-        }
-        Ok(())
-    }
-
     /// One message: allowlist, parse, time window, then a row or a rejected line. The caller
     /// flushes when [`Self::full`].
     pub(crate) fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64) {
+        self.admit_from(0, bytes, source, truncated, now)
+    }
+
+    /// [`Self::admit`] with the parser of listener `index` (spooled records).
+    pub(crate) fn admit_from(
+        &mut self,
+        index: usize,
+        bytes: &[u8],
+        source: Source,
+        truncated: bool,
+        now: i64,
+    ) {
         self.stats.datagrams += 1;
         self.stats.bytes += bytes.len() as u64;
         self.counters.datagrams.increment(1);
         self.counters.bytes.increment(bytes.len() as u64);
-        if let Some(ip) = source.ip()
-            && !self.allow.iter().any(|net| net.contains(&ip))
+        if let (Some(ip), Some(allow)) = (source.ip(), &self.allow)
+            && !allow.iter().any(|net| net.contains(&ip))
         {
             self.stats.denied += 1;
             self.counters.denied.increment(1);
             return;
         }
+        let (name, parser) = match self.parsers.get(index) {
+            Some((n, p)) => (n.clone(), p),
+            None => {
+                // A spooled record of a listener no longer configured: kept, not guessed at.
+                self.builder.reject(RejectedLine {
+                    received_at_us: now,
+                    listener: format!("listener#{index}").into(),
+                    source_addr: None,
+                    reason: RejectReason::UnknownListener,
+                    error_offset: None,
+                    raw: bytes.to_vec(),
+                });
+                if self.first_row_at.is_none() {
+                    self.first_row_at = Some(Instant::now());
+                }
+                return;
+            }
+        };
         let max_past = self.limits.max_past.as_micros() as i64;
         let max_future = self.limits.max_future.as_micros() as i64;
         let reject = |reason: RejectReason, offset: Option<u32>| RejectedLine {
             received_at_us: now,
-            listener: self.name.clone(),
+            listener: name.clone(),
             source_addr: match source {
                 Source::Inet(a) => Some(a.to_string()),
                 Source::Unix => None,
@@ -557,7 +622,7 @@ impl Batcher {
         if truncated {
             self.builder.reject(reject(RejectReason::Truncated, None));
         } else {
-            match self.parser.parse(bytes) {
+            match parser.parse(bytes) {
                 Ok(rec) => {
                     if rec.timestamp_us < now - max_past || rec.timestamp_us > now + max_future {
                         self.builder
@@ -596,26 +661,87 @@ impl Batcher {
         self.stats
     }
 
+    /// Takes what has accumulated (empty when nothing has).
+    pub(crate) fn take(&mut self) -> WriteBatch {
+        self.first_row_at = None;
+        let batch = self.builder.finish();
+        if !batch.is_empty() {
+            self.stats.rejected += batch.rejected.len() as u64;
+            for r in &batch.rejected {
+                counter!("suiftly_ingest_lines_rejected_total", "reason" => r.reason.as_str())
+                    .increment(1);
+            }
+            self.stats.batches += 1;
+        }
+        batch
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.builder.is_empty()
+    }
+
     /// Hands the current batch to the writer (block policy: waiting here stops socket reads).
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
-        self.first_row_at = None;
         if self.builder.is_empty() {
+            self.first_row_at = None;
             return Ok(());
         }
-        let batch = self.builder.finish();
-        self.stats.rejected += batch.rejected.len() as u64;
-        for r in &batch.rejected {
-            counter!("suiftly_ingest_lines_rejected_total", "reason" => r.reason.as_str())
-                .increment(1);
-        }
-        self.stats.batches += 1;
-        self.tx
-            .send(batch)
+        let batch = self.take();
+        let Some(tx) = &self.tx else {
+            return Err(io::Error::other("batcher without a channel cannot flush"));
+        };
+        tx.send(batch)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "writer stopped"))?;
         gauge!("suiftly_ingest_channel_depth", "channel" => "batches")
-            .set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+            .set((tx.max_capacity() - tx.capacity()) as f64);
         Ok(())
+    }
+}
+
+/// What a socket task hands its messages to: a [`Batcher`] (parse now, COPY from a channel)
+/// or a [`crate::spooled::SpoolSink`] (append to the disk spool; parse later).
+pub(crate) trait MessageSink: Send {
+    fn name(&self) -> &Arc<str>;
+    /// Whether a sender may deliver here at all.
+    fn allows(&self, ip: std::net::IpAddr) -> bool;
+    fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64);
+    /// Flush now, before admitting more.
+    fn full(&self) -> bool;
+    /// When held messages must be flushed at the latest.
+    fn deadline(&self) -> Option<Instant>;
+    /// Flush after every receive call (spool: a receive batch is the commit unit).
+    fn flush_after_receive(&self) -> bool;
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    fn stats(&self) -> ListenerStats;
+}
+
+impl MessageSink for Batcher {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|a| a.iter().any(|n| n.contains(&ip)))
+    }
+    fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64) {
+        Batcher::admit(self, bytes, source, truncated, now)
+    }
+    fn full(&self) -> bool {
+        Batcher::full(self)
+    }
+    fn deadline(&self) -> Option<Instant> {
+        Batcher::deadline(self)
+    }
+    fn flush_after_receive(&self) -> bool {
+        false
+    }
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        Batcher::flush(self)
+    }
+    fn stats(&self) -> ListenerStats {
+        Batcher::stats(self)
     }
 }
 

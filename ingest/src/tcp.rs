@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::framing::{Frame, FrameDecoder, leftover};
-use crate::listener::{Batcher, ListenerStats, now_us};
+use crate::listener::{ListenerStats, MessageSink, now_us};
 use crate::recv::Source;
 
 /// Messages queued from connections to the batcher before connections stop reading.
@@ -36,15 +36,15 @@ struct Message {
     truncated: bool,
 }
 
-pub(crate) async fn run(
+pub(crate) async fn run<S: MessageSink>(
     listener: &TcpListener,
     max_frame: usize,
-    mut b: Batcher,
+    mut b: S,
     shutdown: CancellationToken,
 ) -> io::Result<ListenerStats> {
     let (tx, mut rx) = mpsc::channel::<Message>(FRAME_QUEUE);
     let conns = CancellationToken::new();
-    let name = b.name.clone();
+    let name = b.name().clone();
     loop {
         let deadline = b.deadline();
         tokio::select! {
@@ -64,7 +64,7 @@ pub(crate) async fn run(
                     }
                 };
                 let ip = Source::Inet(peer).ip().expect("inet peer");
-                if !b.allow.iter().any(|n| n.contains(&ip)) {
+                if !b.allows(ip) {
                     counter!("suiftly_ingest_connections_denied_total", "listener" => name.to_string()).increment(1);
                     warn!(listener = %name, %peer, "connection from outside the allowlist refused");
                     continue;
@@ -74,7 +74,14 @@ pub(crate) async fn run(
             }
             Some(m) = rx.recv() => {
                 b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us());
-                if b.full() {
+                // Take whatever else is already queued, then flush once if the sink wants.
+                while !b.full() {
+                    match rx.try_recv() {
+                        Ok(m) => b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us()),
+                        Err(_) => break,
+                    }
+                }
+                if b.full() || b.flush_after_receive() {
                     b.flush().await?;
                 }
             }
