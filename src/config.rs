@@ -28,6 +28,8 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub embedded_postgres: EmbeddedPgConfig,
+    #[serde(default)]
+    pub spool: SpoolSettings,
     #[serde(default = "default_listeners", rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
 }
@@ -140,6 +142,67 @@ impl Default for StorageConfig {
     }
 }
 
+/// The disk spool: a line is accepted once it is in the spool, and stored exactly once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// Off: listeners hand parsed batches straight to the writer (lines in memory are lost on
+    /// a crash). On by default.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Default `<data_dir>/spool`.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+    /// `every_batch` (fsync every receive batch), `interval` (every `fsync_interval_ms`), or
+    /// `never` (survives kill -9, not a machine crash).
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval_ms: u64,
+    #[serde(default = "default_segment")]
+    pub segment_bytes: u64,
+    /// When the spool holds this much unstored data, listeners stop reading their sockets.
+    #[serde(default = "default_spool_max")]
+    pub max_bytes: u64,
+}
+fn yes() -> bool {
+    true
+}
+fn default_fsync() -> String {
+    "interval".into()
+}
+fn default_fsync_interval() -> u64 {
+    100
+}
+fn default_segment() -> u64 {
+    64 << 20
+}
+fn default_spool_max() -> u64 {
+    4 << 30
+}
+impl Default for SpoolSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+impl SpoolSettings {
+    pub fn spool_config(&self) -> Result<suiftly_spool::SpoolConfig> {
+        use suiftly_spool::FsyncPolicy;
+        let fsync = match self.fsync.as_str() {
+            "every_batch" => FsyncPolicy::EveryBatch,
+            "interval" => FsyncPolicy::IntervalMs(self.fsync_interval_ms.max(1)),
+            "never" => FsyncPolicy::Never,
+            other => anyhow::bail!("spool.fsync {other:?}: use every_batch, interval or never"),
+        };
+        Ok(suiftly_spool::SpoolConfig {
+            segment_bytes: self.segment_bytes,
+            max_total_bytes: self.max_bytes,
+            fsync,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedPgConfig {
@@ -213,6 +276,16 @@ impl Config {
             s.maintenance_interval_secs >= 1,
             "storage.maintenance_interval_secs must be at least 1"
         );
+        self.spool.spool_config()?;
+        anyhow::ensure!(
+            self.spool.segment_bytes >= 1 << 16,
+            "spool.segment_bytes must be at least 65536"
+        );
+        anyhow::ensure!(
+            self.spool.max_bytes >= 2 * self.spool.segment_bytes.max(2 << 20),
+            "spool.max_bytes must be at least twice spool.segment_bytes (and at least 4 MiB)"
+        );
+        anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
             l.validate()?;
@@ -232,6 +305,13 @@ impl Config {
             max_past: self.retention(),
             max_future: Duration::from_secs(self.batch.max_future_secs),
         }
+    }
+
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"))
     }
 
     pub fn retention(&self) -> Duration {

@@ -34,6 +34,10 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         tracing::info!("demo ignores DATABASE_URL and uses a temporary postgresql");
     }
     let db = tokio::task::block_in_place(|| Database::temporary(&cfg))?;
+    // A fresh spool too: a spool left by another run would be replayed into this database.
+    let spool_dir = std::env::temp_dir().join(format!("suiftly-demo-spool-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&spool_dir);
+    cfg.spool.dir = Some(spool_dir.clone());
     let upkeep = CancellationToken::new();
     prepare(&cfg, &db, &upkeep).await?;
     let text = std::fs::read_to_string(&args.listener_config)
@@ -153,6 +157,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     }
     println!("\nevery datagram accounted for: {rows} rows + {rejected} rejected = {sent} sent");
     drop(client);
+    let _ = std::fs::remove_dir_all(&spool_dir);
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;
     }

@@ -1,17 +1,21 @@
 //! The composition root: starts the stages in dependency order and stops them in reverse.
 //!
-//! Start: database (embedded or external) → migrations → metrics exporter → partition upkeep
-//! → COPY writer → listeners. Stop (first SIGTERM/ctrl-c): listeners stop reading and flush
-//! their partial batches → the channel closes → the writer commits what is queued and exits
-//! → upkeep stops → the embedded PostgreSQL is stopped. A second signal aborts the writer's
-//! retries (reporting how many lines were not committed).
+//! Start: database (embedded or external) → migrations → partition upkeep → spool (recovered)
+//! → consumer/COPY writer → listeners → metrics exporter. Stop (first SIGTERM/ctrl-c):
+//! listeners stop reading and append what they hold → the spool is synced → the consumer
+//! stores everything durable and exits → upkeep stops → the embedded PostgreSQL is stopped.
+//! A second signal aborts the writer's retries; with the spool on, what was not stored stays
+//! in the spool and is stored at the next start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use std::sync::Arc;
+
 use suiftly_ingest::listener::{self, ListenerStats};
+use suiftly_ingest::spooled::{self, SpoolHandle};
 use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
@@ -24,35 +28,106 @@ use crate::database::Database;
 
 pub struct Pipeline {
     listeners: Vec<(String, JoinHandle<std::io::Result<ListenerStats>>)>,
-    writer: JoinHandle<WriterStats>,
+    writer: JoinHandle<Result<WriterStats>>,
+    /// With the spool on: the spool (synced before the consumer is told to finish), the
+    /// consumer's "listeners are done" signal and the interval-fsync task's stop.
+    spool: Option<(SpoolHandle, CancellationToken, CancellationToken)>,
     pub shutdown: CancellationToken,
     pub abort: CancellationToken,
     /// Fires when a listener task ends with an error.
     pub failed: CancellationToken,
-    /// (listener name, UDP address, unix path) as bound.
+    /// (listener name, UDP/TCP address, unix path) as bound.
     pub bound: Vec<(String, Option<SocketAddr>, Option<PathBuf>)>,
 }
 
 impl Pipeline {
-    /// Binds every listener and starts the writer. Migrations must have run.
+    /// Binds every listener and starts the writer (directly fed, or the spool consumer).
+    /// Migrations must have run.
     pub async fn start(cfg: &Config, conninfo: &str) -> Result<Pipeline> {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let failed = CancellationToken::new();
-        let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
         let writer = Writer::new(WriterConfig::new(conninfo));
-        let writer = tokio::spawn(writer.run(rx, abort.clone()));
         let mut listeners = Vec::new();
         let mut bound = Vec::new();
-        for lc in &cfg.listeners {
-            let parser = Parser::new(lc.source_config()?);
+
+        let (spool, writer_task, tx) = if cfg.spool.enabled {
+            let dir = cfg.spool_dir();
+            let scfg = cfg.spool.spool_config()?;
+            let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
+                .with_context(|| format!("opening the spool at {}", dir.display()))?;
+            let parsers = cfg
+                .listeners
+                .iter()
+                .map(|l| {
+                    Ok((
+                        Arc::<str>::from(l.name.as_str()),
+                        Parser::new(l.source_config()?),
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let done = CancellationToken::new();
+            let sync_stop = CancellationToken::new();
+            if let suiftly_spool::FsyncPolicy::IntervalMs(ms) = scfg.fsync {
+                tokio::spawn(spooled::run_syncer(
+                    spool.clone(),
+                    Duration::from_millis(ms),
+                    sync_stop.clone(),
+                ));
+            }
+            let consumer = spooled::run_consumer(
+                spool.clone(),
+                writer,
+                conninfo.to_owned(),
+                parsers,
+                cfg.limits(),
+                done.clone(),
+                abort.clone(),
+            );
+            let failed2 = failed.clone();
+            let task = tokio::spawn(async move {
+                let r = consumer.await;
+                if let Err(e) = &r {
+                    error!(error = %e, "spool consumer stopped");
+                    failed2.cancel();
+                }
+                r.map_err(anyhow::Error::from)
+            });
+            (Some((spool, done, sync_stop)), task, None)
+        } else {
+            let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
+            let w = writer.run(rx, abort.clone());
+            (None, tokio::spawn(async move { Ok(w.await) }), Some(tx))
+        };
+
+        for (i, lc) in cfg.listeners.iter().enumerate() {
             let b = listener::bind(lc)?;
             bound.push((
                 lc.name.clone(),
                 b.local_addr(),
                 b.unix_path().map(|p| p.to_path_buf()),
             ));
-            let run = listener::run(b, parser, cfg.limits(), tx.clone(), shutdown.clone());
+            let run: std::pin::Pin<
+                Box<dyn std::future::Future<Output = std::io::Result<ListenerStats>> + Send>,
+            > = match (&spool, &tx) {
+                (Some((sp, _, _)), _) => Box::pin(spooled::run_listener(
+                    b,
+                    i as u16,
+                    sp.clone(),
+                    shutdown.clone(),
+                )),
+                (None, Some(tx)) => {
+                    let parser = Parser::new(lc.source_config()?);
+                    Box::pin(listener::run(
+                        b,
+                        parser,
+                        cfg.limits(),
+                        tx.clone(),
+                        shutdown.clone(),
+                    ))
+                }
+                (None, None) => unreachable!("either the spool or the channel"),
+            };
             let failed = failed.clone();
             let h = tokio::spawn(async move {
                 let r = run.await;
@@ -67,7 +142,8 @@ impl Pipeline {
         }
         Ok(Pipeline {
             listeners,
-            writer,
+            writer: writer_task,
+            spool,
             shutdown,
             abort,
             failed,
@@ -86,8 +162,17 @@ impl Pipeline {
                 Err(e) => warn!(listener = %name, error = %e, "listener ended with an error"),
             }
         }
+        if let Some((spool, done, sync_stop)) = &self.spool {
+            // Publish everything accepted, then let the consumer finish storing it.
+            tokio::task::block_in_place(|| spool.sync()).context("final spool sync")?;
+            done.cancel();
+            info!("listeners stopped; the consumer is storing what the spool holds");
+            let w = self.writer.await.context("consumer task panicked")?;
+            sync_stop.cancel();
+            return Ok((stats, w?));
+        }
         info!("listeners stopped; waiting for the writer to commit queued batches");
-        let w = self.writer.await.context("writer task panicked")?;
+        let w = self.writer.await.context("writer task panicked")??;
         Ok((stats, w))
     }
 }

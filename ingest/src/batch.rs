@@ -70,6 +70,9 @@ pub struct RejectedLine {
 pub struct WriteBatch {
     pub rows: RecordBatch,
     pub rejected: Vec<RejectedLine>,
+    /// The disk-spool positions `[start, end)` these lines came from, committed in the same
+    /// transaction (`None` when the batch did not come through the spool).
+    pub spool: Option<(u64, u64)>,
 }
 
 impl WriteBatch {
@@ -244,6 +247,10 @@ impl RawBatchBuilder {
                 ..Self::with_capacity(cap)
             };
         }
-        WriteBatch { rows, rejected }
+        WriteBatch {
+            rows,
+            rejected,
+            spool: None,
+        }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`listener`]: UDP / unix-datagram listener tasks with allowlists.
 //! - [`tcp`]: syslog-over-TCP listener (HAProxy `ring` forwarding).
 //! - [`replay`]: captured lines through the same path, without a socket.
+//! - [`spooled`]: the zero-loss path through the disk spool (accept, consume, commit position).
 //! - [`writer`]: one transaction per batch, retries, partition upkeep.
 //! - [`db`]: migrations and hourly partitions.
 //! - [`metrics`]: kernel drop sampling.
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod recv;
 pub mod replay;
 pub mod schema;
+pub mod spooled;
 pub mod tcp;
 pub mod writer;

@@ -230,6 +230,10 @@ enum BoundSocket {
 }
 
 impl BoundListener {
+    pub(crate) fn allow(&self) -> &[IpNet] {
+        &self.allow
+    }
+
     fn raw_fd(&self) -> std::os::fd::RawFd {
         match &self.socket {
             BoundSocket::Udp(s) => s.as_raw_fd(),
@@ -674,10 +678,6 @@ impl Batcher {
             self.stats.batches += 1;
         }
         batch
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.builder.is_empty()
     }
 
     /// Hands the current batch to the writer (block policy: waiting here stops socket reads).

@@ -18,6 +18,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use bytes::BytesMut;
@@ -45,7 +46,12 @@ pub enum WriteError {
     Encode(#[from] crate::copy::EncodeError),
     #[error("write attempt timed out")]
     Timeout,
+    #[error("spool position conflict: batch starts at {expected}, the database says {found:?}")]
+    PositionConflict { expected: u64, found: Option<i64> },
 }
+
+/// The `ingest_positions` row of the COPY writer.
+pub const COPY_CONSUMER: &str = "copy";
 
 /// What the writer did, returned when it stops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,7 +133,7 @@ fn is_permanent(e: &WriteError) -> bool {
             c.starts_with("22") || c.starts_with("23")
         }),
         WriteError::Encode(_) => true,
-        WriteError::Db(_) | WriteError::Timeout => false,
+        WriteError::Db(_) | WriteError::Timeout | WriteError::PositionConflict { .. } => false,
     }
 }
 
@@ -207,12 +213,13 @@ impl Writer {
         &mut self,
         batch: &WriteBatch,
         id: i64,
+        refused: &[usize],
         abort: &CancellationToken,
     ) -> Option<Result<Written, WriteError>> {
         let limit = self.cfg.write_timeout;
         let r = tokio::select! {
             _ = abort.cancelled() => return None,
-            r = tokio::time::timeout(limit, self.write(batch, id)) => r,
+            r = tokio::time::timeout(limit, self.write(batch, id, refused)) => r,
         };
         Some(match r {
             Ok(r) => r,
@@ -254,8 +261,10 @@ impl Writer {
 
     /// Writes one batch until it commits (true) or `abort` fires (false). Transient errors
     /// (connection, timeout, locks) are retried with capped backoff. An error the database
-    /// repeats for the same rows makes the writer isolate them by bisection and store them as
-    /// rejected `db_rejected`, so one bad row can never stall ingest.
+    /// repeats for the same rows (seen twice, the partition cache reloaded in between) makes
+    /// the writer find the refused rows with rolled-back probe transactions; the batch is then
+    /// committed without them, and they are stored as rejected `db_rejected` in the same
+    /// transaction — one bad row never stalls ingest and the batch stays atomic.
     pub async fn write_with_retry(
         &mut self,
         batch: &WriteBatch,
@@ -264,8 +273,9 @@ impl Writer {
         let id = self.next_batch_id();
         let mut backoff = Duration::from_millis(50);
         let mut permanent = 0;
+        let mut refused: Vec<usize> = Vec::new();
         loop {
-            match self.attempt(batch, id, abort).await {
+            match self.attempt(batch, id, &refused, abort).await {
                 None => return false,
                 Some(Ok(w)) => {
                     gauge!("suiftly_ingest_degraded").set(0.0);
@@ -276,17 +286,30 @@ impl Writer {
                             "batch found already committed; not writing it twice"
                         );
                     }
+                    if !refused.is_empty() && w == Written::Committed {
+                        self.stats.db_rejected += refused.len() as u64;
+                        counter!("suiftly_ingest_lines_rejected_total", "reason" => RejectReason::DbRejected.as_str())
+                            .increment(refused.len() as u64);
+                    }
                     return true;
                 }
+                Some(Err(e @ WriteError::PositionConflict { .. })) => {
+                    error!(error = %e, "spool position conflict: is another ingestor writing from the same spool?");
+                    return false;
+                }
                 Some(Err(e)) => {
-                    if is_permanent(&e) {
+                    if is_permanent(&e) && refused.is_empty() && batch.rows.num_rows() > 0 {
                         permanent += 1;
-                        // Twice, so a stale partition cache (reloaded in between) is not
-                        // mistaken for bad rows.
-                        if permanent >= 2 && batch.rows.num_rows() > 0 {
+                        if permanent >= 2 {
                             warn!(error = %e, rows = batch.rows.num_rows(),
-                                "database refuses this batch; isolating the rows");
-                            return self.bisect(batch, abort).await;
+                                "database refuses this batch; probing for the refused rows");
+                            match self.find_refused(batch, abort).await {
+                                None => return false,
+                                Some(r) => {
+                                    refused = r;
+                                    continue;
+                                }
+                            }
                         }
                     }
                     if !self
@@ -300,98 +323,163 @@ impl Writer {
         }
     }
 
-    /// Splits a refused batch until the refused rows stand alone; those become rejected
-    /// lines (the rendered row: the datagram bytes are gone by now), the rest is written.
-    async fn bisect(&mut self, batch: &WriteBatch, abort: &CancellationToken) -> bool {
+    /// Bisects the batch with probe transactions that are always rolled back; returns the
+    /// indices of the rows the database refuses (None when `abort` fired).
+    async fn find_refused(
+        &mut self,
+        batch: &WriteBatch,
+        abort: &CancellationToken,
+    ) -> Option<Vec<usize>> {
         let mut stack = vec![(0usize, batch.rows.num_rows())];
-        let mut refused: Vec<RejectedLine> = Vec::new();
+        let mut refused = Vec::new();
         let mut backoff = Duration::from_millis(50);
         while let Some((off, len)) = stack.pop() {
-            let piece = WriteBatch {
-                rows: batch.rows.slice(off, len),
-                rejected: Vec::new(),
-            };
-            let id = self.next_batch_id();
-            match self.attempt(&piece, id, abort).await {
-                None => return false,
-                Some(Ok(_)) => {}
-                Some(Err(e)) if is_permanent(&e) => {
+            if abort.is_cancelled() {
+                return None;
+            }
+            match self.probe(&batch.rows.slice(off, len)).await {
+                Ok(()) => {}
+                Err(e) if is_permanent(&e) => {
                     if len == 1 {
-                        warn!(error = %e, "row refused by the database; stored as rejected");
-                        refused.push(RejectedLine {
-                            received_at_us: crate::listener::now_us(),
-                            listener: "writer".into(),
-                            source_addr: None,
-                            reason: RejectReason::DbRejected,
-                            error_offset: None,
-                            raw: render_row(&batch.rows, off).into_bytes(),
-                        });
+                        warn!(error = %e, row = off, "row refused by the database");
+                        refused.push(off);
                     } else {
                         stack.push((off + len / 2, len - len / 2));
                         stack.push((off, len / 2));
                     }
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     stack.push((off, len));
                     if !self.backoff(&e, &mut backoff, len, abort).await {
-                        return false;
+                        return None;
                     }
                 }
             }
         }
-        self.stats.db_rejected += refused.len() as u64;
-        counter!("suiftly_ingest_lines_rejected_total", "reason" => RejectReason::DbRejected.as_str())
-            .increment(refused.len() as u64);
-        let mut rest = batch.rejected.clone();
-        rest.extend(refused);
-        if rest.is_empty() {
-            return true;
-        }
-        let tail = WriteBatch {
-            rows: batch.rows.slice(0, 0),
-            rejected: rest,
-        };
-        Box::pin(self.write_with_retry(&tail, abort)).await
+        refused.sort_unstable();
+        Some(refused)
     }
 
-    /// Writes one batch in one transaction. The first statement records `batch_id` in
-    /// `ingest_batch_log`; if the id is already there, an earlier attempt of this very batch
-    /// committed and only its reply was lost, so nothing is written twice.
-    pub async fn write(
-        &mut self,
-        batch: &WriteBatch,
-        batch_id: i64,
-    ) -> Result<Written, WriteError> {
-        let started = Instant::now();
-        let rows = batch.rows.num_rows();
-        self.ensure_partitions_for(batch).await?;
+    /// COPYs `rows` in a transaction that is rolled back: does the database take them?
+    async fn probe(&mut self, rows: &RecordBatch) -> Result<(), WriteError> {
+        let probe = WriteBatch {
+            rows: rows.clone(),
+            rejected: Vec::new(),
+            spool: None,
+        };
+        self.ensure_partitions_for(&probe).await?;
         self.buf.clear();
-        if rows > 0 {
-            encode_batch(&batch.rows, &mut self.buf)?;
-        }
+        encode_batch(rows, &mut self.buf)?;
         let payload = self.buf.split().freeze();
         let stmt = self.copy_stmt.clone();
         let client = self.client().await?;
         let tx = client.transaction().await?;
-        if let Err(e) = tx
-            .execute(
-                "INSERT INTO ingest_batch_log (batch_id, rows, rejected) VALUES ($1, $2, $3)",
-                &[&batch_id, &(rows as i32), &(batch.rejected.len() as i32)],
-            )
-            .await
-        {
-            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                return Ok(Written::AlreadyCommitted);
+        let sink = tx.copy_in::<_, bytes::Bytes>(stmt.as_str()).await?;
+        futures_util::pin_mut!(sink);
+        sink.send(payload).await?;
+        sink.finish().await?;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Writes one batch in one transaction, leaving out the rows at `refused` (sorted), which
+    /// are stored as rejected `db_rejected` instead.
+    ///
+    /// Exactly once: a spooled batch advances `ingest_positions` from its start to its end in
+    /// the same transaction (`WHERE position = start`); other batches record their id in
+    /// `ingest_batch_log`. Either way a retry after a lost COMMIT reply finds its mark and
+    /// writes nothing twice.
+    pub async fn write(
+        &mut self,
+        batch: &WriteBatch,
+        batch_id: i64,
+        refused: &[usize],
+    ) -> Result<Written, WriteError> {
+        let started = Instant::now();
+        let rows = batch.rows.num_rows();
+        self.ensure_partitions_for(batch).await?;
+        // Contiguous runs of rows to store.
+        let mut runs = Vec::new();
+        let mut from = 0;
+        for &r in refused {
+            if r > from {
+                runs.push((from, r - from));
             }
-            return Err(e.into());
+            from = r + 1;
         }
-        if rows > 0 {
+        if rows > from {
+            runs.push((from, rows - from));
+        }
+        let mut payloads = Vec::with_capacity(runs.len());
+        for (off, len) in &runs {
+            self.buf.clear();
+            encode_batch(&batch.rows.slice(*off, *len), &mut self.buf)?;
+            payloads.push(self.buf.split().freeze());
+        }
+        let mut rejected: Vec<RejectedLine> = Vec::new();
+        for &r in refused {
+            rejected.push(RejectedLine {
+                received_at_us: crate::listener::now_us(),
+                listener: "writer".into(),
+                source_addr: None,
+                reason: RejectReason::DbRejected,
+                error_offset: None,
+                raw: render_row(&batch.rows, r).into_bytes(),
+            });
+        }
+        let stored_rows = rows - refused.len();
+        let stmt = self.copy_stmt.clone();
+        let client = self.client().await?;
+        let tx = client.transaction().await?;
+        match batch.spool {
+            Some((start, end)) => {
+                let n = tx
+                    .execute(
+                        "UPDATE ingest_positions SET position = $1, updated_at = now() \
+                         WHERE consumer = $2 AND position = $3",
+                        &[&(end as i64), &COPY_CONSUMER, &(start as i64)],
+                    )
+                    .await?;
+                if n != 1 {
+                    let found: Option<i64> = tx
+                        .query_opt(
+                            "SELECT position FROM ingest_positions WHERE consumer = $1",
+                            &[&COPY_CONSUMER],
+                        )
+                        .await?
+                        .map(|r| r.get(0));
+                    if found == Some(end as i64) {
+                        return Ok(Written::AlreadyCommitted);
+                    }
+                    return Err(WriteError::PositionConflict {
+                        expected: start,
+                        found,
+                    });
+                }
+            }
+            None => {
+                if let Err(e) = tx
+                    .execute(
+                        "INSERT INTO ingest_batch_log (batch_id, rows, rejected) VALUES ($1, $2, $3)",
+                        &[&batch_id, &(stored_rows as i32), &((batch.rejected.len() + rejected.len()) as i32)],
+                    )
+                    .await
+                {
+                    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                        return Ok(Written::AlreadyCommitted);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        for payload in payloads {
             let sink = tx.copy_in::<_, bytes::Bytes>(stmt.as_str()).await?;
             futures_util::pin_mut!(sink);
             sink.send(payload).await?;
             sink.finish().await?;
         }
-        if !batch.rejected.is_empty() {
+        let all_rejected = batch.rejected.iter().chain(rejected.iter());
+        if !batch.rejected.is_empty() || !rejected.is_empty() {
             let sink = tx
                 .copy_in(
                     "COPY haproxy_rejected_lines (received_at, listener, source_addr, reason, error_offset, raw) \
@@ -410,7 +498,7 @@ impl Writer {
                 ],
             );
             futures_util::pin_mut!(w);
-            for r in &batch.rejected {
+            for r in all_rejected {
                 let at = UNIX_EPOCH + Duration::from_micros(r.received_at_us.max(0) as u64);
                 w.as_mut()
                     .write(&[
@@ -426,17 +514,18 @@ impl Writer {
             w.finish().await?;
         }
         tx.commit().await?;
+        let n_rejected = batch.rejected.len() + rejected.len();
         let elapsed = started.elapsed();
         histogram!("suiftly_ingest_copy_seconds").record(elapsed.as_secs_f64());
-        counter!("suiftly_ingest_rows_copied_total").increment(rows as u64);
-        counter!("suiftly_ingest_rejected_stored_total").increment(batch.rejected.len() as u64);
+        counter!("suiftly_ingest_rows_copied_total").increment(stored_rows as u64);
+        counter!("suiftly_ingest_rejected_stored_total").increment(n_rejected as u64);
         counter!("suiftly_ingest_batches_total").increment(1);
         self.stats.batches += 1;
-        self.stats.rows += rows as u64;
-        self.stats.rejected += batch.rejected.len() as u64;
+        self.stats.rows += stored_rows as u64;
+        self.stats.rejected += n_rejected as u64;
         debug!(
-            rows,
-            rejected = batch.rejected.len(),
+            rows = stored_rows,
+            rejected = n_rejected,
             ms = elapsed.as_millis() as u64,
             "batch committed"
         );

@@ -89,16 +89,16 @@ async fn a_retried_batch_whose_commit_went_through_is_not_stored_twice() {
     let batch = batch_of(&lines);
     let mut w = Writer::new(WriterConfig::new(&conninfo));
     // The same batch id twice is what a retry after a lost COMMIT reply looks like.
-    assert_eq!(w.write(&batch, 42).await.unwrap(), Written::Committed);
+    assert_eq!(w.write(&batch, 42, &[]).await.unwrap(), Written::Committed);
     assert_eq!(
-        w.write(&batch, 42).await.unwrap(),
+        w.write(&batch, 42, &[]).await.unwrap(),
         Written::AlreadyCommitted
     );
     assert_eq!(
         count(&conninfo, "SELECT count(*) FROM haproxy_raw_logs").await,
         10
     );
-    assert_eq!(w.write(&batch, 43).await.unwrap(), Written::Committed);
+    assert_eq!(w.write(&batch, 43, &[]).await.unwrap(), Written::Committed);
     assert_eq!(
         count(&conninfo, "SELECT count(*) FROM haproxy_raw_logs").await,
         20

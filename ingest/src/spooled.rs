@@ -1,0 +1,393 @@
+//! The zero-loss path: sockets → disk spool → consumer → COPY with the spool position.
+//!
+//! A line is *accepted* once [`SpoolHandle::append_commit`] has returned for it: it is in the
+//! spool under the configured fsync policy. The [`run_consumer`] task reads the spool from the
+//! position committed in PostgreSQL (`ingest_positions`), parses, batches, and commits rows,
+//! rejected lines and the new position in one transaction, so every accepted line is stored
+//! exactly once across database outages, crashes and restarts. Segments are removed only once
+//! the committed position has passed them.
+//!
+//! Listener side full-policy: when the spool is at its size limit, a listener stops reading
+//! its socket and retries every [`FULL_RETRY`] (counted in
+//! `suiftly_spool_full_wait_seconds_total`); the kernel buffer then absorbs and, past it,
+//! drops (counted by the kernel). Accepted data is never dropped to make room.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use metrics::{counter, gauge};
+use suiftly_parser::Parser;
+use suiftly_spool::{
+    DurableEnd, OwnedRecord, Position, Record, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::listener::{
+    BatchLimits, Batcher, BoundListener, ListenerStats, MessageSink, now_us, run_with,
+};
+use crate::recv::Source;
+use crate::writer::{COPY_CONSUMER, Writer, WriterStats};
+
+/// High bit of a spooled record's listener index: the datagram arrived cut.
+pub const TRUNCATED_FLAG: u16 = 0x8000;
+/// How often a listener retries when the spool is full.
+pub const FULL_RETRY: Duration = Duration::from_millis(20);
+/// Records a spool sink holds before it appends (one receive batch is usually smaller).
+const SINK_RECORDS: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpooledError {
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "the database says the spool was consumed up to {committed}, but the spool ends at {end}: it is not the spool this database was fed from (or it lost data); refusing to start"
+    )]
+    PositionBeyondEnd { committed: u64, end: u64 },
+    #[error(
+        "the database says the spool was consumed up to {committed}, but the spool's oldest record is at {oldest}: accepted lines were removed before they were stored; refusing to start"
+    )]
+    PositionGone { committed: u64, oldest: u64 },
+    #[error("the writer gave up (aborted or position conflict)")]
+    WriterAborted,
+}
+
+/// The one spool writer, shared by every listener (appends are short; the lock is held for
+/// one receive batch).
+#[derive(Clone)]
+pub struct SpoolHandle {
+    writer: Arc<Mutex<SpoolWriter>>,
+    durable: DurableEnd,
+    dir: std::path::PathBuf,
+}
+
+impl SpoolHandle {
+    /// Opens (and recovers) the spool; logs what recovery cut.
+    pub fn open(dir: &std::path::Path, cfg: SpoolConfig) -> Result<SpoolHandle, SpoolError> {
+        let (w, report) = SpoolWriter::open(dir, cfg)?;
+        if let Some(t) = &report.truncated {
+            warn!(
+                ?t,
+                "spool: torn tail cut on open (a crash interrupted a write)"
+            );
+        }
+        info!(dir = %dir.display(), end = report.end.0, segments = report.segments, "spool open");
+        let durable = w.durable_end();
+        Ok(SpoolHandle {
+            writer: Arc::new(Mutex::new(w)),
+            durable,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpoolWriter> {
+        // A panic while holding the lock leaves the writer in an unknown state; the process is
+        // going down anyway, so propagate it.
+        self.writer.lock().expect("spool writer lock poisoned")
+    }
+
+    /// Appends and commits `recs` atomically (all or none).
+    pub fn append_commit(&self, recs: &[Record<'_>]) -> Result<(), SpoolError> {
+        let mut w = self.lock();
+        w.append_batch(recs)?;
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Applies a due interval fsync (publishing the durable end).
+    pub fn poll_sync(&self) -> Result<(), SpoolError> {
+        self.lock().poll_sync(std::time::Instant::now()).map(|_| ())
+    }
+
+    /// Forces everything appended to disk and publishes it to readers.
+    pub fn sync(&self) -> Result<(), SpoolError> {
+        self.lock().sync().map(|_| ())
+    }
+
+    pub fn reader(&self, from: Position) -> Result<SpoolReader, SpoolError> {
+        SpoolReader::open(&self.dir, from, self.durable.clone())
+    }
+
+    pub fn durable_end(&self) -> Position {
+        self.durable.load()
+    }
+
+    pub fn oldest_position(&self) -> Position {
+        self.lock().oldest_position()
+    }
+
+    /// Removes segments wholly below `committed`.
+    pub fn gc(&self, committed: Position) -> Result<(), SpoolError> {
+        let mut w = self.lock();
+        let r = w.gc(committed)?;
+        if r.segments_removed > 0 {
+            info!(
+                removed = r.segments_removed,
+                freed = r.bytes_freed,
+                "spool segments removed"
+            );
+        }
+        let st = w.stats();
+        gauge!("suiftly_spool_bytes").set(st.bytes_on_disk as f64);
+        gauge!("suiftly_spool_segments").set(st.segments as f64);
+        Ok(())
+    }
+
+    /// Age of the oldest accepted line not yet stored, in seconds (0 when none).
+    pub fn oldest_unwritten_age_secs(&self, committed: Position) -> f64 {
+        match self.lock().received_at_us_at(committed) {
+            Ok(Some(t)) => ((now_us() - t).max(0)) as f64 / 1e6,
+            _ => 0.0,
+        }
+    }
+}
+
+/// A listener's sink when the spool is on: messages are appended, not parsed.
+pub struct SpoolSink {
+    name: Arc<str>,
+    index: u16,
+    allow: Vec<IpNet>,
+    spool: SpoolHandle,
+    pending: Vec<OwnedRecord>,
+    stats: ListenerStats,
+    shutdown: CancellationToken,
+}
+
+impl SpoolSink {
+    pub fn new(
+        name: Arc<str>,
+        index: u16,
+        allow: Vec<IpNet>,
+        spool: SpoolHandle,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            name,
+            index,
+            allow,
+            spool,
+            pending: Vec::with_capacity(SINK_RECORDS),
+            stats: ListenerStats::default(),
+            shutdown,
+        }
+    }
+}
+
+impl MessageSink for SpoolSink {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+    fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.iter().any(|n| n.contains(&ip))
+    }
+    fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64) {
+        self.stats.datagrams += 1;
+        self.stats.bytes += bytes.len() as u64;
+        counter!("suiftly_ingest_datagrams_total", "listener" => self.name.to_string())
+            .increment(1);
+        counter!("suiftly_ingest_bytes_total", "listener" => self.name.to_string())
+            .increment(bytes.len() as u64);
+        let addr = match source {
+            Source::Inet(a) => Some(a),
+            Source::Unix => None,
+        };
+        if let Some(ip) = source.ip()
+            && !self.allows(ip)
+        {
+            self.stats.denied += 1;
+            counter!("suiftly_ingest_datagrams_denied_total", "listener" => self.name.to_string())
+                .increment(1);
+            return;
+        }
+        let payload = &bytes[..bytes.len().min(suiftly_spool::MAX_PAYLOAD_BYTES)];
+        self.pending.push(OwnedRecord {
+            received_at_us: now,
+            listener: self.index | if truncated { TRUNCATED_FLAG } else { 0 },
+            source: addr,
+            payload: payload.to_vec(),
+        });
+    }
+    fn full(&self) -> bool {
+        self.pending.len() >= SINK_RECORDS
+    }
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+    fn flush_after_receive(&self) -> bool {
+        true
+    }
+    async fn flush(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            let recs: Vec<Record<'_>> = self.pending.iter().map(|r| r.as_record()).collect();
+            match self.spool.append_commit(&recs) {
+                Ok(()) => break,
+                Err(SpoolError::Full { .. }) => {
+                    if !waited {
+                        warn!(listener = %self.name, "spool full: not reading the socket until space is freed");
+                        waited = true;
+                    }
+                    if self.shutdown.is_cancelled() {
+                        // Never accepted: counted so the operator sees them.
+                        counter!("suiftly_spool_not_accepted_total")
+                            .increment(self.pending.len() as u64);
+                        error!(
+                            lines = self.pending.len(),
+                            "spool full at shutdown: lines not accepted"
+                        );
+                        self.pending.clear();
+                        return Ok(());
+                    }
+                    tokio::time::sleep(FULL_RETRY).await;
+                }
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
+        if waited {
+            counter!("suiftly_spool_full_wait_seconds_total")
+                .increment(started.elapsed().as_secs());
+        }
+        counter!("suiftly_spool_accepted_total").increment(self.pending.len() as u64);
+        self.pending.clear();
+        Ok(())
+    }
+    fn stats(&self) -> ListenerStats {
+        self.stats
+    }
+}
+
+/// Runs a listener that appends to the spool.
+pub async fn run_listener(
+    listener: BoundListener,
+    index: u16,
+    spool: SpoolHandle,
+    shutdown: CancellationToken,
+) -> io::Result<ListenerStats> {
+    let sink = SpoolSink::new(
+        listener.name.clone(),
+        index,
+        listener.allow().to_vec(),
+        spool,
+        shutdown.clone(),
+    );
+    run_with(listener, sink, shutdown).await
+}
+
+/// Keeps interval fsyncs going (and so the consumer fed) while listeners are quiet.
+pub async fn run_syncer(spool: SpoolHandle, every: Duration, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = spool.poll_sync() {
+            error!(error = %e, "spool fsync failed");
+        }
+    }
+}
+
+/// Reads (or creates) the COPY writer's committed position.
+pub async fn committed_position(conninfo: &str, spool: &SpoolHandle) -> Result<u64, SpooledError> {
+    let c = crate::writer::connect(conninfo).await?;
+    let oldest = spool.oldest_position().0;
+    c.execute(
+        "INSERT INTO ingest_positions (consumer, position) VALUES ($1, $2) ON CONFLICT (consumer) DO NOTHING",
+        &[&COPY_CONSUMER, &(oldest as i64)],
+    )
+    .await?;
+    let committed: i64 = c
+        .query_one(
+            "SELECT position FROM ingest_positions WHERE consumer = $1",
+            &[&COPY_CONSUMER],
+        )
+        .await?
+        .get(0);
+    let committed = committed as u64;
+    let end = spool.durable_end().0;
+    if committed > end {
+        return Err(SpooledError::PositionBeyondEnd { committed, end });
+    }
+    if committed < oldest {
+        return Err(SpooledError::PositionGone { committed, oldest });
+    }
+    Ok(committed)
+}
+
+/// The consumer: spool → parse → batch → COPY + position, until `listeners_done` has fired
+/// and everything durable has been stored (or `abort`).
+pub async fn run_consumer(
+    spool: SpoolHandle,
+    mut writer: Writer,
+    conninfo: String,
+    parsers: Vec<(Arc<str>, Parser)>,
+    limits: BatchLimits,
+    listeners_done: CancellationToken,
+    abort: CancellationToken,
+) -> Result<WriterStats, SpooledError> {
+    let mut pos = committed_position(&conninfo, &spool).await?;
+    info!(
+        position = pos,
+        "consumer resuming from the committed spool position"
+    );
+    let mut reader = spool.reader(Position(pos))?;
+    let mut b = Batcher::with_parsers("spool".into(), parsers, None, limits, None);
+    let mut end = pos;
+    let mut last_gc = Instant::now();
+    loop {
+        // Read what is durable, up to one batch.
+        while !b.full() {
+            let Some(r) = reader.next_record()? else {
+                break;
+            };
+            let idx = (r.listener & !TRUNCATED_FLAG) as usize;
+            let truncated = r.listener & TRUNCATED_FLAG != 0;
+            let source = r.source.map_or(Source::Unix, Source::Inet);
+            b.admit_from(idx, r.payload, source, truncated, r.received_at_us);
+            end = r.next_position.0;
+        }
+        let caught_up = end >= spool.durable_end().0;
+        let stopping = listeners_done.is_cancelled() && caught_up;
+        let due = b.deadline().is_some_and(|d| Instant::now() >= d);
+        if end > pos && (b.full() || due || stopping || caught_up && b.deadline().is_none()) {
+            let mut batch = b.take();
+            batch.spool = Some((pos, end));
+            if !writer.write_with_retry(&batch, &abort).await {
+                return Err(SpooledError::WriterAborted);
+            }
+            pos = end;
+            if last_gc.elapsed() >= Duration::from_secs(1) {
+                spool.gc(Position(pos))?;
+                gauge!("suiftly_spool_oldest_unwritten_age_seconds")
+                    .set(spool.oldest_unwritten_age_secs(Position(pos)));
+                last_gc = Instant::now();
+            }
+            continue;
+        }
+        if stopping && end == pos {
+            break;
+        }
+        if caught_up {
+            // Idle: wait for more durable data, the batch deadline, or the stop.
+            let soon = Instant::now() + Duration::from_millis(5);
+            let wake = b.deadline().unwrap_or(soon).min(soon);
+            tokio::select! {
+                _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+    spool.gc(Position(pos))?;
+    gauge!("suiftly_spool_oldest_unwritten_age_seconds").set(0.0);
+    info!(position = pos, stats = ?writer.stats, "consumer stopped");
+    Ok(writer.stats)
+}
