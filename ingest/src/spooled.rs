@@ -8,8 +8,8 @@
 //! the committed position has passed them.
 //!
 //! Listener side full-policy: when the spool is at its size limit, a listener stops reading
-//! its socket and retries every [`FULL_RETRY`] (counted in
-//! `suiftly_spool_full_wait_seconds_total`); the kernel buffer then absorbs and, past it,
+//! its socket and retries every [`FULL_RETRY`] (`suiftly_spool_full` is 1 meanwhile and
+//! `suiftly_spool_full_wait_ms_total` counts the time); the kernel buffer then absorbs and, past it,
 //! drops (counted by the kernel). Accepted data is never dropped to make room.
 
 use std::io;
@@ -237,6 +237,9 @@ impl MessageSink for SpoolSink {
                         warn!(listener = %self.name, "spool full: not reading the socket until space is freed");
                         waited = true;
                     }
+                    gauge!("suiftly_spool_full").set(1.0);
+                    counter!("suiftly_spool_full_wait_ms_total")
+                        .increment(FULL_RETRY.as_millis() as u64);
                     if self.shutdown.is_cancelled() {
                         // Never accepted: counted so the operator sees them.
                         counter!("suiftly_spool_not_accepted_total")
@@ -254,8 +257,9 @@ impl MessageSink for SpoolSink {
             }
         }
         if waited {
-            counter!("suiftly_spool_full_wait_seconds_total")
-                .increment(started.elapsed().as_secs());
+            gauge!("suiftly_spool_full").set(0.0);
+            info!(listener = %self.name, waited_ms = started.elapsed().as_millis() as u64,
+                "spool has room again; reading resumes");
         }
         counter!("suiftly_spool_accepted_total").increment(self.pending.len() as u64);
         self.pending.clear();
@@ -334,7 +338,24 @@ pub async fn run_consumer(
     listeners_done: CancellationToken,
     abort: CancellationToken,
 ) -> Result<WriterStats, SpooledError> {
-    let mut pos = committed_position(&conninfo, &spool).await?;
+    // The database may be down at start-up too: accepting continues meanwhile, so wait.
+    let mut backoff = Duration::from_millis(100);
+    let mut pos = loop {
+        match committed_position(&conninfo, &spool).await {
+            Ok(p) => break p,
+            Err(SpooledError::Postgres(e)) => {
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64,
+                    "cannot read the committed spool position yet; retrying");
+                gauge!("suiftly_ingest_degraded").set(1.0);
+                tokio::select! {
+                    _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    };
     info!(
         position = pos,
         "consumer resuming from the committed spool position"
@@ -377,7 +398,12 @@ pub async fn run_consumer(
             break;
         }
         if caught_up {
-            // Idle: wait for more durable data, the batch deadline, or the stop.
+            // Idle: free consumed segments (a full spool waits on this), then wait for more
+            // durable data, the batch deadline, or the stop.
+            if last_gc.elapsed() >= Duration::from_millis(200) {
+                spool.gc(Position(pos))?;
+                last_gc = Instant::now();
+            }
             let soon = Instant::now() + Duration::from_millis(5);
             let wake = b.deadline().unwrap_or(soon).min(soon);
             tokio::select! {
