@@ -18,6 +18,8 @@ BIN=${BIN:-target/release/suiftly}
 RATE=${RATE:-50000}
 SECS=${SECS:-60}
 BULK=${BULK:-2000000}
+SPOOL=${SPOOL:-on}                 # on | off
+SPOOL_FSYNC=${SPOOL_FSYNC:-interval}   # every_batch | interval | never
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 PSQL=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)
 
@@ -26,10 +28,14 @@ chmod 755 "$WORK"
 free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, getattr(socket, sys.argv[1])); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' "$1"; }
 UDP_PORT=$(free_port SOCK_DGRAM)
 MPORT=$(free_port SOCK_STREAM)
+SPOOL_ENABLED=true; [ "$SPOOL" = off ] && SPOOL_ENABLED=false
 cat > "$WORK/suiftly.toml" <<CFG
 data_dir = "$WORK/data"
 [metrics]
 listen = "127.0.0.1:$MPORT"
+[spool]
+enabled = $SPOOL_ENABLED
+fsync = "$SPOOL_FSYNC"
 [[listener]]
 name = "udp"
 kind = "udp"
@@ -54,7 +60,7 @@ for _ in $(seq 1 600); do
 done
 CONN=$(cat "$WORK/data/conninfo")
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $("$PSQL" --version)"
-echo "work dir: $WORK"
+echo "work dir: $WORK; spool $SPOOL (fsync $SPOOL_FSYNC)"
 
 echo "net.unix.max_dgram_qlen=$(cat /proc/sys/net/unix/max_dgram_qlen) net.core.rmem_max=$(cat /proc/sys/net/core/rmem_max)"
 if [ -z "${SKIP_UDP:-}" ]; then
