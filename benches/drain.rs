@@ -15,11 +15,18 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let lines: u64 = std::env::var("LINES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let lines: u64 = std::env::var("LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let tmp = tempfile::tempdir().unwrap();
     let mut pg = pgcluster::PgCluster::temporary_with(|o| o.fsync = true).expect("postgresql");
     let sock = tmp.path().join("ingest.sock");
-    let mport = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = tmp.path().join("s.toml");
     std::fs::write(
         &cfg,
@@ -32,6 +39,7 @@ fn main() {
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env("DATABASE_URL", pg.connection_string())
         .env("RUST_LOG", "error")
@@ -46,7 +54,10 @@ fn main() {
     pg.stop().unwrap();
     let s = UnixDatagram::unbound().unwrap();
     let t_send = Instant::now();
-    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     for i in 0..lines {
         let ms = base + i / 1000;
         let line = format!(
@@ -60,12 +71,17 @@ fn main() {
     let send_secs = t_send.elapsed().as_secs_f64();
     // Let the last appends become durable.
     std::thread::sleep(Duration::from_millis(500));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let t_drain = Instant::now();
     pg.start_again().unwrap();
     let count = || -> u64 {
         rt.block_on(async {
-            let Ok(c) = suiftly_ingest::writer::connect(&pg.connection_string()).await else { return 0 };
+            let Ok(c) = suiftly_ingest::writer::connect(&pg.connection_string()).await else {
+                return 0;
+            };
             c.query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
                 .await
                 .map(|r| r.get::<_, i64>(0) as u64)
@@ -77,7 +93,10 @@ fn main() {
         if n >= lines {
             break;
         }
-        assert!(t_drain.elapsed() < Duration::from_secs(600), "drain stuck at {n}");
+        assert!(
+            t_drain.elapsed() < Duration::from_secs(600),
+            "drain stuck at {n}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let drain = t_drain.elapsed().as_secs_f64();

@@ -33,6 +33,8 @@ cat > "$WORK/suiftly.toml" <<CFG
 data_dir = "$WORK/data"
 [metrics]
 listen = "127.0.0.1:$MPORT"
+[admin]
+listen = "127.0.0.1:0"
 [spool]
 enabled = $SPOOL_ENABLED
 fsync = "$SPOOL_FSYNC"

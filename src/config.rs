@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub batch: BatchConfig,
     #[serde(default)]
     pub storage: StorageConfig,
@@ -70,6 +72,25 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: default_metrics_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `GET /health`: 200 `{"status":"ok",…}`, or 503 while database writes fail or the spool
+    /// is full. Loopback by default.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9465".into()
+}
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
         }
     }
 }
@@ -239,6 +260,11 @@ impl Config {
             && !m.is_empty()
         {
             cfg.metrics.listen = m;
+        }
+        if let Ok(m) = std::env::var("SUIFTLY_ADMIN_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.admin.listen = m;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
+use suiftly_ingest::health::Health;
 use suiftly_ingest::listener::{self, ListenerStats};
 use suiftly_ingest::spooled::{self, SpoolHandle};
 use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
@@ -34,6 +35,8 @@ pub struct Pipeline {
     spool: Option<(SpoolHandle, CancellationToken, CancellationToken)>,
     pub shutdown: CancellationToken,
     pub abort: CancellationToken,
+    /// What `/health` reports.
+    pub health: Arc<Health>,
     /// Fires when a listener task ends with an error.
     pub failed: CancellationToken,
     /// (listener name, UDP/TCP address, unix path) as bound.
@@ -47,8 +50,9 @@ impl Pipeline {
         let shutdown = CancellationToken::new();
         let abort = CancellationToken::new();
         let failed = CancellationToken::new();
-        let writer = Writer::new(WriterConfig::new(conninfo));
+        let mut writer = Writer::new(WriterConfig::new(conninfo));
         let mut listeners = Vec::new();
+        let mut health = Arc::new(Health::default());
         let mut bound = Vec::new();
 
         let (spool, writer_task, tx) = if cfg.spool.enabled {
@@ -68,16 +72,19 @@ impl Pipeline {
                 .collect::<Result<Vec<_>>>()?;
             let done = CancellationToken::new();
             let sync_stop = CancellationToken::new();
-            if let suiftly_spool::FsyncPolicy::IntervalMs(ms) = scfg.fsync {
-                tokio::spawn(spooled::run_syncer(
-                    spool.clone(),
-                    Duration::from_millis(ms),
-                    sync_stop.clone(),
-                ));
-            }
+            let interval = match scfg.fsync {
+                suiftly_spool::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
+                _ => None,
+            };
+            tokio::spawn(spooled::run_syncer(
+                spool.clone(),
+                interval,
+                sync_stop.clone(),
+            ));
+            health = spool.health.clone();
             let consumer = spooled::run_consumer(
                 spool.clone(),
-                writer,
+                writer.with_health(spool.health.clone()),
                 conninfo.to_owned(),
                 parsers,
                 cfg.limits(),
@@ -96,6 +103,7 @@ impl Pipeline {
             (Some((spool, done, sync_stop)), task, None)
         } else {
             let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
+            writer = writer.with_health(health.clone());
             let w = writer.run(rx, abort.clone());
             (None, tokio::spawn(async move { Ok(w.await) }), Some(tx))
         };
@@ -146,6 +154,7 @@ impl Pipeline {
             spool,
             shutdown,
             abort,
+            health,
             failed,
             bound,
         })
@@ -175,6 +184,42 @@ impl Pipeline {
         let w = self.writer.await.context("writer task panicked")??;
         Ok((stats, w))
     }
+}
+
+/// The admin endpoint: `GET /health` (JSON; 503 while degraded).
+async fn serve_admin(listen: &str, health: Arc<Health>, stop: CancellationToken) -> Result<()> {
+    use axum::{Json, Router, http::StatusCode, routing::get};
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("admin.listen {listen:?} is not ip:port"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the admin endpoint on {addr}"))?;
+    let app = Router::new().route(
+        "/health",
+        get(move || {
+            let h = health.clone();
+            async move {
+                let snap = h.snapshot();
+                let code = if snap.status == "ok" {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (code, Json(snap))
+            }
+        }),
+    );
+    info!(%addr, "health at http://{addr}/health");
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            error!(error = %e, "admin endpoint failed");
+        }
+    });
+    Ok(())
 }
 
 fn install_metrics(listen: &str) -> Result<()> {
@@ -228,7 +273,8 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
     // Last, so that a reachable /metrics also means "listeners are bound".
-    if let Err(e) = install_metrics(&cfg.metrics.listen) {
+    let admin = serve_admin(&cfg.admin.listen, pipeline.health.clone(), upkeep.clone()).await;
+    if let Err(e) = admin.and_then(|()| install_metrics(&cfg.metrics.listen)) {
         pipeline.stop().await?;
         return Err(e);
     }

@@ -40,6 +40,7 @@ fn run_starts_and_stops_its_embedded_postgres() {
     .unwrap();
     let data = tmp.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_DATA_DIR", &data)
@@ -80,6 +81,7 @@ fn run_starts_and_stops_its_embedded_postgres() {
 
     // Start it again (as an operator would) and read the row back.
     let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_DATA_DIR", &data)
@@ -114,6 +116,7 @@ fn run_starts_and_stops_its_embedded_postgres() {
 fn demo_accounts_for_every_fixture_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .arg("demo")
         .current_dir(root)
         .env_remove("DATABASE_URL")
@@ -152,6 +155,7 @@ fn replay_feeds_every_fixture_line_through_the_ingest_path() {
     let pg = pgcluster::PgCluster::temporary()
         .unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
     let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .args([
             "--config",
             "fixtures/haproxy/ingest.toml",

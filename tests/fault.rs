@@ -20,6 +20,7 @@ struct Ingestor {
     cfg: PathBuf,
     conninfo: String,
     metrics_port: u16,
+    admin_port: u16,
 }
 
 impl Ingestor {
@@ -27,6 +28,10 @@ impl Ingestor {
         let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
             .args(["--config", self.cfg.to_str().unwrap(), "run"])
             .env("DATABASE_URL", &self.conninfo)
+            .env(
+                "SUIFTLY_ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.admin_port),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -58,6 +63,22 @@ impl Ingestor {
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let st = c.wait().unwrap();
         assert!(st.success(), "graceful stop exited with {st}");
+    }
+
+    /// (HTTP status, body) of `GET /health`.
+    fn health(&self) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
+        write!(s, "GET /health HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (code, body)
     }
 
     fn metric(&mut self, name: &str) -> f64 {
@@ -119,8 +140,9 @@ fn setup_with(
     extra: &str,
     listener_extra: &str,
 ) -> (Ingestor, u16) {
-    let port = port_for(2 * slot);
-    let mport = port_for(2 * slot + 1);
+    let port = port_for(3 * slot);
+    let mport = port_for(3 * slot + 1);
+    let aport = port_for(3 * slot + 2);
     let cfg = dir.join("suiftly.toml");
     std::fs::write(
         &cfg,
@@ -137,6 +159,7 @@ fn setup_with(
             cfg,
             conninfo: pg.connection_string(),
             metrics_port: mport,
+            admin_port: aport,
         },
         port,
     )
@@ -338,6 +361,11 @@ fn a_20_second_database_outage_mid_stream_loses_and_duplicates_nothing() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let (code, body) = ing.health();
+    assert_eq!(
+        code, 200,
+        "healthy again once the backlog is stored: {body}"
+    );
     ing.stop();
     let accepted = accepted_in_spool(&tmp.path().join("data").join("spool"));
     let (stored, rejected) = stored(&pg.connection_string());

@@ -20,6 +20,7 @@ pub mod batch;
 pub mod copy;
 pub mod db;
 pub mod framing;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod recv;

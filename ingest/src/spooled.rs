@@ -65,6 +65,7 @@ pub struct SpoolHandle {
     writer: Arc<Mutex<SpoolWriter>>,
     durable: DurableEnd,
     dir: std::path::PathBuf,
+    pub health: Arc<crate::health::Health>,
 }
 
 impl SpoolHandle {
@@ -83,6 +84,7 @@ impl SpoolHandle {
             writer: Arc::new(Mutex::new(w)),
             durable,
             dir: dir.to_path_buf(),
+            health: Arc::default(),
         })
     }
 
@@ -133,18 +135,28 @@ impl SpoolHandle {
                 "spool segments removed"
             );
         }
-        let st = w.stats();
-        gauge!("suiftly_spool_bytes").set(st.bytes_on_disk as f64);
-        gauge!("suiftly_spool_segments").set(st.segments as f64);
+        Self::publish(&w, &self.health, committed);
         Ok(())
     }
 
-    /// Age of the oldest accepted line not yet stored, in seconds (0 when none).
-    pub fn oldest_unwritten_age_secs(&self, committed: Position) -> f64 {
-        match self.lock().received_at_us_at(committed) {
-            Ok(Some(t)) => ((now_us() - t).max(0)) as f64 / 1e6,
-            _ => 0.0,
-        }
+    /// Updates the backlog gauges and health from the last committed position (also while
+    /// the consumer is stuck retrying during an outage).
+    pub fn refresh(&self) {
+        let committed = Position(self.health.snapshot().committed_spool_position);
+        let w = self.lock();
+        Self::publish(&w, &self.health, committed.max(w.oldest_position()));
+    }
+
+    fn publish(w: &SpoolWriter, health: &crate::health::Health, committed: Position) {
+        let st = w.stats();
+        gauge!("suiftly_spool_bytes").set(st.bytes_on_disk as f64);
+        gauge!("suiftly_spool_segments").set(st.segments as f64);
+        let age_ms = match w.received_at_us_at(committed) {
+            Ok(Some(t)) => ((now_us() - t).max(0) / 1000) as u64,
+            _ => 0,
+        };
+        gauge!("suiftly_spool_oldest_unwritten_age_seconds").set(age_ms as f64 / 1000.0);
+        health.set_spool(st.bytes_on_disk, age_ms, committed.0);
     }
 }
 
@@ -238,6 +250,7 @@ impl MessageSink for SpoolSink {
                         waited = true;
                     }
                     gauge!("suiftly_spool_full").set(1.0);
+                    self.spool.health.set_spool_full(true);
                     counter!("suiftly_spool_full_wait_ms_total")
                         .increment(FULL_RETRY.as_millis() as u64);
                     if self.shutdown.is_cancelled() {
@@ -258,6 +271,7 @@ impl MessageSink for SpoolSink {
         }
         if waited {
             gauge!("suiftly_spool_full").set(0.0);
+            self.spool.health.set_spool_full(false);
             info!(listener = %self.name, waited_ms = started.elapsed().as_millis() as u64,
                 "spool has room again; reading resumes");
         }
@@ -287,15 +301,27 @@ pub async fn run_listener(
     run_with(listener, sink, shutdown).await
 }
 
-/// Keeps interval fsyncs going (and so the consumer fed) while listeners are quiet.
-pub async fn run_syncer(spool: SpoolHandle, every: Duration, stop: CancellationToken) {
+/// Keeps interval fsyncs going (and so the consumer fed) while listeners are quiet (`every`
+/// = the fsync interval; `None` for other policies), and refreshes the backlog gauges about
+/// once a second.
+pub async fn run_syncer(spool: SpoolHandle, every: Option<Duration>, stop: CancellationToken) {
+    let tick = every
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let mut last_refresh = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
-        if let Err(e) = spool.poll_sync() {
+        if every.is_some()
+            && let Err(e) = spool.poll_sync()
+        {
             error!(error = %e, "spool fsync failed");
+        }
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            spool.refresh();
+            last_refresh = Instant::now();
         }
     }
 }
@@ -347,6 +373,7 @@ pub async fn run_consumer(
                 warn!(error = %e, backoff_ms = backoff.as_millis() as u64,
                     "cannot read the committed spool position yet; retrying");
                 gauge!("suiftly_ingest_degraded").set(1.0);
+                spool.health.set_degraded(true);
                 tokio::select! {
                     _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
                     _ = tokio::time::sleep(backoff) => {}
@@ -388,8 +415,6 @@ pub async fn run_consumer(
             pos = end;
             if last_gc.elapsed() >= Duration::from_secs(1) {
                 spool.gc(Position(pos))?;
-                gauge!("suiftly_spool_oldest_unwritten_age_seconds")
-                    .set(spool.oldest_unwritten_age_secs(Position(pos)));
                 last_gc = Instant::now();
             }
             continue;
@@ -413,7 +438,6 @@ pub async fn run_consumer(
         }
     }
     spool.gc(Position(pos))?;
-    gauge!("suiftly_spool_oldest_unwritten_age_seconds").set(0.0);
     info!(position = pos, stats = ?writer.stats, "consumer stopped");
     Ok(writer.stats)
 }

@@ -102,6 +102,7 @@ pub struct Writer {
     /// Batch ids: a per-process random base plus a counter (see [`Writer::write`]).
     batch_id_base: i64,
     batch_seq: i64,
+    health: Option<std::sync::Arc<crate::health::Health>>,
     pub stats: WriterStats,
 }
 
@@ -163,8 +164,15 @@ impl Writer {
             buf: BytesMut::with_capacity(1 << 20),
             batch_id_base: random_base(),
             batch_seq: 0,
+            health: None,
             stats: WriterStats::default(),
         }
+    }
+
+    /// Reports degradation and retries to the health endpoint too.
+    pub fn with_health(mut self, health: std::sync::Arc<crate::health::Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     fn next_batch_id(&mut self) -> i64 {
@@ -245,6 +253,10 @@ impl Writer {
         self.stats.retries += 1;
         counter!("suiftly_ingest_write_retries_total").increment(1);
         gauge!("suiftly_ingest_degraded").set(1.0);
+        if let Some(h) = &self.health {
+            h.add_retry();
+            h.set_degraded(true);
+        }
         warn!(error = %e, backoff_ms = backoff.as_millis() as u64, rows, "batch write failed; retrying");
         // The catalog may have changed (maintenance), and a broken connection is replaced.
         self.known_partitions = None;
@@ -279,6 +291,9 @@ impl Writer {
                 None => return false,
                 Some(Ok(w)) => {
                     gauge!("suiftly_ingest_degraded").set(0.0);
+                    if let Some(h) = &self.health {
+                        h.set_degraded(false);
+                    }
                     if w == Written::AlreadyCommitted {
                         self.stats.already_committed += 1;
                         warn!(
