@@ -2,6 +2,10 @@
 //! `fixtures/haproxy/`) through the same parse → batch → COPY path as live traffic, with a
 //! progress bar. For backfills after an ingest outage and for benchmarks without sockets.
 //!
+//! A directory holding spool segments (`*.seg`, e.g. a copy of a stopped ingestor's
+//! `data/spool`) is read record by record instead: every retained record is replayed, so feed
+//! it to a database that does not already hold those rows (a rebuild, a staging copy).
+//!
 //! Lines keep their own timestamps, so lines older than the retention window are stored as
 //! rejected `timestamp_out_of_range` (kept, not lost); `--retime` moves them to now (demos and
 //! benchmarks only: it rewrites the request time).
@@ -35,10 +39,40 @@ pub struct ReplayArgs {
     pub retime: bool,
 }
 
+/// True for a directory of spool segments.
+fn is_spool(p: &Path) -> bool {
+    p.is_dir()
+        && std::fs::read_dir(p)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .any(|e| e.path().extension().is_some_and(|x| x == "seg"))
+            })
+            .unwrap_or(false)
+}
+
+/// Every retained record of a (stopped) spool, as lines.
+fn spool_lines(dir: &Path) -> Result<Vec<Vec<u8>>> {
+    let (w, _) = suiftly_spool::SpoolWriter::open(dir, suiftly_spool::SpoolConfig::default())
+        .with_context(|| {
+            format!(
+                "opening the spool {} (is an ingestor still using it?)",
+                dir.display()
+            )
+        })?;
+    let mut r = w.reader(w.oldest_position())?;
+    let mut out = Vec::new();
+    while let Some(rec) = r.next_record()? {
+        out.push(rec.payload.to_vec());
+    }
+    Ok(out)
+}
+
 fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        if is_spool(p) {
+            out.push(p.clone());
+        } else if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("reading {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -59,6 +93,11 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 fn size(p: &Path) -> u64 {
+    if p.is_dir() {
+        return std::fs::read_dir(p)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| size(&e.path())).sum())
+            .unwrap_or(0);
+    }
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
@@ -103,8 +142,16 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default(),
         );
-        let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        for line in data.split(|&b| b == b'\n') {
+        let owned: Vec<Vec<u8>>;
+        let data: Vec<u8>;
+        let records: Box<dyn Iterator<Item = &[u8]>> = if is_spool(f) {
+            owned = spool_lines(f)?;
+            Box::new(owned.iter().map(|l| l.as_slice()))
+        } else {
+            data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            Box::new(data.split(|&b| b == b'\n'))
+        };
+        for line in records {
             bar.inc(line.len() as u64 + 1);
             if line.is_empty() {
                 continue;

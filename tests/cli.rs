@@ -218,3 +218,71 @@ fn replay_feeds_every_fixture_line_through_the_ingest_path() {
     assert!(rejected >= 38, "{rejected}");
     assert!(rows > 2_500, "{rows}");
 }
+
+#[test]
+fn replay_reads_a_spool_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("spool");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    {
+        let (mut w, _) =
+            suiftly_spool::SpoolWriter::open(&dir, suiftly_spool::SpoolConfig::default()).unwrap();
+        for i in 0..250u32 {
+            let line = format!(
+                "sf1 {}.{:03} fe 1 17 2 2 {} - 0 - 1 - 10.0.0.1 200 1 0 0 0 0 0 1 -- /spool",
+                now / 1000,
+                now % 1000,
+                i + 1
+            );
+            w.append(&suiftly_spool::Record {
+                received_at_us: 0,
+                listener: 0,
+                source: None,
+                payload: line.as_bytes(),
+            })
+            .unwrap();
+        }
+        w.close().unwrap();
+    }
+    let pg = pgcluster::PgCluster::temporary()
+        .unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
+    let cfg = tmp.path().join("s.toml");
+    std::fs::write(&cfg, "[[listener]]\nname = \"x\"\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\npayload = \"sf1\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "replay",
+            dir.to_str().unwrap(),
+        ])
+        .env("DATABASE_URL", pg.connection_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("replayed 250 lines"), "{stdout}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let n: i64 = rt.block_on(async {
+        let c = suiftly_ingest::writer::connect(&pg.connection_string())
+            .await
+            .unwrap();
+        c.query_one(
+            "SELECT count(DISTINCT customer_id) FROM haproxy_raw_logs",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    });
+    assert_eq!(n, 250);
+}
