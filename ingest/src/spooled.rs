@@ -169,6 +169,11 @@ pub struct SpoolSink {
     pending: Vec<OwnedRecord>,
     stats: ListenerStats,
     shutdown: CancellationToken,
+    // Handles registered once: a labelled lookup per datagram costs more than the append.
+    c_datagrams: metrics::Counter,
+    c_bytes: metrics::Counter,
+    c_denied: metrics::Counter,
+    c_accepted: metrics::Counter,
 }
 
 impl SpoolSink {
@@ -179,7 +184,12 @@ impl SpoolSink {
         spool: SpoolHandle,
         shutdown: CancellationToken,
     ) -> Self {
+        let label = name.to_string();
         Self {
+            c_datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
+            c_bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
+            c_denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label),
+            c_accepted: counter!("suiftly_spool_accepted_total"),
             name,
             index,
             allow,
@@ -201,10 +211,8 @@ impl MessageSink for SpoolSink {
     fn admit(&mut self, bytes: &[u8], source: Source, truncated: bool, now: i64) {
         self.stats.datagrams += 1;
         self.stats.bytes += bytes.len() as u64;
-        counter!("suiftly_ingest_datagrams_total", "listener" => self.name.to_string())
-            .increment(1);
-        counter!("suiftly_ingest_bytes_total", "listener" => self.name.to_string())
-            .increment(bytes.len() as u64);
+        self.c_datagrams.increment(1);
+        self.c_bytes.increment(bytes.len() as u64);
         let addr = match source {
             Source::Inet(a) => Some(a),
             Source::Unix => None,
@@ -213,8 +221,7 @@ impl MessageSink for SpoolSink {
             && !self.allows(ip)
         {
             self.stats.denied += 1;
-            counter!("suiftly_ingest_datagrams_denied_total", "listener" => self.name.to_string())
-                .increment(1);
+            self.c_denied.increment(1);
             return;
         }
         let payload = &bytes[..bytes.len().min(suiftly_spool::MAX_PAYLOAD_BYTES)];
@@ -275,7 +282,7 @@ impl MessageSink for SpoolSink {
             info!(listener = %self.name, waited_ms = started.elapsed().as_millis() as u64,
                 "spool has room again; reading resumes");
         }
-        counter!("suiftly_spool_accepted_total").increment(self.pending.len() as u64);
+        self.c_accepted.increment(self.pending.len() as u64);
         self.pending.clear();
         Ok(())
     }
