@@ -39,6 +39,8 @@ pub const TRUNCATED_FLAG: u16 = 0x8000;
 pub const FULL_RETRY: Duration = Duration::from_millis(20);
 /// Records a spool sink holds before it appends (one receive batch is usually smaller).
 const SINK_RECORDS: usize = 512;
+/// Records a spool sink may hold in memory while the spool is busy fsyncing, before it waits.
+const PENDING_CAP: usize = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpooledError {
@@ -100,6 +102,20 @@ impl SpoolHandle {
         w.append_batch(recs)?;
         w.commit()?;
         Ok(())
+    }
+
+    /// Like [`Self::append_commit`], but returns `Ok(false)` instead of waiting while another
+    /// task holds the spool (the interval fsync): a listener keeps reading its socket meanwhile
+    /// rather than letting the kernel buffer overflow.
+    pub fn try_append_commit(&self, recs: &[Record<'_>]) -> Result<bool, SpoolError> {
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("spool writer lock poisoned"),
+        };
+        w.append_batch(recs)?;
+        w.commit()?;
+        Ok(true)
     }
 
     /// Applies a due interval fsync (publishing the durable end).
@@ -236,7 +252,8 @@ impl MessageSink for SpoolSink {
         self.pending.len() >= SINK_RECORDS
     }
     fn deadline(&self) -> Option<Instant> {
-        None
+        // Messages held while the spool was busy are retried soon even if the socket is quiet.
+        (!self.pending.is_empty()).then(|| Instant::now() + Duration::from_millis(2))
     }
     fn flush_after_receive(&self) -> bool {
         true
@@ -247,6 +264,21 @@ impl MessageSink for SpoolSink {
         }
         let started = Instant::now();
         let mut waited = false;
+        // While the spool is busy (an fsync in progress), keep up to PENDING_CAP messages in
+        // memory and go on reading; they are accepted once appended.
+        if self.pending.len() < PENDING_CAP && !self.shutdown.is_cancelled() {
+            let recs: Vec<Record<'_>> = self.pending.iter().map(|r| r.as_record()).collect();
+            match self.spool.try_append_commit(&recs) {
+                Ok(true) => {
+                    self.c_accepted.increment(self.pending.len() as u64);
+                    self.pending.clear();
+                    return Ok(());
+                }
+                Ok(false) => return Ok(()),
+                Err(SpoolError::Full { .. }) => {}
+                Err(e) => return Err(io::Error::other(e)),
+            }
+        }
         loop {
             let recs: Vec<Record<'_>> = self.pending.iter().map(|r| r.as_record()).collect();
             match self.spool.append_commit(&recs) {
@@ -312,7 +344,9 @@ pub async fn run_listener(
 /// = the fsync interval; `None` for other policies), and refreshes the backlog gauges about
 /// once a second.
 pub async fn run_syncer(spool: SpoolHandle, every: Option<Duration>, stop: CancellationToken) {
+    // Half the interval: the syncer, not a listener's commit, usually finds the fsync due.
     let tick = every
+        .map(|d| d / 2)
         .unwrap_or(Duration::from_secs(1))
         .min(Duration::from_secs(1));
     let mut last_refresh = Instant::now();
@@ -321,10 +355,14 @@ pub async fn run_syncer(spool: SpoolHandle, every: Option<Duration>, stop: Cance
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
         }
-        if every.is_some()
-            && let Err(e) = spool.poll_sync()
-        {
-            error!(error = %e, "spool fsync failed");
+        if every.is_some() {
+            // fdatasync blocks: keep it off the async workers that run the listeners.
+            let sp = spool.clone();
+            match tokio::task::spawn_blocking(move || sp.poll_sync()).await {
+                Ok(Err(e)) => error!(error = %e, "spool fsync failed"),
+                Err(e) => error!(error = %e, "spool fsync task failed"),
+                Ok(Ok(())) => {}
+            }
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
             spool.refresh();
