@@ -65,6 +65,10 @@ pub enum SpooledError {
 #[derive(Clone)]
 pub struct SpoolHandle {
     writer: Arc<Mutex<SpoolWriter>>,
+    /// An instant no interval fsync can be due at: listeners commit "as of" it so that under
+    /// `FsyncPolicy::IntervalMs` only the syncer task (off the async workers) ever fsyncs and
+    /// a listener never stalls its socket on a disk flush. Other policies are unaffected.
+    never_due: std::time::Instant,
     durable: DurableEnd,
     dir: std::path::PathBuf,
     pub health: Arc<crate::health::Health>,
@@ -73,6 +77,7 @@ pub struct SpoolHandle {
 impl SpoolHandle {
     /// Opens (and recovers) the spool; logs what recovery cut.
     pub fn open(dir: &std::path::Path, cfg: SpoolConfig) -> Result<SpoolHandle, SpoolError> {
+        let never_due = std::time::Instant::now();
         let (w, report) = SpoolWriter::open(dir, cfg)?;
         if let Some(t) = &report.truncated {
             warn!(
@@ -83,6 +88,7 @@ impl SpoolHandle {
         info!(dir = %dir.display(), end = report.end.0, segments = report.segments, "spool open");
         let durable = w.durable_end();
         Ok(SpoolHandle {
+            never_due,
             writer: Arc::new(Mutex::new(w)),
             durable,
             dir: dir.to_path_buf(),
@@ -100,7 +106,7 @@ impl SpoolHandle {
     pub fn append_commit(&self, recs: &[Record<'_>]) -> Result<(), SpoolError> {
         let mut w = self.lock();
         w.append_batch(recs)?;
-        w.commit()?;
+        w.commit_at(self.never_due)?;
         Ok(())
     }
 
@@ -114,7 +120,7 @@ impl SpoolHandle {
             Err(std::sync::TryLockError::Poisoned(_)) => panic!("spool writer lock poisoned"),
         };
         w.append_batch(recs)?;
-        w.commit()?;
+        w.commit_at(self.never_due)?;
         Ok(true)
     }
 
