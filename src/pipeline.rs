@@ -222,21 +222,61 @@ async fn serve_admin(listen: &str, health: Arc<Health>, stop: CancellationToken)
     Ok(())
 }
 
-fn install_metrics(listen: &str) -> Result<()> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("metrics.listen {listen:?} is not ip:port"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Installs the Prometheus recorder process-wide. Must run before any stage registers its
+/// counters: a handle taken before a recorder exists stays a no-op forever.
+pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full("suiftly_ingest_copy_seconds".into()),
             &[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ],
         )?
-        .install()
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
+    Ok(handle)
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `listen`, and keeps the recorder's upkeep going.
+async fn serve_metrics(
+    listen: &str,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    stop: CancellationToken,
+) -> Result<()> {
+    use axum::{Router, routing::get};
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("metrics.listen {listen:?} is not ip:port"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
         .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    let upkeep = handle.clone();
+    let stop2 = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop2.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+            }
+        }
+    });
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let h = handle.clone();
+            async move { h.render() }
+        }),
+    );
     info!(%addr, "metrics at http://{addr}/metrics");
+    tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            error!(error = %e, "metrics endpoint failed");
+        }
+    });
     Ok(())
 }
 
@@ -265,6 +305,7 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     // Handlers first: a SIGTERM during start-up must not kill the process with the embedded
     // PostgreSQL still running; it is acted on once start-up completes.
     let mut signals = Signals::new()?;
+    let prom = install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     let upkeep = CancellationToken::new();
     prepare(&cfg, &db, &upkeep).await?;
@@ -274,7 +315,11 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     }
     // Last, so that a reachable /metrics also means "listeners are bound".
     let admin = serve_admin(&cfg.admin.listen, pipeline.health.clone(), upkeep.clone()).await;
-    if let Err(e) = admin.and_then(|()| install_metrics(&cfg.metrics.listen)) {
+    let served = match admin {
+        Ok(()) => serve_metrics(&cfg.metrics.listen, prom, upkeep.clone()).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = served {
         pipeline.stop().await?;
         return Err(e);
     }

@@ -81,6 +81,15 @@ impl Ingestor {
         (code, body)
     }
 
+    fn metrics_body(&mut self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    }
+
     fn metric(&mut self, name: &str) -> f64 {
         use std::io::{Read, Write};
         let mut s = match std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) {
@@ -429,10 +438,10 @@ fn a_full_spool_during_an_outage_stops_reading_and_stores_what_it_accepted() {
         if n == accepted && ing.metric("suiftly_spool_full") == 0.0 {
             break accepted;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "backlog not drained: {n} of {accepted}"
-        );
+        if t0.elapsed() >= Duration::from_secs(60) {
+            let body = ing.metrics_body();
+            panic!("backlog not drained: {n} of {accepted}\n{body}");
+        }
         std::thread::sleep(Duration::from_millis(300));
     };
     assert!(
