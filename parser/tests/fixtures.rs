@@ -1,5 +1,6 @@
 //! Every datagram captured from a real HAProxy 2.6 (fixtures/haproxy/, see capture.sh there)
-//! parses, under its own framing and under auto-detection. Skipped when the fixtures are absent.
+//! parses, under its own framing and under auto-detection. The fixtures are checked in; a missing
+//! one fails the test.
 
 use std::collections::HashMap;
 use std::path::Path;
