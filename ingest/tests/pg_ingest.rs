@@ -213,7 +213,7 @@ async fn udp_datagrams_become_exact_rows() {
         sock.send_to(line.as_bytes(), addr).unwrap();
     }
     // Wait until the listener has seen every datagram, then stop in order.
-    wait_for_rows(&conninfo, cases.len()).await;
+    wait_for_lines(&conninfo, cases.len()).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.datagrams, cases.len() as u64);
     assert_eq!(l.parsed, cases.len() as u64);
@@ -253,7 +253,7 @@ async fn unix_datagrams_become_exact_rows() {
             }
         }
     }
-    wait_for_rows(&conninfo, cases.len()).await;
+    wait_for_lines(&conninfo, cases.len()).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.parsed, cases.len() as u64);
     assert_eq!(w.rows, cases.len() as u64);
@@ -371,26 +371,6 @@ async fn timescaledb_branch_runs_where_the_extension_exists() {
     assert!(partitioned);
 }
 
-async fn wait_for_rows(conninfo: &str, want: usize) {
-    let client = suiftly_ingest::writer::connect(conninfo).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let n: i64 = client
-            .query_one("SELECT (SELECT count(*) FROM haproxy_raw_logs) + (SELECT count(*) FROM haproxy_rejected_lines)", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n as usize >= want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {n} of {want} lines stored after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_senders_lose_nothing() {
     let (_pg, conninfo) = database().await;
@@ -435,7 +415,7 @@ async fn many_concurrent_senders_lose_nothing() {
     for t in threads {
         t.join().unwrap();
     }
-    wait_for_rows(&conninfo, senders * per_sender).await;
+    wait_for_lines(&conninfo, senders * per_sender).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.parsed as usize, senders * per_sender);
     assert_eq!(w.rows as usize, senders * per_sender);
@@ -500,7 +480,7 @@ async fn tcp_frames_become_exact_rows_with_either_framing() {
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    wait_for_rows(&conninfo, cases.len() + 1).await;
+    wait_for_lines(&conninfo, cases.len() + 1).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.parsed, cases.len() as u64);
     assert_eq!(w.rows, cases.len() as u64);

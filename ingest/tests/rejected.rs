@@ -84,22 +84,7 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     let total = bad.len() + 3; // + big, stale, good
 
     let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let n: i64 = client
-            .query_one("SELECT (SELECT count(*) FROM haproxy_raw_logs) + (SELECT count(*) FROM haproxy_rejected_lines)", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if n as usize >= total {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{n} of {total} stored"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_lines(&conninfo, total).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.datagrams as usize, total);
     if w.rows != 1 {

@@ -128,7 +128,7 @@ async fn lines_received_during_a_database_outage_are_stored_when_it_returns() {
         sock.send_to(sf1(base + i, 200, 1).as_bytes(), addr)
             .unwrap();
     }
-    wait_for_rows(&conninfo, 100).await;
+    wait_for_lines(&conninfo, 100).await;
     tokio::task::block_in_place(|| pg.stop()).unwrap();
     for i in 100..400 {
         sock.send_to(sf1(base + i, 200, 1).as_bytes(), addr)
@@ -137,7 +137,7 @@ async fn lines_received_during_a_database_outage_are_stored_when_it_returns() {
     // Let the writer fail and back off a few times.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokio::task::block_in_place(|| pg.start_again()).unwrap();
-    wait_for_rows(&conninfo, 400).await;
+    wait_for_lines(&conninfo, 400).await;
     let (l, w) = running.stop().await;
     assert_eq!(l.parsed, 400);
     assert_eq!(w.rows, 400);
@@ -154,23 +154,4 @@ async fn lines_received_during_a_database_outage_are_stored_when_it_returns() {
         .await,
         400
     );
-}
-
-async fn wait_for_rows(conninfo: &str, want: i64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(c) = suiftly_ingest::writer::connect(conninfo).await
-            && let Ok(r) = c
-                .query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
-                .await
-            && r.get::<_, i64>(0) >= want
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fewer than {want} rows after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

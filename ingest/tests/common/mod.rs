@@ -78,3 +78,30 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// Waits until rows + rejected lines reach `want` (30 s at most), riding out a database that
+/// is briefly unreachable (outage tests).
+pub async fn wait_for_lines(conninfo: &str, want: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        if let Ok(c) = writer::connect(conninfo).await
+            && let Ok(r) = c
+                .query_one(
+                    "SELECT (SELECT count(*) FROM haproxy_raw_logs) + (SELECT count(*) FROM haproxy_rejected_lines)",
+                    &[],
+                )
+                .await
+        {
+            n = r.get::<_, i64>(0) as usize;
+            if n >= want {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} of {want} lines stored after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
