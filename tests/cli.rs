@@ -17,6 +17,24 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// `suiftly run` on its embedded PostgreSQL under `data`, returned once /metrics answers
+/// (which means its listeners are bound).
+fn start_run(cfg: &Path, data: &Path, mport: u16) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env_remove("DATABASE_URL")
+        .env("SUIFTLY_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_until("metrics endpoint", Duration::from_secs(90), || {
+        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
+    });
+    child
+}
+
 #[test]
 fn run_starts_and_stops_its_embedded_postgres() {
     let tmp = tempfile::tempdir().unwrap();
@@ -39,18 +57,7 @@ fn run_starts_and_stops_its_embedded_postgres() {
     )
     .unwrap();
     let data = tmp.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
-        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .env_remove("DATABASE_URL")
-        .env("SUIFTLY_DATA_DIR", &data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_until("metrics endpoint", Duration::from_secs(90), || {
-        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
-    });
+    let mut child = start_run(&cfg, &data, mport);
     let conninfo = std::fs::read_to_string(data.join("conninfo")).unwrap();
     assert!(
         data.join("postgres").join("postmaster.pid").exists(),
@@ -80,18 +87,7 @@ fn run_starts_and_stops_its_embedded_postgres() {
     );
 
     // Start it again (as an operator would) and read the row back.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
-        .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .env_remove("DATABASE_URL")
-        .env("SUIFTLY_DATA_DIR", &data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    wait_until("metrics endpoint", Duration::from_secs(90), || {
-        std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
-    });
+    let mut child = start_run(&cfg, &data, mport);
     let conninfo2 = std::fs::read_to_string(data.join("conninfo")).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+// Calendar arithmetic is the parser's (one implementation, cross-checked against chrono).
+use suiftly_parser::{civil_from_days, days_from_civil};
 use tokio_postgres::Client;
 use tracing::{debug, info};
 
@@ -60,27 +62,13 @@ pub const US_PER_HOUR: i64 = 3_600_000_000;
 /// Partition name for the hour starting at `hour` (hours since the Unix epoch), e.g.
 /// `haproxy_raw_logs_p2026112602`.
 pub fn partition_name(hour: i64) -> String {
-    let (y, m, d) = civil_from_days((hour.div_euclid(24)) as i32);
+    let (y, m, d) = civil_from_days(hour.div_euclid(24));
     let h = hour.rem_euclid(24);
     format!("haproxy_raw_logs_p{y:04}{m:02}{d:02}{h:02}")
 }
 
-/// Howard Hinnant's days → (year, month, day).
-pub fn civil_from_days(z: i32) -> (i32, u32, u32) {
-    let z = z as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
-}
-
 fn hour_literal(hour: i64) -> String {
-    let (y, m, d) = civil_from_days((hour.div_euclid(24)) as i32);
+    let (y, m, d) = civil_from_days(hour.div_euclid(24));
     format!("{y:04}-{m:02}-{d:02} {:02}:00:00+00", hour.rem_euclid(24))
 }
 
@@ -107,21 +95,11 @@ pub fn parse_partition_name(name: &str) -> Option<i64> {
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let y: i64 = digits[0..4].parse().ok()?;
-    let m: i64 = digits[4..6].parse().ok()?;
-    let d: i64 = digits[6..8].parse().ok()?;
+    let y: i32 = digits[0..4].parse().ok()?;
+    let m: u32 = digits[4..6].parse().ok()?;
+    let d: u32 = digits[6..8].parse().ok()?;
     let h: i64 = digits[8..10].parse().ok()?;
     Some(days_from_civil(y, m, d) * 24 + h)
-}
-
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Creates the hourly partitions in `hours` that do not exist yet. Idempotent and safe to

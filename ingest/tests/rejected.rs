@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 
 use common::*;
-use suiftly_ingest::listener::{self, BatchLimits};
+use suiftly_ingest::listener::BatchLimits;
 
 fn counter_values(rendered: &str, name: &str) -> HashMap<String, u64> {
     rendered
@@ -34,12 +34,12 @@ async fn malformed_lines_are_stored_verbatim_with_reason_and_counted() {
     metrics::set_global_recorder(recorder).unwrap();
 
     let (_pg, conninfo) = database().await;
-    let cfg = listener_config(
+    let (running, addr) = listen(
         "[listener]\nname = \"bad\"\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\nmax_datagram_bytes = 4000\nserver_id = 17\n",
+        &conninfo,
+        BatchLimits::default(),
     );
-    let bound = listener::bind(&cfg).unwrap();
-    let addr = bound.local_addr().unwrap();
-    let running = start(&cfg, bound, &conninfo, BatchLimits::default());
+    let addr = addr.unwrap();
 
     let fixture = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),

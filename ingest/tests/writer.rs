@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use suiftly_ingest::batch::{RawBatchBuilder, WriteBatch};
-use suiftly_ingest::listener::{self, BatchLimits};
+use suiftly_ingest::listener::BatchLimits;
 use suiftly_ingest::writer::{Writer, WriterConfig, Written};
 use suiftly_parser::{Framing, Parser, PayloadFormat, SourceConfig};
 use tokio_util::sync::CancellationToken;
@@ -108,20 +108,15 @@ async fn a_retried_batch_whose_commit_went_through_is_not_stored_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_received_during_a_database_outage_are_stored_when_it_returns() {
     let (mut pg, conninfo) = database().await;
-    let cfg = listener_config(
+    let (running, addr) = listen(
         "[listener]\nname = \"outage\"\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\npayload = \"sf1\"\n",
-    );
-    let bound = listener::bind(&cfg).unwrap();
-    let addr = bound.local_addr().unwrap();
-    let running = start(
-        &cfg,
-        bound,
         &conninfo,
         BatchLimits {
             max_rows: 50,
             ..BatchLimits::default()
         },
     );
+    let addr = addr.unwrap();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let base = now_ms() - 10_000;
     for i in 0..100 {

@@ -72,6 +72,18 @@ pub fn start(
     }
 }
 
+/// Binds the listener of `toml_text` and starts it with a writer; returns its UDP/TCP address.
+pub fn listen(
+    toml_text: &str,
+    conninfo: &str,
+    limits: BatchLimits,
+) -> (Running, Option<std::net::SocketAddr>) {
+    let cfg = listener_config(toml_text);
+    let bound = listener::bind(&cfg).unwrap();
+    let addr = bound.local_addr();
+    (start(&cfg, bound, conninfo, limits), addr)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
