@@ -384,11 +384,13 @@ struct ClusterUser {
     switch: bool,
 }
 
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
+/// (uid, gid, home directory) of a system user, via `getpwnam_r`.
+fn passwd_entry(name: &str) -> Option<(u32, u32, Option<OsString>)> {
     let cname = CString::new(name).ok()?;
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: getpwnam_r writes into `pwd` and `buf`, both owned here and
-    // sized as passed; `result` is set to null or to `&pwd`.
+    // sized as passed; `result` is set to null or to `&pwd`; `pw_dir` points into `buf`,
+    // which is alive while it is copied out.
     unsafe {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -402,8 +404,16 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
         if rc != 0 || result.is_null() {
             return None;
         }
-        Some((pwd.pw_uid, pwd.pw_gid))
+        let home = (!pwd.pw_dir.is_null()).then(|| {
+            use std::os::unix::ffi::OsStrExt;
+            OsStr::from_bytes(std::ffi::CStr::from_ptr(pwd.pw_dir).to_bytes()).to_owned()
+        });
+        Some((pwd.pw_uid, pwd.pw_gid, home))
     }
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    passwd_entry(name).map(|(uid, gid, _)| (uid, gid))
 }
 
 fn current_user_name(uid: u32) -> String {
@@ -1434,25 +1444,7 @@ fn empty_dir(dir: &Path) -> Result<(), Error> {
 }
 
 fn home_of(name: &str) -> Option<OsString> {
-    let cname = CString::new(name).ok()?;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: as in lookup_user.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-            return None;
-        }
-        use std::os::unix::ffi::OsStrExt;
-        Some(OsStr::from_bytes(std::ffi::CStr::from_ptr(pwd.pw_dir).to_bytes()).to_owned())
-    }
+    passwd_entry(name).and_then(|(_, _, home)| home)
 }
 
 #[allow(dead_code)]
