@@ -24,7 +24,7 @@ pub enum Frame {
         consumed: usize,
     },
     /// A message longer than `max_frame`: `range` holds its first `max_frame` bytes; consume
-    /// `consumed` (may be less than the frame: the decoder keeps skipping on later calls).
+    /// `consumed` (may be less than the frame: the decoder discards the rest on later calls).
     Oversized {
         range: Range<usize>,
         consumed: usize,
@@ -43,28 +43,28 @@ const MAX_LEN_DIGITS: usize = 10;
 #[derive(Clone, Debug)]
 pub struct FrameDecoder {
     max_frame: usize,
-    /// Bytes of an oversized frame still to skip.
-    skipping: usize,
-    /// Skipping an oversized LF-framed message up to its LF.
-    skipping_to_lf: bool,
+    /// Bytes of an oversized frame still to discard.
+    discard: usize,
+    /// Discarding an oversized LF-framed message up to its LF.
+    discard_to_lf: bool,
 }
 
 impl FrameDecoder {
     pub fn new(max_frame: usize) -> Self {
         Self {
             max_frame: max_frame.max(1),
-            skipping: 0,
-            skipping_to_lf: false,
+            discard: 0,
+            discard_to_lf: false,
         }
     }
 
     /// Looks at the start of `buf`. The caller consumes what the result says and calls again
     /// until [`Frame::Incomplete`].
     pub fn decode(&mut self, buf: &[u8]) -> Frame {
-        // Finish skipping the tail of an oversized frame first.
-        if self.skipping > 0 {
-            let n = self.skipping.min(buf.len());
-            self.skipping -= n;
+        // Finish discarding the tail of an oversized frame first.
+        if self.discard > 0 {
+            let n = self.discard.min(buf.len());
+            self.discard -= n;
             if n == 0 {
                 return Frame::Incomplete;
             }
@@ -73,10 +73,10 @@ impl FrameDecoder {
                 consumed: n,
             };
         }
-        if self.skipping_to_lf {
+        if self.discard_to_lf {
             return match buf.iter().position(|&b| b == b'\n') {
                 Some(i) => {
-                    self.skipping_to_lf = false;
+                    self.discard_to_lf = false;
                     Frame::Message {
                         range: 0..0,
                         consumed: i + 1,
@@ -132,7 +132,7 @@ impl FrameDecoder {
             if buf.len() < start + self.max_frame {
                 return Frame::Incomplete;
             }
-            self.skipping = len - self.max_frame;
+            self.discard = len - self.max_frame;
             return Frame::Oversized {
                 range: start..start + self.max_frame,
                 consumed: start + self.max_frame,
@@ -162,7 +162,7 @@ impl FrameDecoder {
                 }
             }
             None if buf.len() > self.max_frame => {
-                self.skipping_to_lf = true;
+                self.discard_to_lf = true;
                 Frame::Oversized {
                     range: 0..self.max_frame,
                     consumed: self.max_frame,
@@ -180,7 +180,7 @@ impl FrameDecoder {
                 consumed: i + 1,
             },
             None if buf.len() > self.max_frame => {
-                self.skipping_to_lf = true;
+                self.discard_to_lf = true;
                 Frame::Garbage {
                     range: 0..self.max_frame,
                     consumed: self.max_frame,
