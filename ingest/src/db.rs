@@ -7,14 +7,10 @@ use suiftly_parser::{civil_from_days, days_from_civil};
 use tokio_postgres::Client;
 use tracing::{debug, info};
 
-mod embedded {
-    refinery::embed_migrations!("../migrations");
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("migration failed: {0}")]
-    Migrate(#[from] refinery::Error),
+    #[error(transparent)]
+    Migrate(#[from] suiftly_migrations::MigrateError),
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error("unknown raw_logs_storage setting {0:?}")]
@@ -33,14 +29,7 @@ pub enum Storage {
 
 /// Applies every pending migration under `migrations/`; returns the applied versions.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, DbError> {
-    let report = embedded::migrations::runner().run_async(client).await?;
-    let applied: Vec<i32> = report
-        .applied_migrations()
-        .iter()
-        .map(|m| m.version())
-        .collect();
-    info!(applied = ?applied, "migrations applied");
-    Ok(applied)
+    Ok(suiftly_migrations::migrate(client).await?)
 }
 
 pub async fn storage(client: &Client) -> Result<Storage, DbError> {
