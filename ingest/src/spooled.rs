@@ -14,6 +14,7 @@
 
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use suiftly_parser::Parser;
 use suiftly_spool::{
     DurableEnd, OwnedRecord, Position, Record, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
 };
+use arrow_array::RecordBatch;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -72,6 +75,8 @@ pub struct SpoolHandle {
     durable: DurableEnd,
     dir: std::path::PathBuf,
     pub health: Arc<crate::health::Health>,
+    /// Lowest position another consumer (the aggregator) still needs; gc never frees past it.
+    gc_floor: Arc<AtomicU64>,
 }
 
 impl SpoolHandle {
@@ -93,6 +98,7 @@ impl SpoolHandle {
             durable,
             dir: dir.to_path_buf(),
             health: Arc::default(),
+            gc_floor: Arc::new(AtomicU64::new(u64::MAX)),
         })
     }
 
@@ -146,10 +152,17 @@ impl SpoolHandle {
         self.lock().oldest_position()
     }
 
-    /// Removes segments wholly below `committed`.
+    /// Another consumer (the aggregator) needs everything from `pos` on: segments holding it
+    /// are kept even after the COPY consumer has passed them.
+    pub fn set_gc_floor(&self, pos: u64) {
+        self.gc_floor.store(pos, Ordering::Release);
+    }
+
+    /// Removes segments wholly below `committed` (and below the gc floor).
     pub fn gc(&self, committed: Position) -> Result<(), SpoolError> {
         let mut w = self.lock();
-        let r = w.gc(committed)?;
+        let free_below = Position(committed.0.min(self.gc_floor.load(Ordering::Acquire)));
+        let r = w.gc(free_below)?;
         if r.segments_removed > 0 {
             info!(
                 removed = r.segments_removed,
@@ -329,6 +342,89 @@ impl MessageSink for SpoolSink {
     }
 }
 
+/// A batch the COPY consumer has committed, as handed to a downstream stage (the aggregator):
+/// exactly the rows now in `haproxy_raw_logs` (rows the database refused are left out), and
+/// the spool range `[start, end)` they were read from.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub rows: RecordBatch,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Where the consumer sends committed batches. Full-policy: **block** — the consumer waits
+/// (the spool is durable, so waiting loses nothing; listeners keep accepting into the spool).
+/// If the receiver is gone the consumer logs once and goes on storing: the aggregator
+/// recovers from its own committed position at the next start (the gc floor keeps the
+/// spool it needs).
+pub type Tap = mpsc::Sender<Committed>;
+
+/// Leaves the rows at `refused` (sorted indices) out of `rows`.
+pub fn without_rows(rows: &RecordBatch, refused: &[usize]) -> RecordBatch {
+    if refused.is_empty() {
+        return rows.clone();
+    }
+    let keep: arrow_array::BooleanArray = (0..rows.num_rows())
+        .map(|i| Some(refused.binary_search(&i).is_err()))
+        .collect();
+    arrow_select::filter::filter_record_batch(rows, &keep)
+        .expect("a boolean mask of the batch's own length")
+}
+
+/// Reads spool records from a position and turns them into row batches with the listeners'
+/// parsers, exactly as the consumer did (parsing is deterministic: the time-range check uses
+/// each record's receive time). Used by the aggregator to replay after a restart.
+pub struct SpoolBatches {
+    reader: SpoolReader,
+    batcher: Batcher,
+    pos: u64,
+}
+
+impl SpoolBatches {
+    pub fn new(
+        spool: &SpoolHandle,
+        from: u64,
+        parsers: Vec<(Arc<str>, Parser)>,
+        limits: BatchLimits,
+    ) -> Result<Self, SpooledError> {
+        Ok(Self {
+            reader: spool.reader(Position(from))?,
+            batcher: Batcher::with_parsers("replay".into(), parsers, None, limits, None),
+            pos: from,
+        })
+    }
+
+    /// The next batch (at most `max_rows` rows) of records in `[pos, limit)`; `None` once
+    /// `limit` is reached. `limit` must be a record boundary (a committed position).
+    pub fn next_batch(&mut self, limit: u64) -> Result<Option<Committed>, SpooledError> {
+        let start = self.pos;
+        while self.pos < limit && !self.batcher.full() {
+            let Some(r) = self.reader.next_record()? else {
+                break;
+            };
+            let idx = (r.listener & !TRUNCATED_FLAG) as usize;
+            let truncated = r.listener & TRUNCATED_FLAG != 0;
+            let source = r.source.map_or(Source::Unix, Source::Inet);
+            self.batcher
+                .admit_from(idx, r.payload, source, truncated, r.received_at_us);
+            self.pos = r.next_position.0;
+        }
+        if self.pos == start {
+            return Ok(None);
+        }
+        let batch = self.batcher.take();
+        Ok(Some(Committed {
+            rows: batch.rows,
+            start,
+            end: self.pos,
+        }))
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
 /// Runs a listener that appends to the spool.
 pub async fn run_listener(
     listener: BoundListener,
@@ -414,6 +510,7 @@ pub async fn run_consumer(
     limits: BatchLimits,
     listeners_done: CancellationToken,
     abort: CancellationToken,
+    mut tap: Option<Tap>,
 ) -> Result<WriterStats, SpooledError> {
     // The database may be down at start-up too: accepting continues meanwhile, so wait.
     let mut backoff = Duration::from_millis(100);
@@ -462,6 +559,21 @@ pub async fn run_consumer(
             batch.spool = Some((pos, end));
             if !writer.write_with_retry(&batch, &abort).await {
                 return Err(SpooledError::WriterAborted);
+            }
+            if let Some(t) = &tap {
+                let c = Committed {
+                    rows: without_rows(&batch.rows, &writer.last_refused),
+                    start: pos,
+                    end,
+                };
+                let sent = tokio::select! {
+                    r = t.send(c) => r.is_ok(),
+                    _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
+                };
+                if !sent {
+                    error!("the aggregator is gone: storing goes on, metering resumes from its committed position at the next start");
+                    tap = None;
+                }
             }
             pos = end;
             if last_gc.elapsed() >= Duration::from_secs(1) {

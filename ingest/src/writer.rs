@@ -104,6 +104,9 @@ pub struct Writer {
     batch_seq: i64,
     health: Option<std::sync::Arc<crate::health::Health>>,
     pub stats: WriterStats,
+    /// Rows of the last batch [`Writer::write_with_retry`] committed that the database refused
+    /// (stored as `db_rejected` instead): downstream consumers must leave them out too.
+    pub last_refused: Vec<usize>,
 }
 
 pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
@@ -166,6 +169,7 @@ impl Writer {
             batch_seq: 0,
             health: None,
             stats: WriterStats::default(),
+            last_refused: Vec::new(),
         }
     }
 
@@ -301,6 +305,7 @@ impl Writer {
                             "batch found already committed; not writing it twice"
                         );
                     }
+                    self.last_refused.clone_from(&refused);
                     if !refused.is_empty() && w == Written::Committed {
                         self.stats.db_rejected += refused.len() as u64;
                         counter!("suiftly_ingest_lines_rejected_total", "reason" => RejectReason::DbRejected.as_str())

@@ -1,0 +1,20 @@
+//! Metering stage: streaming usage aggregates over the rows the ingest stage committed.
+//!
+//! Layout:
+//! - [`window`]: sans-IO window state — merge partials, watermark, settlement, replay rule.
+//! - [`partial`]: one DataFusion GROUP BY per batch and grouping → [`window::Partials`].
+//! - [`settle`]: the settlement transaction (minute rows, hour/day roll-ups, late
+//!   adjustments, `usage_records`, `aggregate_state`) and retention.
+//! - [`service`]: the async shell (replay, input, settlement tick) and the settled-window
+//!   subscription for billing and the vault.
+//! - [`sql`]: the operator `SessionContext` (live windows, settled tables, raw logs).
+//! - [`audit`]: recomputation from `haproxy_raw_logs` and comparison with the settled tables.
+//!
+//! Only this crate knows DataFusion. It knows nothing of sockets, axum or billing.
+
+pub mod audit;
+pub mod partial;
+pub mod service;
+pub mod settle;
+pub mod sql;
+pub mod window;

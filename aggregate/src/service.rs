@@ -1,0 +1,336 @@
+//! The async shell around [`WindowState`]: replay after a restart, then committed batches from
+//! the COPY consumer; a settlement tick; the hand-off to downstream stages.
+//!
+//! Channels:
+//! - input (`mpsc`, bounded, from the COPY consumer): full-policy **block** — see
+//!   `suiftly_ingest::spooled::Tap`;
+//! - output ([`Aggregator::subscribe`], `broadcast`, bounded): full-policy **drop oldest for
+//!   the slow subscriber** — settlement never waits for billing or the vault. A subscriber that
+//!   falls behind receives `RecvError::Lagged(n)` and must re-read `usage_records` (the
+//!   durable truth: every settled window is there before its message is sent).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use suiftly_ingest::spooled::{Committed, SpoolBatches};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::partial::{PartialAggregator, PartialError};
+use crate::settle::{self, Outcome, SettleError, UsageRow};
+use crate::window::{
+    CustAcc, CustKey, InfraAcc, InfraKey, Persisted, Settlement, US_PER_MIN, WindowConfig,
+    WindowState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AggregateError {
+    #[error(transparent)]
+    Partial(#[from] PartialError),
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("spool replay: {0}")]
+    Replay(#[from] suiftly_ingest::spooled::SpooledError),
+    #[error("stopped before the settlement committed")]
+    Aborted,
+}
+
+/// The typed message downstream stages (billing, vault) receive after each settlement commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SettledWindow {
+    /// Minutes before this instant (µs since the epoch) are settled.
+    pub settled_before_us: i64,
+    /// Minutes settled by this commit: `[from, to)` in µs (empty when only late rows moved).
+    pub newly_settled_us: (i64, i64),
+    /// Hours whose `stats_per_hour` / `usage_records` rows were written by this commit.
+    pub completed_hours_us: Vec<i64>,
+    /// `usage_records` rows inserted or adjusted (uncharged; billing re-reads them).
+    pub usage: Vec<UsageRow>,
+    /// Requests in this commit that arrived after their minute had settled.
+    pub late_requests: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AggregatorConfig {
+    pub window: WindowConfig,
+    pub settle_interval: Duration,
+    pub subscriber_capacity: usize,
+    pub max_backoff: Duration,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            window: WindowConfig::default(),
+            settle_interval: Duration::from_secs(1),
+            subscriber_capacity: 64,
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Cheap handle shared with the SQL layer and subscribers.
+#[derive(Clone)]
+pub struct Aggregator {
+    state: Arc<Mutex<WindowState>>,
+    settled: broadcast::Sender<Arc<SettledWindow>>,
+}
+
+impl Aggregator {
+    /// Everything not yet settled (open minutes and pending late deltas).
+    pub fn live(&self) -> (Vec<(CustKey, CustAcc)>, Vec<(InfraKey, InfraAcc)>) {
+        self.lock().live()
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        self.lock().persisted()
+    }
+
+    pub fn input_position(&self) -> u64 {
+        self.lock().input_position()
+    }
+
+    /// Settled-window messages from now on (see the module doc for the full-policy).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SettledWindow>> {
+        self.settled.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        self.state.lock().expect("window state lock poisoned")
+    }
+}
+
+/// Where the aggregator resumes: its persisted state, and the spool range to replay.
+pub struct Recovery {
+    pub persisted: Persisted,
+    /// Replay `[persisted.restart_position, replay_to)` from the spool before taking input.
+    pub replay_to: u64,
+    pub replay: Option<SpoolBatches>,
+}
+
+/// Loads (or creates) the aggregator's state. `copy_position` is the COPY consumer's committed
+/// position: a database never metered before starts metering there.
+pub async fn load_state(
+    conninfo: &str,
+    copy_position: u64,
+    cfg: &WindowConfig,
+) -> Result<Persisted, AggregateError> {
+    let client = settle::connect(conninfo).await?;
+    let now = suiftly_ingest::listener::now_us();
+    let settled_before = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
+    let (p, created) = settle::load_or_init(&client, copy_position, settled_before).await?;
+    if created {
+        info!(position = copy_position, "metering starts at the current ingest position");
+    }
+    Ok(p)
+}
+
+/// Creates the handle and the task future. The task ends when `input` is closed (after the
+/// COPY consumer stopped) with a final settlement of what is due, or when `abort` fires.
+pub fn start(
+    cfg: AggregatorConfig,
+    conninfo: String,
+    recovery: Recovery,
+    input: mpsc::Receiver<Committed>,
+    caught_up: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    abort: CancellationToken,
+) -> (
+    Aggregator,
+    impl std::future::Future<Output = Result<(), AggregateError>>,
+) {
+    let state = Arc::new(Mutex::new(WindowState::restore(
+        cfg.window,
+        recovery.persisted,
+    )));
+    let (settled, _) = broadcast::channel(cfg.subscriber_capacity.max(1));
+    let handle = Aggregator { state, settled };
+    let task = run(
+        handle.clone(),
+        cfg,
+        conninfo,
+        recovery,
+        input,
+        caught_up,
+        abort,
+    );
+    (handle, task)
+}
+
+async fn apply(
+    agg: &Aggregator,
+    pa: &PartialAggregator,
+    c: &Committed,
+) -> Result<(), AggregateError> {
+    let started = std::time::Instant::now();
+    let p = pa.partial(&c.rows).await?;
+    let st = agg.lock().apply(&p, c.start, c.end);
+    histogram!("suiftly_aggregate_batch_seconds").record(started.elapsed().as_secs_f64());
+    counter!("suiftly_aggregate_rows_total").increment(c.rows.num_rows() as u64);
+    if st.late > 0 {
+        counter!("suiftly_aggregate_late_requests_total").increment(st.late as u64);
+    }
+    if st.skipped > 0 {
+        counter!("suiftly_aggregate_replay_skipped_requests_total").increment(st.skipped as u64);
+    }
+    Ok(())
+}
+
+async fn run(
+    agg: Aggregator,
+    cfg: AggregatorConfig,
+    conninfo: String,
+    recovery: Recovery,
+    mut input: mpsc::Receiver<Committed>,
+    caught_up: Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    abort: CancellationToken,
+) -> Result<(), AggregateError> {
+    let pa = PartialAggregator::new();
+    let mut client: Option<tokio_postgres::Client> = None;
+    // Replay what the last run had not settled. Batches are cut at applied_through so that
+    // the skip rule is decided per batch (see `window`).
+    if let Some(mut replay) = recovery.replay {
+        let at = recovery.persisted.applied_through;
+        let started = Instant::now();
+        let mut rows = 0usize;
+        loop {
+            if abort.is_cancelled() {
+                return Err(AggregateError::Aborted);
+            }
+            let limit = if replay.position() < at {
+                at.min(recovery.replay_to)
+            } else {
+                recovery.replay_to
+            };
+            let next = tokio::task::block_in_place(|| replay.next_batch(limit))?;
+            let Some(c) = next else {
+                if limit == recovery.replay_to {
+                    break;
+                }
+                continue;
+            };
+            rows += c.rows.num_rows();
+            apply(&agg, &pa, &c).await?;
+        }
+        info!(
+            from = recovery.persisted.restart_position,
+            to = recovery.replay_to,
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "metering: replayed the unsettled part of the spool"
+        );
+    }
+    let mut tick = tokio::time::interval(cfg.settle_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = Instant::now() - Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            biased;
+            _ = abort.cancelled() => return Err(AggregateError::Aborted),
+            _ = tick.tick() => {
+                settle_due(&agg, &cfg, &conninfo, &mut client, &caught_up, &abort).await?;
+                if last_purge.elapsed() >= Duration::from_secs(600)
+                    && let Some(c) = &client {
+                    match settle::purge(c).await {
+                        Ok(n) => info!(rows = n, "aggregates past retention removed"),
+                        Err(e) => warn!(error = %e, "retention purge failed; retrying later"),
+                    }
+                    last_purge = Instant::now();
+                }
+            }
+            c = input.recv() => match c {
+                Some(c) => apply(&agg, &pa, &c).await?,
+                None => break,
+            },
+        }
+        let st = agg.lock();
+        gauge!("suiftly_aggregate_open_minutes").set(st.open_minutes() as f64);
+    }
+    // Input closed (ordered shutdown): settle what is due; open minutes are recovered from
+    // the spool at the next start.
+    settle_due(&agg, &cfg, &conninfo, &mut client, &caught_up, &abort).await?;
+    info!(persisted = ?agg.persisted(), "aggregator stopped");
+    Ok(())
+}
+
+/// Takes what is due and commits it, retrying the same settlement until it commits (or
+/// `abort`), then notifies subscribers.
+async fn settle_due(
+    agg: &Aggregator,
+    cfg: &AggregatorConfig,
+    conninfo: &str,
+    client: &mut Option<tokio_postgres::Client>,
+    caught_up: &Arc<dyn Fn(u64) -> bool + Send + Sync>,
+    abort: &CancellationToken,
+) -> Result<(), AggregateError> {
+    let now = suiftly_ingest::listener::now_us();
+    let s = {
+        let mut st = agg.lock();
+        let up = caught_up(st.input_position());
+        let lag = (now - st.watermark(now, up)) as f64 / 1e6;
+        gauge!("suiftly_aggregate_watermark_lag_seconds").set(lag);
+        st.take_settlement(now, up)
+    };
+    let Some(s) = s else {
+        return Ok(());
+    };
+    let mut backoff = Duration::from_millis(100);
+    let outcome = loop {
+        let started = std::time::Instant::now();
+        let r = match client {
+            Some(c) => settle::commit(c, &s).await,
+            None => match settle::connect(conninfo).await {
+                Ok(c) => settle::commit(client.insert(c), &s).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        match r {
+            Ok(o) => {
+                histogram!("suiftly_aggregate_settle_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                gauge!("suiftly_aggregate_degraded").set(0.0);
+                break o;
+            }
+            Err(e @ SettleError::Conflict { .. }) => {
+                error!(error = %e, "settlement conflict");
+                return Err(e.into());
+            }
+            Err(e) => {
+                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "settlement failed; retrying");
+                gauge!("suiftly_aggregate_degraded").set(1.0);
+                counter!("suiftly_aggregate_settle_retries_total").increment(1);
+                *client = None;
+                tokio::select! {
+                    _ = abort.cancelled() => return Err(AggregateError::Aborted),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+        }
+    };
+    notify(agg, &s, outcome);
+    Ok(())
+}
+
+fn notify(agg: &Aggregator, s: &Settlement, o: Outcome) {
+    counter!("suiftly_aggregate_settlements_total").increment(1);
+    counter!("suiftly_aggregate_settled_groups_total").increment((s.cust.len() + s.infra.len()) as u64);
+    gauge!("suiftly_aggregate_settled_before_seconds")
+        .set((s.next.settled_before * 60) as f64);
+    let msg = SettledWindow {
+        settled_before_us: s.next.settled_before * US_PER_MIN,
+        newly_settled_us: (
+            s.prev.settled_before * US_PER_MIN,
+            s.next.settled_before * US_PER_MIN,
+        ),
+        completed_hours_us: o.completed_hours,
+        usage: o.usage,
+        late_requests: s.late_requests,
+    };
+    // No subscriber is fine: the tables are the truth.
+    let _ = agg.settled.send(Arc::new(msg));
+}

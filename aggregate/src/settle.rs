@@ -1,0 +1,501 @@
+//! Settlement into PostgreSQL: one transaction per [`Settlement`] writes the minute rows,
+//! rolls up the hours and days that completed, adjusts settled rows for late deltas, writes
+//! `usage_records`, and moves `aggregate_state` from `prev` to `next` — all or nothing.
+//!
+//! Roll-ups happen in SQL from the minute tables (for buckets that completed in this
+//! transaction) or from the delta rows (for late rows whose hour or day had already
+//! completed), with one additive upsert per target table: sums add, min/max take the least /
+//! greatest, averages are recomputed from the exact sums and weights.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Transaction};
+use tracing::{debug, warn};
+
+use crate::window::{Persisted, Settlement, US_PER_MIN};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(
+        "aggregate_state is {found:?}, expected {expected:?}: another aggregator is settling from the same database"
+    )]
+    Conflict {
+        expected: Persisted,
+        found: Persisted,
+    },
+}
+
+/// A usage row written or updated by a settlement (for billing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    pub customer_id: i32,
+    pub service_type: i16,
+    pub window_start_us: i64,
+    pub revision: i32,
+    pub request_count: i64,
+    pub bytes_transferred: i64,
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The transaction found `next` already stored (a lost COMMIT reply on an earlier try).
+    pub already_committed: bool,
+    /// Hours (µs since the epoch) whose rows were written in this commit.
+    pub completed_hours: Vec<i64>,
+    /// `usage_records` rows inserted or adjusted.
+    pub usage: Vec<UsageRow>,
+}
+
+pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "aggregate connection closed");
+        }
+    });
+    // date_trunc on timestamptz follows the session time zone: buckets are UTC.
+    client
+        .batch_execute("SET TIME ZONE 'UTC'; SET lock_timeout = '10s'")
+        .await?;
+    Ok(client)
+}
+
+pub fn minute_to_time(minute: i64) -> SystemTime {
+    us_to_time(minute * US_PER_MIN)
+}
+
+pub fn us_to_time(us: i64) -> SystemTime {
+    if us >= 0 {
+        UNIX_EPOCH + Duration::from_micros(us as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+    }
+}
+
+pub fn time_to_us(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(e) => -(e.duration().as_micros() as i64),
+    }
+}
+
+fn row_to_persisted(r: &tokio_postgres::Row) -> Persisted {
+    Persisted {
+        applied_through: r.get::<_, i64>(0) as u64,
+        restart_position: r.get::<_, i64>(1) as u64,
+        settled_before: time_to_us(r.get::<_, SystemTime>(2)).div_euclid(US_PER_MIN),
+    }
+}
+
+/// Loads the aggregator's state, creating it at `(start, start)` with minutes before
+/// `settled_before` counted as settled when this database has never been metered.
+pub async fn load_or_init(
+    client: &Client,
+    start: u64,
+    settled_before: i64,
+) -> Result<(Persisted, bool), SettleError> {
+    let n = client
+        .execute(
+            "INSERT INTO aggregate_state (id, applied_through, restart_position, settled_before) \
+             VALUES (1, $1, $1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&(start as i64), &minute_to_time(settled_before)],
+        )
+        .await?;
+    let r = client
+        .query_one(
+            "SELECT applied_through, restart_position, settled_before FROM aggregate_state WHERE id = 1",
+            &[],
+        )
+        .await?;
+    Ok((row_to_persisted(&r), n == 1))
+}
+
+/// `stats_per_hour` from minute-shaped rows (`stats_per_min` or the delta table).
+fn stats_hour_upsert(src: &str, cond: &str) -> String {
+    const B: &str = "traffic_type IN (1, 2)";
+    format!(
+        "INSERT INTO stats_per_hour AS t (bucket, customer_id, service_type, network, \
+            guaranteed_success_count, burst_success_count, dropped_count, client_error_count, \
+            server_error_count, billable_requests, success_count, avg_response_time_ms, \
+            min_response_time_ms, max_response_time_ms, response_time_sum_ms, total_bytes, billable_bytes) \
+         SELECT date_trunc('hour', bucket), customer_id, service_type, network, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 1 AND status_code BETWEEN 200 AND 299), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 2 AND status_code BETWEEN 200 AND 299), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type BETWEEN 3 AND 6), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 400 AND 499 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code >= 500 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE {B}), 0)::bigint, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 200 AND 299), 0)::bigint, \
+            (SUM(response_time_sum_ms) FILTER (WHERE {B}))::float8 / NULLIF(SUM(request_count) FILTER (WHERE {B}), 0)::float8, \
+            MIN(min_response_time_ms) FILTER (WHERE {B}), \
+            MAX(max_response_time_ms) FILTER (WHERE {B}), \
+            COALESCE(SUM(response_time_sum_ms) FILTER (WHERE {B}), 0)::bigint, \
+            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type <> 8), 0)::bigint, \
+            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint \
+         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4 \
+         ON CONFLICT (bucket, customer_id, service_type, network) DO UPDATE SET \
+            guaranteed_success_count = t.guaranteed_success_count + EXCLUDED.guaranteed_success_count, \
+            burst_success_count = t.burst_success_count + EXCLUDED.burst_success_count, \
+            dropped_count = t.dropped_count + EXCLUDED.dropped_count, \
+            client_error_count = t.client_error_count + EXCLUDED.client_error_count, \
+            server_error_count = t.server_error_count + EXCLUDED.server_error_count, \
+            billable_requests = t.billable_requests + EXCLUDED.billable_requests, \
+            success_count = t.success_count + EXCLUDED.success_count, \
+            response_time_sum_ms = t.response_time_sum_ms + EXCLUDED.response_time_sum_ms, \
+            avg_response_time_ms = (t.response_time_sum_ms + EXCLUDED.response_time_sum_ms)::float8 \
+                / NULLIF(t.billable_requests + EXCLUDED.billable_requests, 0)::float8, \
+            min_response_time_ms = LEAST(t.min_response_time_ms, EXCLUDED.min_response_time_ms), \
+            max_response_time_ms = GREATEST(t.max_response_time_ms, EXCLUDED.max_response_time_ms), \
+            total_bytes = t.total_bytes + EXCLUDED.total_bytes, \
+            billable_bytes = t.billable_bytes + EXCLUDED.billable_bytes"
+    )
+}
+
+/// `infra_per_{min,hour,day}` from infra-shaped rows, truncated to `unit`.
+fn infra_upsert(target: &str, unit: &str, src: &str, cond: &str) -> String {
+    let avg = |s: &str, w: &str| format!("SUM({s})::float8 / NULLIF(SUM({w}), 0)::float8");
+    let avg_t = |s: &str, w: &str| {
+        format!("(t.{s} + EXCLUDED.{s})::float8 / NULLIF(t.{w} + EXCLUDED.{w}, 0)::float8")
+    };
+    format!(
+        "INSERT INTO {target} AS t (bucket, server_id, service_type, network, backend_id, event_type, \
+            status_code, request_count, total_time_sum_ms, queue_time_sum_ms, queue_time_weight, \
+            connect_time_sum_ms, connect_time_weight, response_time_sum_ms, response_time_weight, \
+            avg_total_time_ms, avg_queue_time_ms, avg_connect_time_ms, avg_response_time_ms) \
+         SELECT date_trunc('{unit}', bucket), server_id, service_type, network, backend_id, event_type, \
+            status_code, SUM(request_count)::bigint, SUM(total_time_sum_ms)::bigint, \
+            SUM(queue_time_sum_ms)::bigint, SUM(queue_time_weight)::bigint, \
+            SUM(connect_time_sum_ms)::bigint, SUM(connect_time_weight)::bigint, \
+            SUM(response_time_sum_ms)::bigint, SUM(response_time_weight)::bigint, \
+            {}, {}, {}, {} \
+         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+         ON CONFLICT ON CONSTRAINT {target}_key DO UPDATE SET \
+            request_count = t.request_count + EXCLUDED.request_count, \
+            total_time_sum_ms = t.total_time_sum_ms + EXCLUDED.total_time_sum_ms, \
+            queue_time_sum_ms = t.queue_time_sum_ms + EXCLUDED.queue_time_sum_ms, \
+            queue_time_weight = t.queue_time_weight + EXCLUDED.queue_time_weight, \
+            connect_time_sum_ms = t.connect_time_sum_ms + EXCLUDED.connect_time_sum_ms, \
+            connect_time_weight = t.connect_time_weight + EXCLUDED.connect_time_weight, \
+            response_time_sum_ms = t.response_time_sum_ms + EXCLUDED.response_time_sum_ms, \
+            response_time_weight = t.response_time_weight + EXCLUDED.response_time_weight, \
+            avg_total_time_ms = {}, avg_queue_time_ms = {}, avg_connect_time_ms = {}, avg_response_time_ms = {}",
+        avg("total_time_sum_ms", "request_count"),
+        avg("queue_time_sum_ms", "queue_time_weight"),
+        avg("connect_time_sum_ms", "connect_time_weight"),
+        avg("response_time_sum_ms", "response_time_weight"),
+        avg_t("total_time_sum_ms", "request_count"),
+        avg_t("queue_time_sum_ms", "queue_time_weight"),
+        avg_t("connect_time_sum_ms", "connect_time_weight"),
+        avg_t("response_time_sum_ms", "response_time_weight"),
+    )
+}
+
+const DELTA_TABLES: &str = "\
+    CREATE TEMP TABLE IF NOT EXISTS d_cust ( \
+        bucket timestamptz, customer_id integer, service_type smallint, network smallint, \
+        traffic_type smallint, status_code smallint, request_count bigint, total_bytes bigint, \
+        response_time_sum_ms bigint, min_response_time_ms integer, max_response_time_ms integer \
+    ) ON COMMIT DELETE ROWS; \
+    CREATE TEMP TABLE IF NOT EXISTS d_infra ( \
+        bucket timestamptz, server_id smallint, service_type smallint, network smallint, \
+        backend_id smallint, event_type smallint, status_code smallint, request_count bigint, \
+        total_time_sum_ms bigint, queue_time_sum_ms bigint, queue_time_weight bigint, \
+        connect_time_sum_ms bigint, connect_time_weight bigint, response_time_sum_ms bigint, \
+        response_time_weight bigint \
+    ) ON COMMIT DELETE ROWS";
+
+async fn load_deltas(tx: &Transaction<'_>, s: &Settlement) -> Result<(), tokio_postgres::Error> {
+    let n = s.cust.len();
+    let mut bucket = Vec::with_capacity(n);
+    let (mut cust, mut svc, mut net, mut tt, mut st) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut cnt, mut bytes, mut rts, mut rmin, mut rmax) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (k, v) in &s.cust {
+        bucket.push(minute_to_time(k.minute));
+        cust.push(k.customer_id);
+        svc.push(k.service_type);
+        net.push(k.network);
+        tt.push(k.traffic_type);
+        st.push(k.status_code);
+        cnt.push(v.request_count);
+        bytes.push(v.total_bytes);
+        rts.push(v.rt_sum);
+        rmin.push(v.rt_min);
+        rmax.push(v.rt_max);
+    }
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &bucket, &cust, &svc, &net, &tt, &st, &cnt, &bytes, &rts, &rmin, &rmax,
+    ];
+    tx.execute(
+        "INSERT INTO d_cust SELECT * FROM unnest($1::timestamptz[], $2::int4[], $3::int2[], \
+         $4::int2[], $5::int2[], $6::int2[], $7::int8[], $8::int8[], $9::int8[], $10::int4[], $11::int4[])",
+        &params,
+    )
+    .await?;
+    let n = s.infra.len();
+    let mut bucket = Vec::with_capacity(n);
+    let (mut srv, mut svc, mut net, mut be, mut ev, mut st) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::<Option<i16>>::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut sums: [Vec<i64>; 8] = Default::default();
+    for (k, v) in &s.infra {
+        bucket.push(minute_to_time(k.minute));
+        srv.push(k.server_id);
+        svc.push(k.service_type);
+        net.push(k.network);
+        be.push(k.backend_id);
+        ev.push(k.event_type);
+        st.push(k.status_code);
+        for (i, x) in [
+            v.request_count,
+            v.total_sum,
+            v.queue_sum,
+            v.queue_w,
+            v.connect_sum,
+            v.connect_w,
+            v.response_sum,
+            v.response_w,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sums[i].push(x);
+        }
+    }
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &bucket, &srv, &svc, &net, &be, &ev, &st, &sums[0], &sums[1], &sums[2], &sums[3],
+        &sums[4], &sums[5], &sums[6], &sums[7],
+    ];
+    tx.execute(
+        "INSERT INTO d_infra SELECT * FROM unnest($1::timestamptz[], $2::int2[], $3::int2[], \
+         $4::int2[], $5::int2[], $6::int2[], $7::int2[], $8::int8[], $9::int8[], $10::int8[], \
+         $11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[])",
+        &params,
+    )
+    .await?;
+    Ok(())
+}
+
+const US_PER_HOUR: i64 = 60 * US_PER_MIN;
+const US_PER_DAY: i64 = 24 * US_PER_HOUR;
+
+/// Commits one settlement (see the module doc). Safe to call again with the same settlement
+/// after an error: it detects that it already committed.
+pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, SettleError> {
+    client.batch_execute(DELTA_TABLES).await?;
+    let tx = client.transaction().await?;
+    let r = tx
+        .query_one(
+            "SELECT applied_through, restart_position, settled_before FROM aggregate_state \
+             WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let found = row_to_persisted(&r);
+    if found == s.next {
+        warn!(
+            ?found,
+            "settlement found already committed (lost commit reply)"
+        );
+        return Ok(Outcome {
+            already_committed: true,
+            ..Outcome::default()
+        });
+    }
+    if found != s.prev {
+        return Err(SettleError::Conflict {
+            expected: s.prev,
+            found,
+        });
+    }
+    load_deltas(&tx, s).await?;
+    let sb_us = s.next.settled_before * US_PER_MIN;
+    let prev_us = s.prev.settled_before * US_PER_MIN;
+    // Hours/days complete = every minute in them settled.
+    let old_h = us_to_time(prev_us.div_euclid(US_PER_HOUR) * US_PER_HOUR);
+    let new_h = us_to_time(sb_us.div_euclid(US_PER_HOUR) * US_PER_HOUR);
+    let old_d = us_to_time(prev_us.div_euclid(US_PER_DAY) * US_PER_DAY);
+    let new_d = us_to_time(sb_us.div_euclid(US_PER_DAY) * US_PER_DAY);
+
+    // Minutes: newly settled ones and late deltas alike, additively.
+    tx.execute(
+        "INSERT INTO stats_per_min AS t (bucket, customer_id, service_type, network, traffic_type, \
+            status_code, request_count, total_bytes, response_time_sum_ms, min_response_time_ms, \
+            max_response_time_ms, avg_response_time_ms) \
+         SELECT bucket, customer_id, service_type, network, traffic_type, status_code, request_count, \
+            total_bytes, response_time_sum_ms, min_response_time_ms, max_response_time_ms, \
+            response_time_sum_ms::float8 / NULLIF(request_count, 0)::float8 FROM d_cust \
+         ON CONFLICT (bucket, customer_id, service_type, network, traffic_type, status_code) DO UPDATE SET \
+            request_count = t.request_count + EXCLUDED.request_count, \
+            total_bytes = t.total_bytes + EXCLUDED.total_bytes, \
+            response_time_sum_ms = t.response_time_sum_ms + EXCLUDED.response_time_sum_ms, \
+            min_response_time_ms = LEAST(t.min_response_time_ms, EXCLUDED.min_response_time_ms), \
+            max_response_time_ms = GREATEST(t.max_response_time_ms, EXCLUDED.max_response_time_ms), \
+            avg_response_time_ms = (t.response_time_sum_ms + EXCLUDED.response_time_sum_ms)::float8 \
+                / NULLIF(t.request_count + EXCLUDED.request_count, 0)::float8",
+        &[],
+    )
+    .await?;
+    tx.execute(&infra_upsert("infra_per_min", "minute", "d_infra", "true"), &[])
+        .await?;
+
+    // Hours: late deltas into hours completed earlier; roll-up of hours completed now.
+    tx.execute(&stats_hour_upsert("d_cust", "bucket < $1"), &[&old_h])
+        .await?;
+    tx.execute(
+        &stats_hour_upsert("stats_per_min", "bucket >= $1 AND bucket < $2"),
+        &[&old_h, &new_h],
+    )
+    .await?;
+    tx.execute(
+        &infra_upsert("infra_per_hour", "hour", "d_infra", "bucket < $1"),
+        &[&old_h],
+    )
+    .await?;
+    tx.execute(
+        &infra_upsert(
+            "infra_per_hour",
+            "hour",
+            "infra_per_min",
+            "bucket >= $1 AND bucket < $2",
+        ),
+        &[&old_h, &new_h],
+    )
+    .await?;
+    // Days, after the hours they roll up from.
+    tx.execute(
+        &infra_upsert("infra_per_day", "day", "d_infra", "bucket < $1"),
+        &[&old_d],
+    )
+    .await?;
+    tx.execute(
+        &infra_upsert(
+            "infra_per_day",
+            "day",
+            "infra_per_hour",
+            "bucket >= $1 AND bucket < $2",
+        ),
+        &[&old_d, &new_d],
+    )
+    .await?;
+
+    // Usage for billing: completed hours, then late deltas (into the uncharged revision, or a
+    // new revision when the last one is already charged).
+    let mut usage = Vec::new();
+    let rows = tx
+        .query(
+            "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, \
+                request_count, bytes_transferred) \
+             SELECT customer_id, service_type, bucket, bucket + interval '1 hour', \
+                SUM(billable_requests)::bigint, SUM(billable_bytes)::bigint \
+             FROM stats_per_hour WHERE bucket >= $1 AND bucket < $2 \
+             GROUP BY customer_id, service_type, bucket \
+             HAVING SUM(billable_requests) > 0 OR SUM(billable_bytes) > 0 \
+             RETURNING customer_id, service_type, window_start, revision, request_count, bytes_transferred",
+            &[&old_h, &new_h],
+        )
+        .await?;
+    usage.extend(rows.iter().map(usage_row));
+    let rows = tx
+        .query(
+            "WITH d AS ( \
+                SELECT date_trunc('hour', bucket) AS h, customer_id, service_type, \
+                    COALESCE(SUM(request_count) FILTER (WHERE traffic_type IN (1, 2)), 0)::bigint AS req, \
+                    COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint AS byt \
+                FROM d_cust WHERE bucket < $1 GROUP BY 1, 2, 3), \
+             target AS ( \
+                SELECT d.*, COALESCE((SELECT CASE WHEN u.charged_amount IS NULL THEN u.revision ELSE u.revision + 1 END \
+                    FROM usage_records u WHERE u.customer_id = d.customer_id \
+                    AND u.service_type = d.service_type AND u.window_start = d.h \
+                    ORDER BY u.revision DESC LIMIT 1), 0) AS rev \
+                FROM d WHERE req > 0 OR byt > 0) \
+             INSERT INTO usage_records AS t (customer_id, service_type, window_start, window_end, \
+                revision, request_count, bytes_transferred) \
+             SELECT customer_id, service_type, h, h + interval '1 hour', rev, req, byt FROM target \
+             ON CONFLICT (customer_id, service_type, window_start, revision) DO UPDATE SET \
+                request_count = t.request_count + EXCLUDED.request_count, \
+                bytes_transferred = t.bytes_transferred + EXCLUDED.bytes_transferred, \
+                updated_at = now() \
+             RETURNING customer_id, service_type, window_start, revision, request_count, bytes_transferred",
+            &[&old_h],
+        )
+        .await?;
+    usage.extend(rows.iter().map(usage_row));
+
+    tx.execute(
+        "UPDATE aggregate_state SET applied_through = $1, restart_position = $2, \
+            settled_before = $3, updated_at = now() WHERE id = 1",
+        &[
+            &(s.next.applied_through as i64),
+            &(s.next.restart_position as i64),
+            &minute_to_time(s.next.settled_before),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    let first = prev_us.div_euclid(US_PER_HOUR);
+    let last = sb_us.div_euclid(US_PER_HOUR);
+    Ok(Outcome {
+        already_committed: false,
+        completed_hours: (first..last).map(|h| h * US_PER_HOUR).collect(),
+        usage,
+    })
+}
+
+fn usage_row(r: &tokio_postgres::Row) -> UsageRow {
+    UsageRow {
+        customer_id: r.get(0),
+        service_type: r.get(1),
+        window_start_us: time_to_us(r.get(2)),
+        revision: r.get(3),
+        request_count: r.get(4),
+        bytes_transferred: r.get(5),
+    }
+}
+
+/// Retention (SPEC section 4), counted back from the settled boundary so that a roll-up
+/// always finds its minutes even after a long stop.
+pub const RETENTION: &[(&str, &str)] = &[
+    ("stats_per_min", "24 hours"),
+    ("infra_per_min", "24 hours"),
+    ("stats_per_hour", "90 days"),
+    ("infra_per_hour", "30 days"),
+    ("infra_per_day", "2 years"),
+];
+
+/// Deletes aggregate rows past retention; returns the number deleted.
+pub async fn purge(client: &Client) -> Result<u64, tokio_postgres::Error> {
+    let mut n = 0;
+    for (table, keep) in RETENTION {
+        n += client
+            .execute(
+                &format!(
+                    "DELETE FROM {table} WHERE bucket < LEAST(now(), \
+                     (SELECT settled_before FROM aggregate_state WHERE id = 1)) - interval '{keep}'"
+                ),
+                &[],
+            )
+            .await?;
+    }
+    Ok(n)
+}
