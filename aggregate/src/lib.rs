@@ -18,3 +18,6 @@ pub mod service;
 pub mod settle;
 pub mod sql;
 pub mod window;
+
+#[cfg(test)]
+mod tests_pg;

@@ -78,17 +78,31 @@ impl Default for AggregatorConfig {
 #[derive(Clone)]
 pub struct Aggregator {
     state: Arc<Mutex<WindowState>>,
+    /// The settlement being committed: still shown by [`Aggregator::live`] until the commit
+    /// returns, so a minute never disappears from "live + settled" while it moves.
+    inflight: Arc<Mutex<Option<Arc<Settlement>>>>,
+    /// What the database holds (the last committed settlement's positions).
+    committed: Arc<Mutex<Persisted>>,
     settled: broadcast::Sender<Arc<SettledWindow>>,
 }
 
 impl Aggregator {
     /// Everything not yet settled (open minutes and pending late deltas).
+    ///
+    /// Not a snapshot across tables: a query that also reads the settled tables while a
+    /// settlement commits may count the moving minutes twice for that instant.
     pub fn live(&self) -> (Vec<(CustKey, CustAcc)>, Vec<(InfraKey, InfraAcc)>) {
-        self.lock().live()
+        let (mut cust, mut infra) = self.lock().live();
+        if let Some(s) = &*self.inflight.lock().expect("inflight lock poisoned") {
+            cust.extend(s.cust.iter().copied());
+            infra.extend(s.infra.iter().copied());
+        }
+        (cust, infra)
     }
 
+    /// Positions and boundary of the last committed settlement.
     pub fn persisted(&self) -> Persisted {
-        self.lock().persisted()
+        *self.committed.lock().expect("committed lock poisoned")
     }
 
     pub fn input_position(&self) -> u64 {
@@ -148,7 +162,12 @@ pub fn start(
         recovery.persisted,
     )));
     let (settled, _) = broadcast::channel(cfg.subscriber_capacity.max(1));
-    let handle = Aggregator { state, settled };
+    let handle = Aggregator {
+        state,
+        inflight: Arc::default(),
+        committed: Arc::new(Mutex::new(recovery.persisted)),
+        settled,
+    };
     let task = run(
         handle.clone(),
         cfg,
@@ -271,13 +290,18 @@ async fn settle_due(
     let s = {
         let mut st = agg.lock();
         let up = caught_up(st.input_position());
-        let lag = (now - st.watermark(now, up)) as f64 / 1e6;
-        gauge!("suiftly_aggregate_watermark_lag_seconds").set(lag);
+        let w = st.watermark(now, up);
+        if w != i64::MIN {
+            gauge!("suiftly_aggregate_watermark_lag_seconds")
+                .set(now.saturating_sub(w) as f64 / 1e6);
+        }
         st.take_settlement(now, up)
     };
     let Some(s) = s else {
         return Ok(());
     };
+    let s = Arc::new(s);
+    *agg.inflight.lock().expect("inflight lock poisoned") = Some(s.clone());
     let mut backoff = Duration::from_millis(100);
     let outcome = loop {
         let started = std::time::Instant::now();
@@ -312,6 +336,8 @@ async fn settle_due(
             }
         }
     };
+    *agg.committed.lock().expect("committed lock poisoned") = s.next;
+    *agg.inflight.lock().expect("inflight lock poisoned") = None;
     notify(agg, &s, outcome);
     Ok(())
 }

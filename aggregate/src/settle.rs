@@ -114,29 +114,37 @@ pub async fn load_or_init(
     Ok((row_to_persisted(&r), n == 1))
 }
 
-/// `stats_per_hour` from minute-shaped rows (`stats_per_min` or the delta table).
-fn stats_hour_upsert(src: &str, cond: &str) -> String {
+/// The `stats_per_hour` columns computed from minute-shaped rows (`stats_per_min`, the delta
+/// table, or raw rows shaped alike by the audit).
+pub fn stats_hour_select(src: &str, cond: &str) -> String {
     const B: &str = "traffic_type IN (1, 2)";
+    format!(
+        "SELECT date_trunc('hour', bucket) AS bucket, customer_id, service_type, network, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 1 AND status_code BETWEEN 200 AND 299), 0)::bigint AS guaranteed_success_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 2 AND status_code BETWEEN 200 AND 299), 0)::bigint AS burst_success_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE traffic_type BETWEEN 3 AND 6), 0)::bigint AS dropped_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 400 AND 499 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint AS client_error_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code >= 500 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint AS server_error_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {B}), 0)::bigint AS billable_requests, \
+            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 200 AND 299), 0)::bigint AS success_count, \
+            (SUM(response_time_sum_ms) FILTER (WHERE {B}))::float8 / NULLIF(SUM(request_count) FILTER (WHERE {B}), 0)::float8 AS avg_response_time_ms, \
+            MIN(min_response_time_ms) FILTER (WHERE {B}) AS min_response_time_ms, \
+            MAX(max_response_time_ms) FILTER (WHERE {B}) AS max_response_time_ms, \
+            COALESCE(SUM(response_time_sum_ms) FILTER (WHERE {B}), 0)::bigint AS response_time_sum_ms, \
+            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type <> 8), 0)::bigint AS total_bytes, \
+            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint AS billable_bytes \
+         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4"
+    )
+}
+
+/// `stats_per_hour` from minute-shaped rows, added to what is there.
+fn stats_hour_upsert(src: &str, cond: &str) -> String {
     format!(
         "INSERT INTO stats_per_hour AS t (bucket, customer_id, service_type, network, \
             guaranteed_success_count, burst_success_count, dropped_count, client_error_count, \
             server_error_count, billable_requests, success_count, avg_response_time_ms, \
             min_response_time_ms, max_response_time_ms, response_time_sum_ms, total_bytes, billable_bytes) \
-         SELECT date_trunc('hour', bucket), customer_id, service_type, network, \
-            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 1 AND status_code BETWEEN 200 AND 299), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 2 AND status_code BETWEEN 200 AND 299), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE traffic_type BETWEEN 3 AND 6), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 400 AND 499 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE status_code >= 500 AND traffic_type NOT BETWEEN 3 AND 6), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE {B}), 0)::bigint, \
-            COALESCE(SUM(request_count) FILTER (WHERE status_code BETWEEN 200 AND 299), 0)::bigint, \
-            (SUM(response_time_sum_ms) FILTER (WHERE {B}))::float8 / NULLIF(SUM(request_count) FILTER (WHERE {B}), 0)::float8, \
-            MIN(min_response_time_ms) FILTER (WHERE {B}), \
-            MAX(max_response_time_ms) FILTER (WHERE {B}), \
-            COALESCE(SUM(response_time_sum_ms) FILTER (WHERE {B}), 0)::bigint, \
-            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type <> 8), 0)::bigint, \
-            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint \
-         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4 \
+         {} \
          ON CONFLICT (bucket, customer_id, service_type, network) DO UPDATE SET \
             guaranteed_success_count = t.guaranteed_success_count + EXCLUDED.guaranteed_success_count, \
             burst_success_count = t.burst_success_count + EXCLUDED.burst_success_count, \
@@ -151,13 +159,31 @@ fn stats_hour_upsert(src: &str, cond: &str) -> String {
             min_response_time_ms = LEAST(t.min_response_time_ms, EXCLUDED.min_response_time_ms), \
             max_response_time_ms = GREATEST(t.max_response_time_ms, EXCLUDED.max_response_time_ms), \
             total_bytes = t.total_bytes + EXCLUDED.total_bytes, \
-            billable_bytes = t.billable_bytes + EXCLUDED.billable_bytes"
+            billable_bytes = t.billable_bytes + EXCLUDED.billable_bytes",
+        stats_hour_select(src, cond)
     )
 }
 
-/// `infra_per_{min,hour,day}` from infra-shaped rows, truncated to `unit`.
+/// The infra columns computed from infra-shaped rows, truncated to `unit`.
+pub fn infra_select(unit: &str, src: &str, cond: &str) -> String {
+    let avg = |s: &str, w: &str, n: &str| format!("SUM({s})::float8 / NULLIF(SUM({w}), 0)::float8 AS {n}");
+    format!(
+        "SELECT date_trunc('{unit}', bucket) AS bucket, server_id, service_type, network, backend_id, event_type, \
+            status_code, SUM(request_count)::bigint AS request_count, SUM(total_time_sum_ms)::bigint AS total_time_sum_ms, \
+            SUM(queue_time_sum_ms)::bigint AS queue_time_sum_ms, SUM(queue_time_weight)::bigint AS queue_time_weight, \
+            SUM(connect_time_sum_ms)::bigint AS connect_time_sum_ms, SUM(connect_time_weight)::bigint AS connect_time_weight, \
+            SUM(response_time_sum_ms)::bigint AS response_time_sum_ms, SUM(response_time_weight)::bigint AS response_time_weight, \
+            {}, {}, {}, {} \
+         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4, 5, 6, 7",
+        avg("total_time_sum_ms", "request_count", "avg_total_time_ms"),
+        avg("queue_time_sum_ms", "queue_time_weight", "avg_queue_time_ms"),
+        avg("connect_time_sum_ms", "connect_time_weight", "avg_connect_time_ms"),
+        avg("response_time_sum_ms", "response_time_weight", "avg_response_time_ms"),
+    )
+}
+
+/// `infra_per_{min,hour,day}` from infra-shaped rows, added to what is there.
 fn infra_upsert(target: &str, unit: &str, src: &str, cond: &str) -> String {
-    let avg = |s: &str, w: &str| format!("SUM({s})::float8 / NULLIF(SUM({w}), 0)::float8");
     let avg_t = |s: &str, w: &str| {
         format!("(t.{s} + EXCLUDED.{s})::float8 / NULLIF(t.{w} + EXCLUDED.{w}, 0)::float8")
     };
@@ -166,13 +192,7 @@ fn infra_upsert(target: &str, unit: &str, src: &str, cond: &str) -> String {
             status_code, request_count, total_time_sum_ms, queue_time_sum_ms, queue_time_weight, \
             connect_time_sum_ms, connect_time_weight, response_time_sum_ms, response_time_weight, \
             avg_total_time_ms, avg_queue_time_ms, avg_connect_time_ms, avg_response_time_ms) \
-         SELECT date_trunc('{unit}', bucket), server_id, service_type, network, backend_id, event_type, \
-            status_code, SUM(request_count)::bigint, SUM(total_time_sum_ms)::bigint, \
-            SUM(queue_time_sum_ms)::bigint, SUM(queue_time_weight)::bigint, \
-            SUM(connect_time_sum_ms)::bigint, SUM(connect_time_weight)::bigint, \
-            SUM(response_time_sum_ms)::bigint, SUM(response_time_weight)::bigint, \
-            {}, {}, {}, {} \
-         FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4, 5, 6, 7 \
+         {} \
          ON CONFLICT ON CONSTRAINT {target}_key DO UPDATE SET \
             request_count = t.request_count + EXCLUDED.request_count, \
             total_time_sum_ms = t.total_time_sum_ms + EXCLUDED.total_time_sum_ms, \
@@ -183,10 +203,7 @@ fn infra_upsert(target: &str, unit: &str, src: &str, cond: &str) -> String {
             response_time_sum_ms = t.response_time_sum_ms + EXCLUDED.response_time_sum_ms, \
             response_time_weight = t.response_time_weight + EXCLUDED.response_time_weight, \
             avg_total_time_ms = {}, avg_queue_time_ms = {}, avg_connect_time_ms = {}, avg_response_time_ms = {}",
-        avg("total_time_sum_ms", "request_count"),
-        avg("queue_time_sum_ms", "queue_time_weight"),
-        avg("connect_time_sum_ms", "connect_time_weight"),
-        avg("response_time_sum_ms", "response_time_weight"),
+        infra_select(unit, src, cond),
         avg_t("total_time_sum_ms", "request_count"),
         avg_t("queue_time_sum_ms", "queue_time_weight"),
         avg_t("connect_time_sum_ms", "connect_time_weight"),

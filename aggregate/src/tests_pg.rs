@@ -1,0 +1,257 @@
+//! Settlement, audit, subscription and operator SQL against a real PostgreSQL (a throwaway
+//! cluster; the test fails if it cannot start one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use suiftly_ingest::batch::WriteBatch;
+use suiftly_ingest::spooled::Committed;
+use suiftly_ingest::writer::{Writer, WriterConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::partial::tests::rows_to_batch;
+use crate::service::{self, AggregatorConfig, Recovery};
+use crate::window::tests::{Row, arb_row};
+use crate::window::{Persisted, US_PER_MIN, WindowConfig};
+
+const US_PER_HOUR: i64 = 60 * US_PER_MIN;
+
+async fn store(w: &mut Writer, rows: &[Row]) {
+    let batch = WriteBatch {
+        rows: rows_to_batch(rows),
+        rejected: Vec::new(),
+        spool: None,
+    };
+    assert!(w.write_with_retry(&batch, &CancellationToken::new()).await);
+}
+
+async fn wait_settled(agg: &service::Aggregator, at_least_pos: u64) {
+    for _ in 0..400 {
+        let p = agg.persisted();
+        if p.applied_through >= at_least_pos && agg.live().1.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("aggregator did not settle: {:?}", agg.persisted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settles_exactly_with_late_rows_and_audits_clean() {
+    let pg = pgcluster::PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let conninfo = pg.connection_string();
+    let mut c = crate::settle::connect(&conninfo).await.unwrap();
+    suiftly_migrations::migrate(&mut c).await.unwrap();
+
+    // Rows over the last three complete hours (out of order within batches).
+    let now = suiftly_ingest::listener::now_us();
+    let base = (now - 3 * US_PER_HOUR).div_euclid(US_PER_HOUR) * US_PER_HOUR;
+    let mut runner = TestRunner::deterministic();
+    let rows: Vec<Row> = prop::collection::vec(arb_row(base, 170), 3000)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current();
+    let (early, late) = rows.split_at(2000);
+    // The first part arrives roughly in time order (shuffled within each batch), so hours
+    // complete through the roll-up path; the rest arrives late.
+    let mut early = early.to_vec();
+    early.sort_by_key(|r| r.ts_us);
+
+    let mut w = Writer::new(WriterConfig::new(&conninfo));
+    let (tx, rx) = mpsc::channel(4);
+    // Not "caught up" while the first part streams: the watermark follows the event times.
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cfg = AggregatorConfig {
+        window: WindowConfig {
+            allowed_lateness_us: 1_000_000,
+            idle_lag_us: 0,
+        },
+        settle_interval: Duration::from_millis(50),
+        subscriber_capacity: 64,
+        max_backoff: Duration::from_millis(200),
+    };
+    // Metering starts with nothing settled before the test's first hour.
+    let start_minute = base / US_PER_MIN;
+    crate::settle::load_or_init(&c, 0, start_minute).await.unwrap();
+    let persisted = service::load_state(&conninfo, 0, &cfg.window).await.unwrap();
+    assert_eq!(
+        persisted,
+        Persisted {
+            applied_through: 0,
+            restart_position: 0,
+            settled_before: start_minute
+        }
+    );
+    let (agg, task) = service::start(
+        cfg,
+        conninfo.clone(),
+        Recovery {
+            persisted,
+            replay_to: 0,
+            replay: None,
+        },
+        rx,
+        {
+            let up = up.clone();
+            Arc::new(move |_| up.load(std::sync::atomic::Ordering::Relaxed))
+        },
+        CancellationToken::new(),
+    );
+    let mut sub = agg.subscribe();
+    let task = tokio::spawn(task);
+
+    // First part in 5 batches; everything is in the past, so it all settles.
+    let mut pos = 0u64;
+    for chunk in early.chunks(400) {
+        store(&mut w, chunk).await;
+        tx.send(Committed { rows: rows_to_batch(chunk), start: pos, end: pos + 1 })
+            .await
+            .unwrap();
+        pos += 1;
+    }
+    up.store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_settled(&agg, pos).await;
+    let mut hours = 0;
+    let mut usage = 0;
+    while let Ok(m) = sub.try_recv() {
+        hours += m.completed_hours_us.len();
+        usage += m.usage.len();
+    }
+    assert!(hours >= 3 && usage >= 3, "hours {hours}, usage rows {usage}");
+    // Billing charged every usage row so far: late usage must go to a new revision.
+    c.execute("UPDATE usage_records SET charged_amount = 1", &[]).await.unwrap();
+
+    // The rest arrives late: every minute and hour it touches has already settled.
+    for chunk in late.chunks(250) {
+        store(&mut w, chunk).await;
+        tx.send(Committed { rows: rows_to_batch(chunk), start: pos, end: pos + 1 })
+            .await
+            .unwrap();
+        pos += 1;
+    }
+    wait_settled(&agg, pos).await;
+    let revs: i64 = c
+        .query_one("SELECT count(*) FROM usage_records WHERE revision > 0 AND charged_amount IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(revs > 0, "late usage for charged hours lands in new revisions");
+
+    // Operator SQL over the same state: settled totals equal what was sent, a write is refused.
+    let ctx = crate::sql::context(Some(agg.clone()), &conninfo).await.unwrap();
+    let total: i64 = rows.iter().map(|r| r.repeat as i64).sum();
+    let b = crate::sql::query(
+        &ctx,
+        "SELECT (SELECT sum(request_count) FROM infra_per_min) + \
+                (SELECT coalesce(sum(request_count), 0) FROM live_infra_per_min) AS n",
+    )
+    .await
+    .unwrap();
+    let got = b[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(got, total);
+    let raw = crate::sql::query(&ctx, "SELECT count(*) FROM haproxy_raw_logs").await;
+    assert!(
+        matches!(&raw, Err(crate::sql::SqlError::Query(m)) if m.contains("needs a time range")),
+        "{raw:?}"
+    );
+    let ok = crate::sql::query(
+        &ctx,
+        "SELECT count(*) AS n FROM haproxy_raw_logs WHERE timestamp >= now() - interval '1 day' AND timestamp < now()",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok[0].num_rows(), 1);
+    let w = crate::sql::query(&ctx, "INSERT INTO stats_per_min SELECT * FROM stats_per_min").await;
+    assert!(matches!(w, Err(crate::sql::SqlError::ReadOnly(_))), "{w:?}");
+    let w = crate::sql::query(&ctx, "CREATE TABLE x AS SELECT 1").await;
+    assert!(matches!(w, Err(crate::sql::SqlError::ReadOnly(_))), "{w:?}");
+
+    // The audit recomputes everything from the raw rows: zero differences.
+    let report = crate::audit::audit(
+        &c,
+        crate::settle::us_to_time(base - US_PER_HOUR),
+        crate::settle::us_to_time(now + US_PER_HOUR),
+    )
+    .await
+    .unwrap();
+    for t in &report.tables {
+        assert_eq!(t.differences, 0, "{}: {:?}", t.table, t.examples);
+    }
+    let by = |n: &str| report.tables.iter().find(|t| t.table == n).unwrap().compared;
+    assert!(by("stats_per_min") > 100 && by("stats_per_hour") > 3 && by("usage_records") > 3);
+
+    // A tampered settled row is reported.
+    c.execute(
+        "UPDATE stats_per_hour SET billable_requests = billable_requests + 1 \
+         WHERE ctid = (SELECT ctid FROM stats_per_hour LIMIT 1)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let report = crate::audit::audit(
+        &c,
+        crate::settle::us_to_time(base - US_PER_HOUR),
+        crate::settle::us_to_time(now + US_PER_HOUR),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.differences(), 1);
+
+    drop(tx);
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_told_it_lagged() {
+    let pg = pgcluster::PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let conninfo = pg.connection_string();
+    let mut c = crate::settle::connect(&conninfo).await.unwrap();
+    suiftly_migrations::migrate(&mut c).await.unwrap();
+    let now = suiftly_ingest::listener::now_us();
+    let start_minute = (now - 30 * US_PER_MIN).div_euclid(US_PER_MIN);
+    crate::settle::load_or_init(&c, 0, start_minute).await.unwrap();
+    let cfg = AggregatorConfig {
+        window: WindowConfig { allowed_lateness_us: 0, idle_lag_us: 0 },
+        settle_interval: Duration::from_millis(20),
+        subscriber_capacity: 1,
+        max_backoff: Duration::from_millis(100),
+    };
+    let persisted = service::load_state(&conninfo, 0, &cfg.window).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let (agg, task) = service::start(
+        cfg,
+        conninfo,
+        Recovery { persisted, replay_to: 0, replay: None },
+        rx,
+        Arc::new(|_| true),
+        CancellationToken::new(),
+    );
+    let mut sub = agg.subscribe();
+    let task = tokio::spawn(task);
+    // Several settlements (the clock-driven watermark settles a minute at a time as rows for
+    // old minutes arrive late), none read meanwhile.
+    let mut runner = TestRunner::deterministic();
+    for i in 0..5u64 {
+        let rows: Vec<Row> = prop::collection::vec(arb_row(start_minute * US_PER_MIN - 10 * US_PER_MIN, 5), 20)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        tx.send(Committed { rows: rows_to_batch(&rows), start: i, end: i + 1 }).await.unwrap();
+        wait_settled(&agg, i + 1).await;
+    }
+    match sub.recv().await {
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => assert!(n >= 1),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    drop(tx);
+    task.await.unwrap().unwrap();
+}
