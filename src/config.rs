@@ -32,6 +32,8 @@ pub struct Config {
     pub embedded_postgres: EmbeddedPgConfig,
     #[serde(default)]
     pub spool: SpoolSettings,
+    #[serde(default)]
+    pub aggregate: AggregateSettings,
     #[serde(default = "default_listeners", rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
 }
@@ -83,6 +85,11 @@ pub struct AdminConfig {
     /// is full. Loopback by default.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Bearer token for `POST /admin/sql` (and `suiftly sql`); default
+    /// `<data_dir>/operator-token`, created with a random token (mode 0600) when missing.
+    /// `SUIFTLY_OPERATOR_TOKEN` overrides.
+    #[serde(default)]
+    pub operator_token_file: Option<PathBuf>,
 }
 fn default_admin_listen() -> String {
     "127.0.0.1:9465".into()
@@ -91,7 +98,51 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            operator_token_file: None,
         }
+    }
+}
+
+/// Streaming metering (issue 4). Needs the spool: after a restart the aggregator replays the
+/// spool from its committed position.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSettings {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A minute settles once the watermark is this far past its end.
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness_ms: u64,
+    /// When the input is caught up, the watermark is at least `now - idle_lag_ms`.
+    #[serde(default = "default_idle_lag")]
+    pub idle_lag_ms: u64,
+    #[serde(default = "default_settle_interval")]
+    pub settle_interval_ms: u64,
+    /// Committed batches queued between the COPY consumer and the aggregator (block when full).
+    #[serde(default = "default_agg_input")]
+    pub input_capacity: usize,
+    /// Settled-window messages a subscriber may lag behind before it is told it lagged.
+    #[serde(default = "default_agg_subscribers")]
+    pub subscriber_capacity: usize,
+}
+fn default_lateness() -> u64 {
+    30_000
+}
+fn default_idle_lag() -> u64 {
+    5_000
+}
+fn default_settle_interval() -> u64 {
+    1_000
+}
+fn default_agg_input() -> usize {
+    16
+}
+fn default_agg_subscribers() -> usize {
+    64
+}
+impl Default for AggregateSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty aggregate section is valid")
     }
 }
 
@@ -311,6 +362,23 @@ impl Config {
             self.spool.max_bytes >= 2 * self.spool.segment_bytes.max(2 << 20),
             "spool.max_bytes must be at least twice spool.segment_bytes (and at least 4 MiB)"
         );
+        let a = &self.aggregate;
+        anyhow::ensure!(
+            !a.enabled || self.spool.enabled,
+            "aggregate.enabled needs spool.enabled (metering replays the spool after a restart); set aggregate.enabled = false to run without metering"
+        );
+        anyhow::ensure!(
+            a.allowed_lateness_ms <= 24 * 3600 * 1000 && a.idle_lag_ms <= 3600 * 1000,
+            "aggregate.allowed_lateness_ms must be at most a day and aggregate.idle_lag_ms at most an hour"
+        );
+        anyhow::ensure!(
+            (10..=60_000).contains(&a.settle_interval_ms),
+            "aggregate.settle_interval_ms must be within 10..=60000"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&a.input_capacity) && (1..=100_000).contains(&a.subscriber_capacity),
+            "aggregate.input_capacity must be within 1..=10000 and subscriber_capacity within 1..=100000"
+        );
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
@@ -322,6 +390,63 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    pub fn aggregator_config(&self) -> suiftly_aggregate::service::AggregatorConfig {
+        let a = &self.aggregate;
+        suiftly_aggregate::service::AggregatorConfig {
+            window: suiftly_aggregate::window::WindowConfig {
+                allowed_lateness_us: a.allowed_lateness_ms as i64 * 1000,
+                idle_lag_us: a.idle_lag_ms as i64 * 1000,
+            },
+            settle_interval: Duration::from_millis(a.settle_interval_ms),
+            subscriber_capacity: a.subscriber_capacity,
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// The operator token: `SUIFTLY_OPERATOR_TOKEN`, else the token file; `create` makes the
+    /// file with a random token when it is missing (the server), otherwise it is an error
+    /// (the CLI).
+    pub fn operator_token(&self, create: bool) -> Result<String> {
+        if let Ok(t) = std::env::var("SUIFTLY_OPERATOR_TOKEN")
+            && !t.is_empty()
+        {
+            return Ok(t);
+        }
+        let path = self
+            .admin
+            .operator_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("operator-token"));
+        match std::fs::read_to_string(&path) {
+            Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+        anyhow::ensure!(
+            create,
+            "no operator token: set SUIFTLY_OPERATOR_TOKEN or start `suiftly run` once (it writes {})",
+            path.display()
+        );
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut raw = [0u8; 24];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+        let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(token.as_bytes())?;
+        tracing::info!(path = %path.display(), "operator token created");
+        Ok(token)
     }
 
     pub fn limits(&self) -> BatchLimits {

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod admin_sql;
 mod config;
 mod database;
 mod demo;
@@ -40,6 +41,11 @@ enum Cmd {
     Loadgen(loadgen::LoadgenArgs),
     /// Feed captured log files (one line per datagram) through the ingest path.
     Replay(replay::ReplayArgs),
+    /// Operator SQL (read-only) against the running process: live windows, settled
+    /// aggregates, usage records, raw logs (with a time range).
+    Sql(admin_sql::SqlArgs),
+    /// Recompute the aggregates from the raw rows and print the differences (exit 1 if any).
+    Audit(admin_sql::AuditArgs),
 }
 
 fn main() -> Result<()> {
@@ -65,5 +71,7 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => rt.block_on(demo::run(cfg, args)),
         Cmd::Loadgen(args) => rt.block_on(loadgen::run(cfg, args)),
         Cmd::Replay(args) => rt.block_on(replay::run(cfg, args)),
+        Cmd::Sql(args) => rt.block_on(admin_sql::sql_command(cfg, args)),
+        Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args)),
     }
 }

@@ -18,6 +18,7 @@ use suiftly_ingest::health::Health;
 use suiftly_ingest::listener::{self, ListenerStats};
 use suiftly_ingest::spooled::{self, SpoolHandle};
 use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
+use suiftly_aggregate::service::{self as metering, Aggregator, Recovery};
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -30,6 +31,10 @@ use crate::database::Database;
 pub struct Pipeline {
     listeners: Vec<(String, JoinHandle<std::io::Result<ListenerStats>>)>,
     writer: JoinHandle<Result<WriterStats>>,
+    /// The metering stage (spool on and `[aggregate] enabled`); its task ends after the
+    /// consumer closed its input.
+    pub aggregator: Option<Aggregator>,
+    aggregator_task: Option<JoinHandle<Result<()>>>,
     /// With the spool on: the spool (synced before the consumer is told to finish), the
     /// consumer's "listeners are done" signal and the interval-fsync task's stop.
     spool: Option<(SpoolHandle, CancellationToken, CancellationToken)>,
@@ -55,21 +60,25 @@ impl Pipeline {
         let mut health = Arc::new(Health::default());
         let mut bound = Vec::new();
 
+        let mut aggregator = None;
+        let mut aggregator_task = None;
         let (spool, writer_task, tx) = if cfg.spool.enabled {
             let dir = cfg.spool_dir();
             let scfg = cfg.spool.spool_config()?;
             let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
                 .with_context(|| format!("opening the spool at {}", dir.display()))?;
-            let parsers = cfg
-                .listeners
-                .iter()
-                .map(|l| {
-                    Ok((
-                        Arc::<str>::from(l.name.as_str()),
-                        Parser::new(l.source_config()?),
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let make_parsers = || {
+                cfg.listeners
+                    .iter()
+                    .map(|l| {
+                        Ok((
+                            Arc::<str>::from(l.name.as_str()),
+                            Parser::new(l.source_config()?),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            };
+            let parsers = make_parsers()?;
             let done = CancellationToken::new();
             let sync_stop = CancellationToken::new();
             let interval = match scfg.fsync {
@@ -82,6 +91,22 @@ impl Pipeline {
                 sync_stop.clone(),
             ));
             health = spool.health.clone();
+            let tap = if cfg.aggregate.enabled {
+                let (tx, agg, task) = start_metering(
+                    cfg,
+                    conninfo,
+                    &spool,
+                    make_parsers()?,
+                    abort.clone(),
+                    failed.clone(),
+                )
+                .await?;
+                aggregator = Some(agg);
+                aggregator_task = Some(task);
+                Some(tx)
+            } else {
+                None
+            };
             let consumer = spooled::run_consumer(
                 spool.clone(),
                 writer.with_health(spool.health.clone()),
@@ -90,6 +115,7 @@ impl Pipeline {
                 cfg.limits(),
                 done.clone(),
                 abort.clone(),
+                tap,
             );
             let failed2 = failed.clone();
             let task = tokio::spawn(async move {
@@ -151,6 +177,8 @@ impl Pipeline {
         Ok(Pipeline {
             listeners,
             writer: writer_task,
+            aggregator,
+            aggregator_task,
             spool,
             shutdown,
             abort,
@@ -177,6 +205,12 @@ impl Pipeline {
             done.cancel();
             info!("listeners stopped; the consumer is storing what the spool holds");
             let w = self.writer.await.context("consumer task panicked")?;
+            if let Some(t) = self.aggregator_task {
+                info!("consumer stopped; the aggregator settles what is due");
+                if let Err(e) = t.await.context("aggregator task panicked")? {
+                    warn!(error = %e, "aggregator stopped with an error (it resumes from its committed position at the next start)");
+                }
+            }
             sync_stop.cancel();
             return Ok((stats, w?));
         }
@@ -186,8 +220,89 @@ impl Pipeline {
     }
 }
 
-/// The admin endpoint: `GET /health` (JSON; 503 while degraded).
-async fn serve_admin(listen: &str, health: Arc<Health>, stop: CancellationToken) -> Result<()> {
+/// Starts the metering stage: loads its committed state, keeps the spool it still needs,
+/// replays the unsettled part, then takes the COPY consumer's committed batches.
+async fn start_metering(
+    cfg: &Config,
+    conninfo: &str,
+    spool: &SpoolHandle,
+    parsers: Vec<(Arc<str>, Parser)>,
+    abort: CancellationToken,
+    failed: CancellationToken,
+) -> Result<(spooled::Tap, Aggregator, JoinHandle<Result<()>>)> {
+    let acfg = cfg.aggregator_config();
+    let copy_pos = spooled::committed_position(conninfo, spool).await?;
+    let mut persisted = metering::load_state(conninfo, copy_pos, &acfg.window).await?;
+    let oldest = spool.oldest_position().0;
+    if persisted.restart_position < oldest || persisted.applied_through > copy_pos {
+        // Metering was off while the spool was freed (or the spool was replaced): what it did
+        // not see cannot be replayed. Resume at the current position; `suiftly audit` shows
+        // the gap.
+        error!(?persisted, copy_pos, oldest,
+            "metering cannot replay from its committed position; resuming at the current ingest position (run `suiftly audit` to see the gap)");
+        persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
+    }
+    spool.set_gc_floor(persisted.restart_position);
+    let replay = (persisted.restart_position < copy_pos)
+        .then(|| {
+            spooled::SpoolBatches::new(spool, persisted.restart_position, parsers, cfg.limits())
+        })
+        .transpose()?;
+    info!(?persisted, replay_to = copy_pos, "metering resumes");
+    let (tx, rx) = mpsc::channel(cfg.aggregate.input_capacity);
+    let sp = spool.clone();
+    let caught_up = Arc::new(move |pos: u64| pos >= sp.durable_end().0);
+    let (agg, task) = metering::start(
+        acfg,
+        conninfo.to_owned(),
+        Recovery {
+            persisted,
+            replay_to: copy_pos,
+            replay,
+        },
+        rx,
+        caught_up,
+        abort,
+    );
+    // The spool keeps what the aggregator would replay after a crash.
+    let mut settled = agg.subscribe();
+    let (a2, sp) = (agg.clone(), spool.clone());
+    tokio::spawn(async move {
+        loop {
+            match settled.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    sp.set_gc_floor(a2.persisted().restart_position)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let task = tokio::spawn(async move {
+        let r = task.await;
+        if let Err(e) = &r
+            && !matches!(e, suiftly_aggregate::service::AggregateError::Aborted)
+        {
+            error!(error = %e, "aggregator stopped");
+            failed.cancel();
+        }
+        r.map_err(anyhow::Error::from)
+    });
+    Ok((tx, agg, task))
+}
+
+/// Operator SQL on the admin port.
+pub struct SqlEndpoint {
+    pub ctx: suiftly_aggregate::sql::Context,
+    pub token: String,
+}
+
+/// The admin endpoint: `GET /health` (JSON; 503 while degraded) and `POST /admin/sql`.
+async fn serve_admin(
+    listen: &str,
+    health: Arc<Health>,
+    sql: Option<Arc<SqlEndpoint>>,
+    stop: CancellationToken,
+) -> Result<()> {
     use axum::{Json, Router, http::StatusCode, routing::get};
     let addr: SocketAddr = listen
         .parse()
@@ -195,7 +310,14 @@ async fn serve_admin(listen: &str, health: Arc<Health>, stop: CancellationToken)
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin endpoint on {addr}"))?;
-    let app = Router::new().route(
+    let mut app = Router::new();
+    if let Some(sql) = sql {
+        app = app.route(
+            "/admin/sql",
+            axum::routing::post(crate::admin_sql::handler).with_state(sql),
+        );
+    }
+    let app = app.route(
         "/health",
         get(move || {
             let h = health.clone();
@@ -313,8 +435,25 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     for (name, addr, path) in &pipeline.bound {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
+    let sql = match suiftly_aggregate::sql::context(pipeline.aggregator.clone(), &db.conninfo).await
+    {
+        Ok(ctx) => Some(Arc::new(SqlEndpoint {
+            ctx,
+            token: cfg.operator_token(true)?,
+        })),
+        Err(e) => {
+            error!(error = %e, "operator SQL unavailable");
+            None
+        }
+    };
     // Last, so that a reachable /metrics also means "listeners are bound".
-    let admin = serve_admin(&cfg.admin.listen, pipeline.health.clone(), upkeep.clone()).await;
+    let admin = serve_admin(
+        &cfg.admin.listen,
+        pipeline.health.clone(),
+        sql,
+        upkeep.clone(),
+    )
+    .await;
     let served = match admin {
         Ok(()) => serve_metrics(&cfg.metrics.listen, prom, upkeep.clone()).await,
         Err(e) => Err(e),

@@ -114,6 +114,27 @@ pub async fn load_or_init(
     Ok((row_to_persisted(&r), n == 1))
 }
 
+/// Moves metering to `position` with minutes before now − lateness settled, when it cannot
+/// replay from where it stood (see the caller).
+pub async fn reset(
+    conninfo: &str,
+    position: u64,
+    cfg: &crate::window::WindowConfig,
+) -> Result<Persisted, SettleError> {
+    let client = connect(conninfo).await?;
+    let now = suiftly_ingest::listener::now_us();
+    let sb = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
+    let r = client
+        .query_one(
+            "UPDATE aggregate_state SET applied_through = $1, restart_position = $1, \
+                settled_before = GREATEST(settled_before, $2), updated_at = now() WHERE id = 1 \
+             RETURNING applied_through, restart_position, settled_before",
+            &[&(position as i64), &minute_to_time(sb)],
+        )
+        .await?;
+    Ok(row_to_persisted(&r))
+}
+
 /// The `stats_per_hour` columns computed from minute-shaped rows (`stats_per_min`, the delta
 /// table, or raw rows shaped alike by the audit).
 pub fn stats_hour_select(src: &str, cond: &str) -> String {

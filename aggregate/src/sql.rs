@@ -41,6 +41,9 @@ pub enum SqlError {
     Postgres(#[from] tokio_postgres::Error),
 }
 
+/// The operator session (re-exported so callers need not depend on DataFusion).
+pub type Context = SessionContext;
+
 fn ts_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
