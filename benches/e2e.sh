@@ -20,6 +20,7 @@ SECS=${SECS:-60}
 BULK=${BULK:-2000000}
 SPOOL=${SPOOL:-on}                 # on | off
 SPOOL_FSYNC=${SPOOL_FSYNC:-interval}   # every_batch | interval | never
+AGGREGATE=${AGGREGATE:-on}         # on | off: streaming metering (needs the spool)
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 PSQL=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)
 
@@ -29,6 +30,7 @@ free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, get
 UDP_PORT=$(free_port SOCK_DGRAM)
 MPORT=$(free_port SOCK_STREAM)
 SPOOL_ENABLED=true; [ "$SPOOL" = off ] && SPOOL_ENABLED=false
+AGG_ENABLED=true; { [ "$AGGREGATE" = off ] || [ "$SPOOL" = off ]; } && AGG_ENABLED=false
 cat > "$WORK/suiftly.toml" <<CFG
 data_dir = "$WORK/data"
 [metrics]
@@ -38,6 +40,8 @@ listen = "127.0.0.1:0"
 [spool]
 enabled = $SPOOL_ENABLED
 fsync = "$SPOOL_FSYNC"
+[aggregate]
+enabled = $AGG_ENABLED
 [[listener]]
 name = "udp"
 kind = "udp"
@@ -62,7 +66,7 @@ for _ in $(seq 1 600); do
 done
 CONN=$(cat "$WORK/data/conninfo")
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $("$PSQL" --version)"
-echo "work dir: $WORK; spool $SPOOL (fsync $SPOOL_FSYNC)"
+echo "work dir: $WORK; spool $SPOOL (fsync $SPOOL_FSYNC); metering $AGG_ENABLED"
 
 echo "net.unix.max_dgram_qlen=$(cat /proc/sys/net/unix/max_dgram_qlen) net.core.rmem_max=$(cat /proc/sys/net/core/rmem_max)"
 if [ -z "${SKIP_UDP:-}" ]; then

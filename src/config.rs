@@ -376,7 +376,8 @@ impl Config {
             "aggregate.settle_interval_ms must be within 10..=60000"
         );
         anyhow::ensure!(
-            (1..=10_000).contains(&a.input_capacity) && (1..=100_000).contains(&a.subscriber_capacity),
+            (1..=10_000).contains(&a.input_capacity)
+                && (1..=100_000).contains(&a.subscriber_capacity),
             "aggregate.input_capacity must be within 1..=10000 and subscriber_capacity within 1..=100000"
         );
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");

@@ -14,11 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
+use suiftly_aggregate::service::{self as metering, Aggregator, Recovery};
 use suiftly_ingest::health::Health;
 use suiftly_ingest::listener::{self, ListenerStats};
 use suiftly_ingest::spooled::{self, SpoolHandle};
 use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
-use suiftly_aggregate::service::{self as metering, Aggregator, Recovery};
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -238,8 +238,12 @@ async fn start_metering(
         // Metering was off while the spool was freed (or the spool was replaced): what it did
         // not see cannot be replayed. Resume at the current position; `suiftly audit` shows
         // the gap.
-        error!(?persisted, copy_pos, oldest,
-            "metering cannot replay from its committed position; resuming at the current ingest position (run `suiftly audit` to see the gap)");
+        error!(
+            ?persisted,
+            copy_pos,
+            oldest,
+            "metering cannot replay from its committed position; resuming at the current ingest position (run `suiftly audit` to see the gap)"
+        );
         persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
     }
     spool.set_gc_floor(persisted.restart_position);

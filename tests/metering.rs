@@ -15,8 +15,14 @@ use pgcluster::PgCluster;
 fn port_for(slot: u16) -> u16 {
     let base = 61_000 + (std::process::id() % 200) as u16 * 20;
     let p = base + slot;
-    assert!(UdpSocket::bind(("127.0.0.1", p)).is_ok(), "port {p} is taken");
-    assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(), "port {p} is taken");
+    assert!(
+        UdpSocket::bind(("127.0.0.1", p)).is_ok(),
+        "port {p} is taken"
+    );
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
+        "port {p} is taken"
+    );
     p
 }
 
@@ -31,8 +37,11 @@ struct Run {
 
 impl Run {
     fn new(dir: &Path, pg: &PgCluster, slot: u16) -> Run {
-        let (udp_port, metrics_port, admin_port) =
-            (port_for(3 * slot), port_for(3 * slot + 1), port_for(3 * slot + 2));
+        let (udp_port, metrics_port, admin_port) = (
+            port_for(3 * slot),
+            port_for(3 * slot + 1),
+            port_for(3 * slot + 2),
+        );
         let cfg = dir.join("suiftly.toml");
         std::fs::write(
             &cfg,
@@ -69,7 +78,10 @@ impl Run {
         self.child = Some(child);
         let t0 = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(60), "suiftly did not come up");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "suiftly did not come up"
+            );
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("suiftly exited during start-up: {st}");
             }
@@ -95,7 +107,10 @@ impl Run {
     fn metric(&self, name: &str) -> f64 {
         let (_, body) = http(self.metrics_port, "GET", "/metrics", None, None);
         body.lines()
-            .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(' ') || r.starts_with('{')))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -123,10 +138,18 @@ impl Drop for Run {
 }
 
 /// A tiny HTTP/1.0 client: (status, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> (u16, String) {
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let body = body.unwrap_or("");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -135,12 +158,22 @@ fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// xorshift: reproducible variety without a dependency.
@@ -156,7 +189,11 @@ fn rnd(s: &mut u64) -> u64 {
 /// late), i.e. out of order.
 fn line(seed: &mut u64) -> String {
     let now = now_ms();
-    let ts = if rnd(seed) % 10 < 3 { now - rnd(seed) % 3_000 } else { now - 60_000 - rnd(seed) % 120_000 };
+    let ts = if rnd(seed) % 10 < 3 {
+        now - rnd(seed) % 3_000
+    } else {
+        now - 60_000 - rnd(seed) % 120_000
+    };
     let cust = match rnd(seed) % 6 {
         0 => "-".to_string(),
         c => c.to_string(),
@@ -165,7 +202,11 @@ fn line(seed: &mut u64) -> String {
     let tt = 1 + rnd(seed) % 8;
     let status = [200, 200, 204, 404, 429, 500, 503][(rnd(seed) % 7) as usize];
     let bytes = rnd(seed) % 5000;
-    let tw = if rnd(seed) % 4 == 0 { "-1".to_string() } else { (rnd(seed) % 5).to_string() };
+    let tw = if rnd(seed).is_multiple_of(4) {
+        "-1".to_string()
+    } else {
+        (rnd(seed) % 5).to_string()
+    };
     let ta = rnd(seed) % 900;
     let be = rnd(seed) % 3;
     format!(
@@ -175,7 +216,13 @@ fn line(seed: &mut u64) -> String {
     )
 }
 
-fn sender(port: u16, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>, seed: u64) -> std::thread::JoinHandle<()> {
+fn sender(
+    port: u16,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    seed: u64,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let t0 = Instant::now();
@@ -198,8 +245,15 @@ fn query_i64(conninfo: &str, sql: &str) -> i64 {
         .args(["-X", "-At", "-d", conninfo, "-c", sql])
         .output()
         .unwrap();
-    assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -232,23 +286,42 @@ fn sigkill_during_load_then_audit_finds_zero_differences() {
         if sb as u64 > last_sent_ms + 1000 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "metering did not settle");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "metering did not settle"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let late = run.metric("suiftly_aggregate_late_requests_total");
     run.stop();
     let raw = query_i64(&run.conninfo, "SELECT count(*) FROM haproxy_raw_logs");
-    let metered = query_i64(&run.conninfo, "SELECT sum(request_count) FROM infra_per_min");
-    assert!(raw > 5_000, "only {raw} rows stored of {} sent", sent.load(Ordering::Relaxed));
+    let metered = query_i64(
+        &run.conninfo,
+        "SELECT sum(request_count) FROM infra_per_min",
+    );
+    assert!(
+        raw > 5_000,
+        "only {raw} rows stored of {} sent",
+        sent.load(Ordering::Relaxed)
+    );
     assert_eq!(metered, raw, "every stored row metered exactly once");
-    let usage = query_i64(&run.conninfo, "SELECT sum(request_count) FROM usage_records");
+    let usage = query_i64(
+        &run.conninfo,
+        "SELECT sum(request_count) FROM usage_records",
+    );
     let billable = query_i64(
         &run.conninfo,
         "SELECT count(*) FROM haproxy_raw_logs WHERE customer_id IS NOT NULL AND traffic_type IN (1, 2) \
          AND timestamp < date_trunc('hour', (SELECT settled_before FROM aggregate_state))",
     );
-    assert_eq!(usage, billable, "usage_records = billable rows of complete hours");
-    println!("sent {}, stored {raw}, late requests in the last run {late}", sent.load(Ordering::Relaxed));
+    assert_eq!(
+        usage, billable,
+        "usage_records = billable rows of complete hours"
+    );
+    println!(
+        "sent {}, stored {raw}, late requests in the last run {late}",
+        sent.load(Ordering::Relaxed)
+    );
 
     let out = run.suiftly(&["audit", "--from", "-2h", "--to", "now"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -282,13 +355,18 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let now = now_ms();
     for i in 0..300u64 {
-        let ts = if i < 200 { now - 90_000 - i * 100 } else { now - i };
+        let ts = if i < 200 {
+            now - 90_000 - i * 100
+        } else {
+            now - i
+        };
         let l = format!(
             "sf1 {}.{:03} fe 1 17 2 2 7 - 0 - 1 0 10.1.2.3 200 10 0 0 1 2 5 1 -- /v1",
             ts / 1000,
             ts % 1000
         );
-        s.send_to(l.as_bytes(), ("127.0.0.1", run.udp_port)).unwrap();
+        s.send_to(l.as_bytes(), ("127.0.0.1", run.udp_port))
+            .unwrap();
     }
     let token = std::fs::read_to_string(dir.path().join("data/operator-token")).unwrap();
     let join = "SELECT coalesce(s.n, 0) AS settled, coalesce(l.n, 0) AS live FROM \
@@ -298,29 +376,62 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
     let body = serde_json::json!({ "sql": join, "format": "json" }).to_string();
     let t0 = Instant::now();
     let (settled, live) = loop {
-        let (code, text) = http(run.admin_port, "POST", "/admin/sql", Some(&token), Some(&body));
+        let (code, text) = http(
+            run.admin_port,
+            "POST",
+            "/admin/sql",
+            Some(&token),
+            Some(&body),
+        );
         assert_eq!(code, 200, "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let (a, b) = v
             .as_array()
             .and_then(|r| r.first())
-            .map(|r| (r["settled"].as_i64().unwrap_or(0), r["live"].as_i64().unwrap_or(0)))
+            .map(|r| {
+                (
+                    r["settled"].as_i64().unwrap_or(0),
+                    r["live"].as_i64().unwrap_or(0),
+                )
+            })
             .unwrap_or((0, 0));
         if a + b == 300 && a >= 200 {
             break (a, b);
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "rows not visible: {text}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "rows not visible: {text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(live > 0, "fresh lines are live ({settled} settled, {live} live)");
+    assert!(
+        live > 0,
+        "fresh lines are live ({settled} settled, {live} live)"
+    );
 
     // The CLI: same query, CSV and table output.
-    let out = run.suiftly(&["sql", "--format", "csv", "--url", &format!("http://127.0.0.1:{}", run.admin_port), join]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run.suiftly(&[
+        "sql",
+        "--format",
+        "csv",
+        "--url",
+        &format!("http://127.0.0.1:{}", run.admin_port),
+        join,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csv = String::from_utf8_lossy(&out.stdout);
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("settled,live"));
-    let nums: Vec<i64> = lines.next().unwrap().split(',').map(|x| x.parse().unwrap()).collect();
+    let nums: Vec<i64> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(nums.iter().sum::<i64>(), 300);
     let out = run.suiftly(&[
         "sql",
@@ -329,31 +440,78 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
         "SELECT count(*) AS n FROM haproxy_raw_logs WHERE timestamp >= now() - interval '1 hour' AND timestamp < now() + interval '1 hour'",
     ]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && table.contains("+--") && table.contains("| 300 |"), "{table}");
+    assert!(
+        out.status.success() && table.contains("+--") && table.contains("| 300 |"),
+        "{table}"
+    );
     // A write through the CLI fails with the server's message.
-    let out = run.suiftly(&["sql", "--url", &format!("http://127.0.0.1:{}", run.admin_port), "DROP TABLE stats_per_min"]);
+    let out = run.suiftly(&[
+        "sql",
+        "--url",
+        &format!("http://127.0.0.1:{}", run.admin_port),
+        "DROP TABLE stats_per_min",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 
     // HTTP error branches: JSON bodies with stable codes.
     let q = |sql: &str| serde_json::json!({ "sql": sql }).to_string();
-    let (code, text) = http(run.admin_port, "POST", "/admin/sql", None, Some(&q("SELECT 1")));
+    let (code, text) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        None,
+        Some(&q("SELECT 1")),
+    );
     assert_eq!(code, 401, "{text}");
     assert!(text.contains("\"code\":\"unauthorized\""));
-    let (code, _) = http(run.admin_port, "POST", "/admin/sql", Some("wrong"), Some(&q("SELECT 1")));
+    let (code, _) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        Some("wrong"),
+        Some(&q("SELECT 1")),
+    );
     assert_eq!(code, 401);
-    let (code, text) = http(run.admin_port, "POST", "/admin/sql", Some(&token), Some(&q("INSERT INTO stats_per_min SELECT * FROM stats_per_min")));
+    let (code, text) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        Some(&token),
+        Some(&q("INSERT INTO stats_per_min SELECT * FROM stats_per_min")),
+    );
     assert_eq!(code, 403, "{text}");
     assert!(text.contains("\"code\":\"read_only\""));
-    let (code, text) = http(run.admin_port, "POST", "/admin/sql", Some(&token), Some(&q("SELECT count(*) FROM haproxy_raw_logs")));
+    let (code, text) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        Some(&token),
+        Some(&q("SELECT count(*) FROM haproxy_raw_logs")),
+    );
     assert_eq!(code, 400);
     assert!(text.contains("needs a time range"), "{text}");
-    let (code, text) = http(run.admin_port, "POST", "/admin/sql", Some(&token), Some(&q("SELEC nonsense")));
+    let (code, text) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        Some(&token),
+        Some(&q("SELEC nonsense")),
+    );
     assert_eq!(code, 400);
     assert!(text.contains("\"code\":\"sql_error\""));
-    let (code, _) = http(run.admin_port, "POST", "/admin/sql", Some(&token), Some("not json"));
+    let (code, _) = http(
+        run.admin_port,
+        "POST",
+        "/admin/sql",
+        Some(&token),
+        Some("not json"),
+    );
     assert_eq!(code, 400);
     // The database still holds every row once.
-    assert_eq!(query_i64(&run.conninfo, "SELECT count(*) FROM haproxy_raw_logs"), 300);
+    assert_eq!(
+        query_i64(&run.conninfo, "SELECT count(*) FROM haproxy_raw_logs"),
+        300
+    );
     run.stop();
 }

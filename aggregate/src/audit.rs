@@ -133,11 +133,10 @@ async fn compare(
         "COALESCE(r.bucket, -1) = COALESCE(s.bucket, -1)",
         "r.bucket = s.bucket",
     );
-    let on = on
-        .replace(
-            "COALESCE(r.window_start, -1) = COALESCE(s.window_start, -1)",
-            "r.window_start = s.window_start",
-        );
+    let on = on.replace(
+        "COALESCE(r.window_start, -1) = COALESCE(s.window_start, -1)",
+        "r.window_start = s.window_start",
+    );
     let mut cols: Vec<String> = keys
         .iter()
         .map(|k| format!("COALESCE(r.{k}, s.{k}) AS {k}"))
@@ -180,7 +179,10 @@ pub async fn audit(
     to: SystemTime,
 ) -> Result<AuditReport, tokio_postgres::Error> {
     let sb: Option<SystemTime> = client
-        .query_opt("SELECT settled_before FROM aggregate_state WHERE id = 1", &[])
+        .query_opt(
+            "SELECT settled_before FROM aggregate_state WHERE id = 1",
+            &[],
+        )
         .await?
         .map(|r| r.get(0));
     let Some(sb) = sb else {
@@ -197,7 +199,10 @@ pub async fn audit(
 
     // Minutes (24 h retention, counted back from the settled boundary like the purge does).
     let keep_from = sb.min(now) - 24 * US_PER_HOUR + US_PER_MIN;
-    let (mf, mt) = (ceil_to(from, US_PER_MIN).max(ceil_to(keep_from, US_PER_MIN)), floor_to(to, US_PER_MIN));
+    let (mf, mt) = (
+        ceil_to(from, US_PER_MIN).max(ceil_to(keep_from, US_PER_MIN)),
+        floor_to(to, US_PER_MIN),
+    );
     let stats_min_r = format!(
         "SELECT date_trunc('minute', bucket) AS bucket, customer_id, service_type, network, traffic_type, \
             status_code, SUM(request_count)::bigint AS request_count, SUM(total_bytes)::bigint AS total_bytes, \
@@ -210,8 +215,21 @@ pub async fn audit(
         compare(
             client,
             "stats_per_min",
-            &["bucket", "customer_id", "service_type", "network", "traffic_type", "status_code"],
-            &["request_count", "total_bytes", "response_time_sum_ms", "min_response_time_ms", "max_response_time_ms"],
+            &[
+                "bucket",
+                "customer_id",
+                "service_type",
+                "network",
+                "traffic_type",
+                "status_code",
+            ],
+            &[
+                "request_count",
+                "total_bytes",
+                "response_time_sum_ms",
+                "min_response_time_ms",
+                "max_response_time_ms",
+            ],
             &["avg_response_time_ms"],
             &stats_min_r,
             "SELECT * FROM stats_per_min WHERE bucket >= $1 AND bucket < $2",

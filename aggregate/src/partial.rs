@@ -274,11 +274,17 @@ pub(crate) mod tests {
         let mut cust = Int32Builder::new();
         let mut path = StringBuilder::new();
         let mut cfg = Int64Builder::new();
-        let (mut net, mut srv, mut svc) =
-            (Int16Builder::new(), Int16Builder::new(), Int16Builder::new());
+        let (mut net, mut srv, mut svc) = (
+            Int16Builder::new(),
+            Int16Builder::new(),
+            Int16Builder::new(),
+        );
         let mut fp = Int64Builder::new();
-        let (mut fe, mut tt, mut ev) =
-            (Int16Builder::new(), Int16Builder::new(), Int16Builder::new());
+        let (mut fe, mut tt, mut ev) = (
+            Int16Builder::new(),
+            Int16Builder::new(),
+            Int16Builder::new(),
+        );
         let mut ip = FixedSizeBinaryBuilder::new(16);
         let mut meta = Int16Builder::new();
         let mut st = Int16Builder::new();

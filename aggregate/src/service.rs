@@ -21,10 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::partial::{PartialAggregator, PartialError};
 use crate::settle::{self, Outcome, SettleError, UsageRow};
-use crate::window::{
-    CustAcc, CustKey, InfraAcc, InfraKey, Persisted, Settlement, US_PER_MIN, WindowConfig,
-    WindowState,
-};
+use crate::window::{LiveRows, Persisted, Settlement, US_PER_MIN, WindowConfig, WindowState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AggregateError {
@@ -91,7 +88,7 @@ impl Aggregator {
     ///
     /// Not a snapshot across tables: a query that also reads the settled tables while a
     /// settlement commits may count the moving minutes twice for that instant.
-    pub fn live(&self) -> (Vec<(CustKey, CustAcc)>, Vec<(InfraKey, InfraAcc)>) {
+    pub fn live(&self) -> LiveRows {
         let (mut cust, mut infra) = self.lock().live();
         if let Some(s) = &*self.inflight.lock().expect("inflight lock poisoned") {
             cust.extend(s.cust.iter().copied());
@@ -139,7 +136,10 @@ pub async fn load_state(
     let settled_before = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
     let (p, created) = settle::load_or_init(&client, copy_position, settled_before).await?;
     if created {
-        info!(position = copy_position, "metering starts at the current ingest position");
+        info!(
+            position = copy_position,
+            "metering starts at the current ingest position"
+        );
     }
     Ok(p)
 }
@@ -344,9 +344,9 @@ async fn settle_due(
 
 fn notify(agg: &Aggregator, s: &Settlement, o: Outcome) {
     counter!("suiftly_aggregate_settlements_total").increment(1);
-    counter!("suiftly_aggregate_settled_groups_total").increment((s.cust.len() + s.infra.len()) as u64);
-    gauge!("suiftly_aggregate_settled_before_seconds")
-        .set((s.next.settled_before * 60) as f64);
+    counter!("suiftly_aggregate_settled_groups_total")
+        .increment((s.cust.len() + s.infra.len()) as u64);
+    gauge!("suiftly_aggregate_settled_before_seconds").set((s.next.settled_before * 60) as f64);
     let msg = SettledWindow {
         settled_before_us: s.next.settled_before * US_PER_MIN,
         newly_settled_us: (

@@ -187,7 +187,9 @@ fn stats_hour_upsert(src: &str, cond: &str) -> String {
 
 /// The infra columns computed from infra-shaped rows, truncated to `unit`.
 pub fn infra_select(unit: &str, src: &str, cond: &str) -> String {
-    let avg = |s: &str, w: &str, n: &str| format!("SUM({s})::float8 / NULLIF(SUM({w}), 0)::float8 AS {n}");
+    let avg = |s: &str, w: &str, n: &str| {
+        format!("SUM({s})::float8 / NULLIF(SUM({w}), 0)::float8 AS {n}")
+    };
     format!(
         "SELECT date_trunc('{unit}', bucket) AS bucket, server_id, service_type, network, backend_id, event_type, \
             status_code, SUM(request_count)::bigint AS request_count, SUM(total_time_sum_ms)::bigint AS total_time_sum_ms, \
@@ -197,9 +199,21 @@ pub fn infra_select(unit: &str, src: &str, cond: &str) -> String {
             {}, {}, {}, {} \
          FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4, 5, 6, 7",
         avg("total_time_sum_ms", "request_count", "avg_total_time_ms"),
-        avg("queue_time_sum_ms", "queue_time_weight", "avg_queue_time_ms"),
-        avg("connect_time_sum_ms", "connect_time_weight", "avg_connect_time_ms"),
-        avg("response_time_sum_ms", "response_time_weight", "avg_response_time_ms"),
+        avg(
+            "queue_time_sum_ms",
+            "queue_time_weight",
+            "avg_queue_time_ms"
+        ),
+        avg(
+            "connect_time_sum_ms",
+            "connect_time_weight",
+            "avg_connect_time_ms"
+        ),
+        avg(
+            "response_time_sum_ms",
+            "response_time_weight",
+            "avg_response_time_ms"
+        ),
     )
 }
 
@@ -321,8 +335,8 @@ async fn load_deltas(tx: &Transaction<'_>, s: &Settlement) -> Result<(), tokio_p
         }
     }
     let params: [&(dyn ToSql + Sync); 15] = [
-        &bucket, &srv, &svc, &net, &be, &ev, &st, &sums[0], &sums[1], &sums[2], &sums[3],
-        &sums[4], &sums[5], &sums[6], &sums[7],
+        &bucket, &srv, &svc, &net, &be, &ev, &st, &sums[0], &sums[1], &sums[2], &sums[3], &sums[4],
+        &sums[5], &sums[6], &sums[7],
     ];
     tx.execute(
         "INSERT INTO d_infra SELECT * FROM unnest($1::timestamptz[], $2::int2[], $3::int2[], \
@@ -394,8 +408,11 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
         &[],
     )
     .await?;
-    tx.execute(&infra_upsert("infra_per_min", "minute", "d_infra", "true"), &[])
-        .await?;
+    tx.execute(
+        &infra_upsert("infra_per_min", "minute", "d_infra", "true"),
+        &[],
+    )
+    .await?;
 
     // Hours: late deltas into hours completed earlier; roll-up of hours completed now.
     tx.execute(&stats_hour_upsert("d_cust", "bucket < $1"), &[&old_h])

@@ -118,7 +118,6 @@ pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, 
 
 fn is_write(sql: &str) -> bool {
     let first = sql
-        .trim_start()
         .split_whitespace()
         .next()
         .unwrap_or("")
@@ -154,10 +153,12 @@ impl std::str::FromStr for Format {
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<Vec<u8>, SqlError> {
     let e = |e: arrow_schema::ArrowError| SqlError::Query(e.to_string());
     match format {
-        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)
-            .map_err(e)?
-            .to_string()
-            .into_bytes()),
+        Format::Table => Ok(
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)
+                .map_err(e)?
+                .to_string()
+                .into_bytes(),
+        ),
         Format::Csv => {
             let mut out = Vec::new();
             {
@@ -270,7 +271,11 @@ fn stats_batch(rows: &[(CustKey, CustAcc)]) -> Result<RecordBatch, DataFusionErr
         Int16Builder::new(),
         Int16Builder::new(),
     );
-    let (mut cnt, mut by, mut sum) = (Int64Builder::new(), Int64Builder::new(), Int64Builder::new());
+    let (mut cnt, mut by, mut sum) = (
+        Int64Builder::new(),
+        Int64Builder::new(),
+        Int64Builder::new(),
+    );
     let mut av = Float64Builder::new();
     let (mut mn, mut mx) = (Int32Builder::new(), Int32Builder::new());
     for (k, v) in rows {
@@ -520,7 +525,8 @@ impl TableProvider for PgTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let bounds: Vec<(Operator, i64)> = filters.iter().flat_map(|f| self.time_bound(f)).collect();
+        let bounds: Vec<(Operator, i64)> =
+            filters.iter().flat_map(|f| self.time_bound(f)).collect();
         let has_low = bounds
             .iter()
             .any(|(o, _)| matches!(o, Operator::Gt | Operator::GtEq | Operator::Eq));

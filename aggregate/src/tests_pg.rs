@@ -76,8 +76,12 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     };
     // Metering starts with nothing settled before the test's first hour.
     let start_minute = base / US_PER_MIN;
-    crate::settle::load_or_init(&c, 0, start_minute).await.unwrap();
-    let persisted = service::load_state(&conninfo, 0, &cfg.window).await.unwrap();
+    crate::settle::load_or_init(&c, 0, start_minute)
+        .await
+        .unwrap();
+    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+        .await
+        .unwrap();
     assert_eq!(
         persisted,
         Persisted {
@@ -108,9 +112,13 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     let mut pos = 0u64;
     for chunk in early.chunks(400) {
         store(&mut w, chunk).await;
-        tx.send(Committed { rows: rows_to_batch(chunk), start: pos, end: pos + 1 })
-            .await
-            .unwrap();
+        tx.send(Committed {
+            rows: rows_to_batch(chunk),
+            start: pos,
+            end: pos + 1,
+        })
+        .await
+        .unwrap();
         pos += 1;
     }
     up.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -121,28 +129,45 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
         hours += m.completed_hours_us.len();
         usage += m.usage.len();
     }
-    assert!(hours >= 3 && usage >= 3, "hours {hours}, usage rows {usage}");
+    assert!(
+        hours >= 3 && usage >= 3,
+        "hours {hours}, usage rows {usage}"
+    );
     // Billing charged every usage row so far: late usage must go to a new revision.
-    c.execute("UPDATE usage_records SET charged_amount = 1", &[]).await.unwrap();
+    c.execute("UPDATE usage_records SET charged_amount = 1", &[])
+        .await
+        .unwrap();
 
     // The rest arrives late: every minute and hour it touches has already settled.
     for chunk in late.chunks(250) {
         store(&mut w, chunk).await;
-        tx.send(Committed { rows: rows_to_batch(chunk), start: pos, end: pos + 1 })
-            .await
-            .unwrap();
+        tx.send(Committed {
+            rows: rows_to_batch(chunk),
+            start: pos,
+            end: pos + 1,
+        })
+        .await
+        .unwrap();
         pos += 1;
     }
     wait_settled(&agg, pos).await;
     let revs: i64 = c
-        .query_one("SELECT count(*) FROM usage_records WHERE revision > 0 AND charged_amount IS NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM usage_records WHERE revision > 0 AND charged_amount IS NULL",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
-    assert!(revs > 0, "late usage for charged hours lands in new revisions");
+    assert!(
+        revs > 0,
+        "late usage for charged hours lands in new revisions"
+    );
 
     // Operator SQL over the same state: settled totals equal what was sent, a write is refused.
-    let ctx = crate::sql::context(Some(agg.clone()), &conninfo).await.unwrap();
+    let ctx = crate::sql::context(Some(agg.clone()), &conninfo)
+        .await
+        .unwrap();
     let total: i64 = rows.iter().map(|r| r.repeat as i64).sum();
     let b = crate::sql::query(
         &ctx,
@@ -170,7 +195,11 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     .await
     .unwrap();
     assert_eq!(ok[0].num_rows(), 1);
-    let w = crate::sql::query(&ctx, "INSERT INTO stats_per_min SELECT * FROM stats_per_min").await;
+    let w = crate::sql::query(
+        &ctx,
+        "INSERT INTO stats_per_min SELECT * FROM stats_per_min",
+    )
+    .await;
     assert!(matches!(w, Err(crate::sql::SqlError::ReadOnly(_))), "{w:?}");
     let w = crate::sql::query(&ctx, "CREATE TABLE x AS SELECT 1").await;
     assert!(matches!(w, Err(crate::sql::SqlError::ReadOnly(_))), "{w:?}");
@@ -186,7 +215,14 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     for t in &report.tables {
         assert_eq!(t.differences, 0, "{}: {:?}", t.table, t.examples);
     }
-    let by = |n: &str| report.tables.iter().find(|t| t.table == n).unwrap().compared;
+    let by = |n: &str| {
+        report
+            .tables
+            .iter()
+            .find(|t| t.table == n)
+            .unwrap()
+            .compared
+    };
     assert!(by("stats_per_min") > 100 && by("stats_per_hour") > 3 && by("usage_records") > 3);
 
     // A tampered settled row is reported.
@@ -218,19 +254,30 @@ async fn a_slow_subscriber_is_told_it_lagged() {
     suiftly_migrations::migrate(&mut c).await.unwrap();
     let now = suiftly_ingest::listener::now_us();
     let start_minute = (now - 30 * US_PER_MIN).div_euclid(US_PER_MIN);
-    crate::settle::load_or_init(&c, 0, start_minute).await.unwrap();
+    crate::settle::load_or_init(&c, 0, start_minute)
+        .await
+        .unwrap();
     let cfg = AggregatorConfig {
-        window: WindowConfig { allowed_lateness_us: 0, idle_lag_us: 0 },
+        window: WindowConfig {
+            allowed_lateness_us: 0,
+            idle_lag_us: 0,
+        },
         settle_interval: Duration::from_millis(20),
         subscriber_capacity: 1,
         max_backoff: Duration::from_millis(100),
     };
-    let persisted = service::load_state(&conninfo, 0, &cfg.window).await.unwrap();
+    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+        .await
+        .unwrap();
     let (tx, rx) = mpsc::channel(4);
     let (agg, task) = service::start(
         cfg,
         conninfo,
-        Recovery { persisted, replay_to: 0, replay: None },
+        Recovery {
+            persisted,
+            replay_to: 0,
+            replay: None,
+        },
         rx,
         Arc::new(|_| true),
         CancellationToken::new(),
@@ -241,11 +288,18 @@ async fn a_slow_subscriber_is_told_it_lagged() {
     // old minutes arrive late), none read meanwhile.
     let mut runner = TestRunner::deterministic();
     for i in 0..5u64 {
-        let rows: Vec<Row> = prop::collection::vec(arb_row(start_minute * US_PER_MIN - 10 * US_PER_MIN, 5), 20)
-            .new_tree(&mut runner)
-            .unwrap()
-            .current();
-        tx.send(Committed { rows: rows_to_batch(&rows), start: i, end: i + 1 }).await.unwrap();
+        let rows: Vec<Row> =
+            prop::collection::vec(arb_row(start_minute * US_PER_MIN - 10 * US_PER_MIN, 5), 20)
+                .new_tree(&mut runner)
+                .unwrap()
+                .current();
+        tx.send(Committed {
+            rows: rows_to_batch(&rows),
+            start: i,
+            end: i + 1,
+        })
+        .await
+        .unwrap();
         wait_settled(&agg, i + 1).await;
     }
     match sub.recv().await {

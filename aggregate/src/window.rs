@@ -96,6 +96,9 @@ impl InfraAcc {
     }
 }
 
+/// Unsettled groups of both kinds (what the live tables show).
+pub type LiveRows = (Vec<(CustKey, CustAcc)>, Vec<(InfraKey, InfraAcc)>);
+
 /// The partial aggregate of one input batch.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Partials {
@@ -338,7 +341,7 @@ impl WindowState {
     }
 
     /// Everything not yet committed (open minutes and pending late deltas), for live queries.
-    pub fn live(&self) -> (Vec<(CustKey, CustAcc)>, Vec<(InfraKey, InfraAcc)>) {
+    pub fn live(&self) -> LiveRows {
         let mut cust = Vec::new();
         let mut infra = Vec::new();
         for b in self.open.values().chain(std::iter::once(&self.late)) {
@@ -441,9 +444,21 @@ pub(crate) mod tests {
 
     pub fn arb_row(base_us: i64, span_min: i64) -> impl Strategy<Value = Row> {
         (
-            (0..span_min * US_PER_MIN, proptest::option::weighted(0.8, 1..4i32)),
-            (1..4i16, 0..2i16, 1..9i16, prop::sample::select(vec![200i16, 204, 404, 429, 500, 503])),
-            (1..3i16, proptest::option::of(0..3i16), prop::sample::select(vec![0i16, 11, 52])),
+            (
+                0..span_min * US_PER_MIN,
+                proptest::option::weighted(0.8, 1..4i32),
+            ),
+            (
+                1..4i16,
+                0..2i16,
+                1..9i16,
+                prop::sample::select(vec![200i16, 204, 404, 429, 500, 503]),
+            ),
+            (
+                1..3i16,
+                proptest::option::of(0..3i16),
+                prop::sample::select(vec![0i16, 11, 52]),
+            ),
             (0..5_000i64, 0..3_000i32),
             (
                 proptest::option::of(0..50i32),
@@ -452,23 +467,27 @@ pub(crate) mod tests {
             ),
             1..4i32,
         )
-            .prop_map(move |((off, c), (s, n, tt, st), (srv, be, ev), (b, tt_ms), (q, cn, rs), rep)| Row {
-                ts_us: base_us + off,
-                customer_id: c,
-                service_type: s,
-                network: n,
-                traffic_type: tt,
-                status_code: st,
-                server_id: srv,
-                backend_id: be,
-                event_type: ev,
-                bytes: b,
-                time_total: tt_ms,
-                time_queue: q,
-                time_connect: cn,
-                time_response: rs,
-                repeat: rep,
-            })
+            .prop_map(
+                move |((off, c), (s, n, tt, st), (srv, be, ev), (b, tt_ms), (q, cn, rs), rep)| {
+                    Row {
+                        ts_us: base_us + off,
+                        customer_id: c,
+                        service_type: s,
+                        network: n,
+                        traffic_type: tt,
+                        status_code: st,
+                        server_id: srv,
+                        backend_id: be,
+                        event_type: ev,
+                        bytes: b,
+                        time_total: tt_ms,
+                        time_queue: q,
+                        time_connect: cn,
+                        time_response: rs,
+                        repeat: rep,
+                    }
+                },
+            )
     }
 
     fn sorted(mut p: Partials) -> Partials {
@@ -647,12 +666,17 @@ pub(crate) mod tests {
         // A row for minute 0 now is late: a delta, counted.
         let a = st.apply(&brute_force(&[row(BASE + 30)]), 20, 30);
         assert_eq!(a.late, 2);
-        let s = st.take_settlement(BASE + 2 * US_PER_MIN + 6, false).unwrap();
+        let s = st
+            .take_settlement(BASE + 2 * US_PER_MIN + 6, false)
+            .unwrap();
         assert_eq!(s.late_requests, 2);
         assert_eq!(s.cust[0].0.minute, BASE / US_PER_MIN);
         assert_eq!(s.next.settled_before, BASE / US_PER_MIN + 1);
         // Nothing new: nothing to commit.
-        assert!(st.take_settlement(BASE + 2 * US_PER_MIN + 7, false).is_none());
+        assert!(
+            st.take_settlement(BASE + 2 * US_PER_MIN + 7, false)
+                .is_none()
+        );
         // Replay of [10, 20) after a restart: the settled part is skipped, minute 2 reopens.
         let mut r = WindowState::restore(cfg, s.next);
         let a = r.apply(

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arrow_array::RecordBatch;
 use ipnet::IpNet;
 use metrics::{counter, gauge};
 use suiftly_parser::Parser;
 use suiftly_spool::{
     DurableEnd, OwnedRecord, Position, Record, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
 };
-use arrow_array::RecordBatch;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -502,6 +502,7 @@ pub async fn committed_position(conninfo: &str, spool: &SpoolHandle) -> Result<u
 
 /// The consumer: spool → parse → batch → COPY + position, until `listeners_done` has fired
 /// and everything durable has been stored (or `abort`).
+#[allow(clippy::too_many_arguments)] // the composition root passes each stage's handle once
 pub async fn run_consumer(
     spool: SpoolHandle,
     mut writer: Writer,
@@ -571,7 +572,9 @@ pub async fn run_consumer(
                     _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
                 };
                 if !sent {
-                    error!("the aggregator is gone: storing goes on, metering resumes from its committed position at the next start");
+                    error!(
+                        "the aggregator is gone: storing goes on, metering resumes from its committed position at the next start"
+                    );
                     tap = None;
                 }
             }
