@@ -35,7 +35,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use suiftly_billing::{Escrow, PriceList};
 use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret};
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
@@ -265,7 +265,9 @@ pub fn app(state: AppState) -> Router {
     }
     let cors = match &cfg.dashboard_origin {
         Some(origin) => CorsLayer::new()
-            .allow_origin(HeaderValue::from_str(origin).expect("validated in ApiConfig::validate"))
+            .allow_origin(AllowOrigin::list([
+                HeaderValue::from_str(origin).expect("validated in ApiConfig::validate")
+            ]))
             .allow_credentials(true)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
