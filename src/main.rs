@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod api_cmd;
 mod config;
 mod database;
 mod demo;
@@ -40,6 +41,8 @@ enum Cmd {
     Loadgen(loadgen::LoadgenArgs),
     /// Feed captured log files (one line per datagram) through the ingest path.
     Replay(replay::ReplayArgs),
+    /// Serve the customer API (docs/API.md) until SIGTERM / ctrl-c.
+    Api,
 }
 
 fn main() -> Result<()> {
@@ -65,5 +68,6 @@ fn main() -> Result<()> {
         Cmd::Demo(args) => rt.block_on(demo::run(cfg, args)),
         Cmd::Loadgen(args) => rt.block_on(loadgen::run(cfg, args)),
         Cmd::Replay(args) => rt.block_on(replay::run(cfg, args)),
+        Cmd::Api => rt.block_on(api_cmd::run(cfg)),
     }
 }
