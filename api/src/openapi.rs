@@ -18,7 +18,7 @@ fn body(schema: Value) -> Value {
 fn service_param() -> Value {
     json!({ "name": "service", "in": "path", "required": true,
             "description": "seal, grpc or graphql (ssfn and sealo are reserved: 422 service_not_available)",
-            "schema": { "type": "string" } })
+            "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "ssfn", "sealo"] } })
 }
 
 fn key_param() -> Value {
@@ -368,13 +368,55 @@ fn components() -> Value {
                 "current_month_charged_usd_cents": { "type": "integer" },
                 "remaining_authorization_usd_cents": { "type": "integer" } } },
             "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
-                "amount_usd_cents": { "type": "integer", "format": "int64" },
-                "idempotency_key": { "type": "string" } } },
+                "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
+                "idempotency_key": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
             "Session": { "type": "object", "properties": {
                 "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
                 "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }
         }
     })
+}
+
+/// `post_keys_key_id_regenerate` for `POST /keys/{key_id}/regenerate`.
+pub fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_string();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.extend(
+            part.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_'),
+        );
+    }
+    id
+}
+
+/// OpenAPI links: a created key's id feeds regenerate and revoke (lets stateful fuzzers reach
+/// existing keys instead of 404s).
+fn key_links() -> Value {
+    json!({
+        "RegenerateKey": { "operationId": operation_id("post", "/keys/{key_id}/regenerate"),
+                           "parameters": { "key_id": "$response.body#/key_id" } },
+        "RevokeKey": { "operationId": operation_id("delete", "/keys/{key_id}"),
+                       "parameters": { "key_id": "$response.body#/key_id" } }
+    })
+}
+
+/// After an enable, the same service can be read, reconfigured, re-tiered, quoted, disabled.
+fn service_links() -> Value {
+    let mut links = Map::new();
+    for (name, method, path) in [
+        ("GetService", "get", "/services/{service}"),
+        ("ConfigureService", "put", "/services/{service}/config"),
+        ("ChangeTier", "put", "/services/{service}/tier"),
+        ("QuoteService", "post", "/services/{service}/quote"),
+        ("DisableService", "post", "/services/{service}/disable"),
+    ] {
+        links.insert(
+            name.into(),
+            json!({ "operationId": operation_id(method, path), "parameters": { "service": "$request.path.service" } }),
+        );
+    }
+    Value::Object(links)
 }
 
 pub fn document() -> Value {
@@ -389,10 +431,16 @@ pub fn document() -> Value {
                 ok("success", op.response)
             },
         );
+        if op.path.starts_with("/keys") && op.method == "post" {
+            responses[op.status]["links"] = key_links();
+        }
+        if op.path == "/services/{service}/enable" {
+            responses[op.status]["links"] = service_links();
+        }
         for e in op.errors {
             responses.insert((*e).into(), err_ref());
         }
-        let mut o = json!({ "summary": op.summary, "operationId": format!("{}_{}", op.method, op.path), "responses": responses });
+        let mut o = json!({ "summary": op.summary, "operationId": operation_id(op.method, op.path), "responses": responses });
         if !op.params.is_empty() {
             o["parameters"] = Value::Array(op.params);
         }

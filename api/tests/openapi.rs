@@ -73,3 +73,27 @@ async fn every_documented_route_is_served_and_nothing_else() {
         assert!(codes.contains(&serde_json::json!(code)));
     }
 }
+
+#[test]
+fn links_point_at_existing_operations() {
+    let doc = suiftly_api::openapi::document();
+    let mut ids = BTreeSet::new();
+    let mut targets = Vec::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            ids.insert(op["operationId"].as_str().unwrap().to_string());
+            for resp in op["responses"].as_object().unwrap().values() {
+                if let Some(links) = resp.get("links") {
+                    for l in links.as_object().unwrap().values() {
+                        targets.push(l["operationId"].as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(ids.len(), 22, "operation ids are unique");
+    assert!(targets.len() >= 7);
+    for t in targets {
+        assert!(ids.contains(&t), "{t}");
+    }
+}
