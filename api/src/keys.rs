@@ -3,7 +3,7 @@
 //! customer_id: another customer's key id is indistinguishable from a missing one (404).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -15,7 +15,7 @@ use suiftly_vault::{Access, Metadata, Network, ServiceLetter, Source};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::services::parse_service;
-use crate::{AppState, JsonBody};
+use crate::{AppState, JsonBody, QueryParams};
 
 fn letter(service: ServiceType) -> ServiceLetter {
     match service {
@@ -64,7 +64,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let service = q.service.as_deref().map(parse_service).transpose()?;
     let client = state.pool.get().await?;

@@ -339,6 +339,23 @@ async fn openapi_json() -> Json<serde_json::Value> {
     Json(openapi::document())
 }
 
+/// `Query<T>` whose rejections are [`ApiError`]s (JSON bodies).
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
+            Err(rej) => Err(ApiError::InvalidRequest(rej.body_text())),
+        }
+    }
+}
+
 /// `Json<T>` whose rejections are [`ApiError`]s (JSON bodies, 413 for oversized bodies).
 pub struct JsonBody<T>(pub T);
 

@@ -369,7 +369,7 @@ fn components() -> Value {
                 "remaining_authorization_usd_cents": { "type": "integer" } } },
             "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
                 "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
-                "idempotency_key": { "type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
+                "idempotency_key": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
             "Session": { "type": "object", "properties": {
                 "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
                 "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }

@@ -283,3 +283,16 @@ async fn another_customers_key_is_404() {
         .await;
     assert_eq!(missing.body, r.body);
 }
+
+#[tokio::test]
+async fn bad_query_parameters_are_json_errors() {
+    let t = test_app().await;
+    let s = t.login(8).await;
+    let r = t.get("/keys?colour=red", &s.token).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+    let r = t.get("/keys?include_revoked=maybe", &s.token).await;
+    assert_eq!(r.code(), "invalid_request");
+}
