@@ -423,14 +423,14 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for op in ops() {
         let mut responses = Map::new();
-        responses.insert(
-            op.status.into(),
-            if op.response.is_null() {
-                json!({ "description": "no content" })
-            } else {
-                ok("success", op.response)
-            },
-        );
+        let success = if op.response.is_null() {
+            json!({ "description": "no content" })
+        } else if op.path == "/metrics" {
+            json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
+        } else {
+            ok("success", op.response)
+        };
+        responses.insert(op.status.into(), success);
         if op.path.starts_with("/keys") && op.method == "post" {
             responses[op.status]["links"] = key_links();
         }
