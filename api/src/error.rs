@@ -30,8 +30,8 @@ pub enum ApiError {
     ServiceNotAvailable(&'static str),
     #[error("{0}")]
     InvalidConfig(String),
-    #[error("service is not enabled")]
-    ServiceDisabled,
+    #[error("request timed out")]
+    Timeout,
     #[error(transparent)]
     Spend(#[from] SpendError),
     #[error("api key limit reached ({limit} active keys)")]
@@ -71,7 +71,8 @@ impl ApiError {
             ServiceNotAvailable(_) | InvalidConfig(_) | LimitOutOfRange { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ServiceDisabled | KeyLimitReached { .. } | IdempotencyConflict => StatusCode::CONFLICT,
+            KeyLimitReached { .. } | IdempotencyConflict => StatusCode::CONFLICT,
+            Timeout => StatusCode::REQUEST_TIMEOUT,
             Spend(_) | InsufficientEscrowFunds { .. } => StatusCode::PAYMENT_REQUIRED,
             RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,7 +94,7 @@ impl ApiError {
             UnknownService => "unknown_service",
             ServiceNotAvailable(_) => "service_not_available",
             InvalidConfig(_) => "invalid_config",
-            ServiceDisabled => "service_disabled",
+            Timeout => "request_timeout",
             Spend(SpendError::InsufficientBalance { .. }) => "insufficient_balance",
             Spend(SpendError::MonthlyLimitExceeded { .. }) => "monthly_limit_exceeded",
             KeyLimitReached { .. } => "api_key_limit_reached",

@@ -36,7 +36,6 @@ use serde::de::DeserializeOwned;
 use suiftly_billing::{Escrow, PriceList};
 use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::clock::Clock;
 use crate::error::ApiError;
@@ -283,9 +282,9 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
         .layer(axum::middleware::from_fn(middleware::track_metrics))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            cfg.request_timeout,
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
         ))
         .layer(cors)
         .with_state(state)

@@ -51,3 +51,15 @@ pub async fn ip_rate_limit(State(state): State<AppState>, req: Request, next: Ne
     }
     next.run(req).await
 }
+
+/// Bounds a request's total time; a request still running at the deadline is dropped
+/// (its transaction rolls back) and answered 408 with a JSON body.
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            metrics::counter!("suiftly_api_timeouts_total").increment(1);
+            ApiError::Timeout.into_response()
+        }
+    }
+}

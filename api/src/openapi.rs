@@ -342,7 +342,7 @@ fn components() -> Value {
                     "code": { "type": "string", "enum": [
                         "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
                         "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
-                        "service_disabled", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
+                        "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
                         "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
                         "unavailable", "internal"] },
                     "message": { "type": "string" },

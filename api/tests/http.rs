@@ -201,3 +201,20 @@ async fn health_reports_an_unreachable_database() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn slow_requests_time_out_with_a_json_error() {
+    // A zero budget: the handler's first database round trip cannot finish within the first
+    // poll, so the deadline (already passed) wins deterministically.
+    let mut cfg = test_config();
+    cfg.request_timeout = std::time::Duration::ZERO;
+    let t = test_app_with(cfg).await;
+    let r = t.call(Method::GET, "/health", None, None).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::REQUEST_TIMEOUT, "request_timeout")
+    );
+    // Requests that need no I/O still answer.
+    let r = t.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
