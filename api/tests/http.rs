@@ -190,7 +190,7 @@ async fn health_reports_an_unreachable_database() {
     )
     .unwrap();
     use tower::ServiceExt;
-    let resp = suiftly_api::app(state)
+    let resp = suiftly_api::app(state.clone())
         .oneshot(
             Request::builder()
                 .uri("/health")
@@ -200,6 +200,27 @@ async fn health_reports_an_unreachable_database() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Handlers answer 503 `unavailable` (cause logged, not sent).
+    let token = suiftly_api::auth::issue(&state, 42, "access", state.clock.now()).unwrap();
+    let resp = suiftly_api::app(state)
+        .oneshot(
+            Request::builder()
+                .uri("/services")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    use http_body_util::BodyExt;
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+    assert!(
+        !body.to_string().contains("does_not_exist"),
+        "internal cause not leaked"
+    );
 }
 
 #[tokio::test]
