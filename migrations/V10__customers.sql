@@ -26,6 +26,8 @@ CREATE TABLE auth_nonces (
     used_at         TIMESTAMPTZ
 );
 CREATE INDEX auth_nonces_wallet ON auth_nonces (wallet_address, expires_at) WHERE used_at IS NULL;
+-- Expired nonces are deleted on every connect (anyone can ask for nonces; rows must not pile up).
+CREATE INDEX auth_nonces_expiry ON auth_nonces (expires_at);
 
 -- Refresh tokens are stored as SHA-256 hashes only, so a database leak yields no sessions.
 CREATE TABLE refresh_tokens (

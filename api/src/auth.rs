@@ -144,10 +144,7 @@ pub async fn connect(
     let now = state.clock.now();
     let client = state.pool.get().await?;
     client
-        .execute(
-            "DELETE FROM auth_nonces WHERE wallet_address = $1 AND expires_at <= $2",
-            &[&address, &now],
-        )
+        .execute("DELETE FROM auth_nonces WHERE expires_at <= $1", &[&now])
         .await?;
     let existing = client
         .query_opt(

@@ -61,6 +61,13 @@ async fn connect_reuses_a_valid_nonce_and_validates_the_address() {
     t.clock.advance(TimeDelta::minutes(10));
     let c = t.connect(&addr).await;
     assert_ne!(a.body["nonce"], c.body["nonce"]);
+    // Expired nonces (of any wallet) are deleted, so the table cannot grow without bound.
+    let n: i64 =
+        t.db.query_one("SELECT count(*) FROM auth_nonces", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(n, 1);
     for bad in [
         "0x12",
         "160179a1565ea7cff27ead23f54cc7f50893bf58155cd7285156e57afa31c3ac00",
