@@ -334,8 +334,17 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn openapi_json() -> Json<serde_json::Value> {
-    Json(openapi::document())
+/// Serialized once: the document is static for the life of the process.
+async fn openapi_json() -> Response {
+    static DOC: std::sync::OnceLock<axum::body::Bytes> = std::sync::OnceLock::new();
+    let bytes = DOC
+        .get_or_init(|| {
+            serde_json::to_vec(&openapi::document())
+                .expect("json")
+                .into()
+        })
+        .clone();
+    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
 }
 
 /// `Query<T>` whose rejections are [`ApiError`]s (JSON bodies).
