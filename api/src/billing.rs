@@ -82,8 +82,12 @@ async fn movement(
             "amount_usd_cents must be within 1..={MAX_MOVEMENT_CENTS}"
         )));
     }
+    // Client keys live in their own namespace ("api:") so they can never collide with nonces
+    // the system itself uses on the escrow (billing charges, the mock's start-up reseed).
     let nonce = match req.idempotency_key {
-        Some(k) if (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => k,
+        Some(k) if (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            format!("api:{k}")
+        }
         Some(_) => {
             return Err(ApiError::InvalidRequest(
                 "idempotency_key must be 1-64 printable ascii characters".into(),
@@ -92,7 +96,7 @@ async fn movement(
         None => {
             let mut b = [0u8; 16];
             getrandom::fill(&mut b).map_err(ApiError::internal)?;
-            hex::encode(b)
+            format!("api:{}", hex::encode(b))
         }
     };
     // The customer row lock orders movements of one customer (escrow and cache stay in step).

@@ -194,3 +194,34 @@ async fn money_is_per_customer() {
         1_234
     );
 }
+
+#[tokio::test]
+async fn client_keys_cannot_collide_with_system_nonces() {
+    use suiftly_billing::Escrow;
+    let t = test_app().await;
+    let s = t.login(8).await;
+    // A movement the system made on the escrow with its own nonce (e.g. a billing charge).
+    t.escrow
+        .deposit(s.customer_id, 700, "startup-reseed")
+        .await
+        .unwrap();
+    let r = t
+        .post(
+            "/billing/deposit",
+            &s.token,
+            json!({ "amount_usd_cents": 700, "idempotency_key": "startup-reseed" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["replayed"], false,
+        "a new deposit, not the system's transaction"
+    );
+    assert_eq!(t.escrow.balance_now(s.customer_id), 1_400);
+    let nonce: String =
+        t.db.query_one("SELECT nonce FROM escrow_transactions", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(nonce, "api:startup-reseed");
+}
