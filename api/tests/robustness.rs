@@ -28,7 +28,7 @@ impl Rng {
 fn value(rng: &mut Rng, depth: u32) -> Value {
     match rng.next() % if depth > 2 { 6 } else { 8 } {
         0 => Value::Null,
-        1 => json!(rng.next() % 2 == 0),
+        1 => json!(rng.next().is_multiple_of(2)),
         2 => json!(rng.next() as i64),
         3 => json!(-((rng.next() % 1000) as i64)),
         4 => json!(*rng.pick(&[
@@ -86,18 +86,19 @@ async fn arbitrary_requests_never_5xx() {
     let mut seen = std::collections::BTreeMap::new();
     for (method, path) in suiftly_api::route_table() {
         for _ in 0..25 {
-            let concrete = path
-                .replace("{service}", *rng.pick(&services[..]))
-                .replace("{key_id}", *rng.pick(&key_ids[..]));
-            let concrete = if concrete == "/keys" && method == Method::GET && rng.next() % 2 == 0 {
-                format!(
-                    "/keys?service={}&include_revoked={}",
-                    rng.pick(&services),
-                    rng.pick(&["true", "no", "1"])
-                )
-            } else {
-                concrete
-            };
+            let svc = rng.pick::<&str>(&services);
+            let key = rng.pick::<&str>(&key_ids);
+            let concrete = path.replace("{service}", svc).replace("{key_id}", key);
+            let concrete =
+                if concrete == "/keys" && method == Method::GET && rng.next().is_multiple_of(2) {
+                    format!(
+                        "/keys?service={}&include_revoked={}",
+                        rng.pick(&services),
+                        rng.pick(&["true", "no", "1"])
+                    )
+                } else {
+                    concrete
+                };
             let body = match rng.next() % 4 {
                 0 => Body::empty(),
                 1 => Body::from(
@@ -108,10 +109,10 @@ async fn arbitrary_requests_never_5xx() {
                 _ => Body::from(serde_json::to_vec(&value(&mut rng, 0)).unwrap()),
             };
             let mut req = Request::builder().method(method.clone()).uri(&concrete);
-            if rng.next() % 8 != 0 {
+            if !rng.next().is_multiple_of(8) {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {}", s.token));
             }
-            if rng.next() % 8 != 0 {
+            if !rng.next().is_multiple_of(8) {
                 req = req.header(header::CONTENT_TYPE, "application/json");
             }
             let r = t.raw(req.body(body).unwrap()).await;
