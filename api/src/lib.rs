@@ -68,7 +68,7 @@ impl ApiConfig {
         ApiConfig {
             production: false,
             mock_auth: false,
-            jwt_secret: b"suiftly-development-jwt-secret-not-for-production".to_vec(),
+            jwt_secret: DEV_JWT_SECRET.to_vec(),
             api_key_secret: Secret::development(),
             key_encryption_key: Secret::from_bytes(DEV_KEY_ENCRYPTION_KEY),
             dashboard_origin: Some("http://localhost:5173".into()),
