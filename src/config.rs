@@ -36,6 +36,70 @@ pub struct Config {
     pub aggregate: AggregateSettings,
     #[serde(default = "default_listeners", rename = "listener")]
     pub listeners: Vec<ListenerConfig>,
+    /// `suiftly api`: the customer API (secrets come from the environment only).
+    #[serde(default)]
+    pub api: ApiSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// Browser origin of the dashboard, allowed by CORS with credentials.
+    #[serde(default = "default_dashboard_origin")]
+    pub dashboard_origin: String,
+    /// Production mode: refuses MOCK_AUTH and the development secrets; Secure cookies.
+    #[serde(default)]
+    pub production: bool,
+    #[serde(default = "default_api_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_api_timeout")]
+    pub request_timeout_ms: u64,
+    #[serde(default = "default_ip_rps")]
+    pub ip_requests_per_second: u32,
+    #[serde(default = "default_ip_burst")]
+    pub ip_burst: u32,
+    #[serde(default = "default_customer_rps")]
+    pub customer_requests_per_second: u32,
+    #[serde(default = "default_customer_burst")]
+    pub customer_burst: u32,
+    #[serde(default = "default_api_pool")]
+    pub db_pool_size: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("every api field has a default")
+    }
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:9470".into()
+}
+fn default_dashboard_origin() -> String {
+    "http://localhost:5173".into()
+}
+fn default_api_body() -> usize {
+    16 * 1024
+}
+fn default_api_timeout() -> u64 {
+    10_000
+}
+fn default_ip_rps() -> u32 {
+    50
+}
+fn default_ip_burst() -> u32 {
+    100
+}
+fn default_customer_rps() -> u32 {
+    20
+}
+fn default_customer_burst() -> u32 {
+    60
+}
+fn default_api_pool() -> usize {
+    16
 }
 
 fn default_data_dir() -> PathBuf {
@@ -317,6 +381,16 @@ impl Config {
         {
             cfg.admin.listen = m;
         }
+        if let Ok(m) = std::env::var("SUIFTLY_API_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.api.listen = m;
+        }
+        if let Ok(p) = std::env::var("SUIFTLY_API_PRODUCTION")
+            && !p.is_empty()
+        {
+            cfg.api.production = matches!(p.as_str(), "1" | "true" | "yes");
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -379,6 +453,19 @@ impl Config {
             (1..=10_000).contains(&a.input_capacity)
                 && (1..=100_000).contains(&a.subscriber_capacity),
             "aggregate.input_capacity must be within 1..=10000 and subscriber_capacity within 1..=100000"
+        );
+        let a = &self.api;
+        anyhow::ensure!(
+            (1024..=16 << 20).contains(&a.max_body_bytes),
+            "api.max_body_bytes must be within 1024..=16777216"
+        );
+        anyhow::ensure!(
+            (100..=300_000).contains(&a.request_timeout_ms),
+            "api.request_timeout_ms must be within 100..=300000"
+        );
+        anyhow::ensure!(
+            (1..=1000).contains(&a.db_pool_size),
+            "api.db_pool_size must be within 1..=1000"
         );
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();

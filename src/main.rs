@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod admin_sql;
+mod api_cmd;
 mod config;
 mod database;
 mod demo;
@@ -46,6 +47,8 @@ enum Cmd {
     Sql(admin_sql::SqlArgs),
     /// Recompute the aggregates from the raw rows and print the differences (exit 1 if any).
     Audit(admin_sql::AuditArgs),
+    /// Serve the customer API (docs/API.md) until SIGTERM / ctrl-c.
+    Api,
 }
 
 fn main() -> Result<()> {
@@ -73,5 +76,6 @@ fn main() -> Result<()> {
         Cmd::Replay(args) => rt.block_on(replay::run(cfg, args)),
         Cmd::Sql(args) => rt.block_on(admin_sql::sql_command(cfg, args)),
         Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args)),
+        Cmd::Api => rt.block_on(api_cmd::run(cfg)),
     }
 }

@@ -1,8 +1,10 @@
 //! The schema: every `V<n>__<name>.sql` file in this directory, applied in order by refinery.
 //!
 //! A crate of its own so that each stage (ingest, aggregate, api) can apply the same schema in
-//! its tests without depending on another stage. Numbering: ingest and metering use V1–V9,
-//! the customer domain V10 and up, so parallel work never collides on a version.
+//! its tests without depending on another stage. Versions so far: V1–V3 ingest, V4 metering,
+//! V10–V12 the customer domain (built in parallel, hence the gap). A new migration takes the
+//! next number after the highest one: refinery refuses to apply a lower version to a database
+//! that already has a higher one.
 
 use tokio_postgres::Client;
 use tracing::info;

@@ -1,0 +1,466 @@
+//! The OpenAPI 3.0 document served at `/openapi.json`. Written by hand next to the route table;
+//! `tests/openapi.rs` checks that both list exactly the same (method, path) pairs.
+
+use serde_json::{Map, Value, json};
+
+fn err_ref() -> Value {
+    json!({ "description": "error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn body(schema: Value) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
+}
+
+fn service_param() -> Value {
+    json!({ "name": "service", "in": "path", "required": true,
+            "description": "seal, grpc or graphql (ssfn and sealo are reserved: 422 service_not_available)",
+            "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "ssfn", "sealo"] } })
+}
+
+fn key_param() -> Value {
+    json!({ "name": "key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
+}
+
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: bool,
+    params: Vec<Value>,
+    body: Option<Value>,
+    status: &'static str,
+    response: Value,
+    errors: &'static [&'static str],
+}
+
+fn ops() -> Vec<Op> {
+    let obj = json!({ "type": "object" });
+    let cfg = json!({ "$ref": "#/components/schemas/ServiceConfig" });
+    let svc = json!({ "$ref": "#/components/schemas/Service" });
+    let key = json!({ "$ref": "#/components/schemas/ApiKey" });
+    let money = json!({ "$ref": "#/components/schemas/Balance" });
+    let moves = json!({ "$ref": "#/components/schemas/MoveRequest" });
+    let session = json!({ "$ref": "#/components/schemas/Session" });
+    let o = |method,
+             path,
+             summary,
+             auth,
+             params: Vec<Value>,
+             body: Option<Value>,
+             status,
+             response: Value,
+             errors| Op {
+        method,
+        path,
+        summary,
+        auth,
+        params,
+        body,
+        status,
+        response,
+        errors,
+    };
+    vec![
+        o(
+            "get",
+            "/health",
+            "Liveness and database reachability",
+            false,
+            vec![],
+            None,
+            "200",
+            obj.clone(),
+            &["503"],
+        ),
+        o(
+            "get",
+            "/metrics",
+            "Prometheus metrics (text)",
+            false,
+            vec![],
+            None,
+            "200",
+            json!({ "type": "string" }),
+            &[],
+        ),
+        o(
+            "get",
+            "/openapi.json",
+            "This document",
+            false,
+            vec![],
+            None,
+            "200",
+            obj.clone(),
+            &[],
+        ),
+        o(
+            "post",
+            "/auth/connect",
+            "Get a login nonce and the message to sign",
+            false,
+            vec![],
+            Some(
+                json!({ "type": "object", "required": ["walletAddress"], "additionalProperties": false,
+                       "properties": { "walletAddress": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } } }),
+            ),
+            "200",
+            json!({ "type": "object", "required": ["nonce", "message", "expiresAt"],
+                         "properties": { "nonce": { "type": "string" }, "message": { "type": "string" }, "expiresAt": { "type": "string" } } }),
+            &["400", "413", "429"],
+        ),
+        o(
+            "post",
+            "/auth/verify",
+            "Verify the wallet signature; returns an access token and sets the refresh cookie",
+            false,
+            vec![],
+            Some(
+                json!({ "type": "object", "required": ["walletAddress", "signature", "nonce"], "additionalProperties": false,
+                       "properties": { "walletAddress": { "type": "string" }, "signature": { "type": "string" }, "nonce": { "type": "string" } } }),
+            ),
+            "200",
+            session.clone(),
+            &["400", "401", "413", "429"],
+        ),
+        o(
+            "post",
+            "/auth/refresh",
+            "Rotate the refresh cookie and get a new access token",
+            false,
+            vec![],
+            None,
+            "200",
+            session,
+            &["401", "429"],
+        ),
+        o(
+            "post",
+            "/auth/logout",
+            "Revoke the refresh cookie",
+            false,
+            vec![],
+            None,
+            "204",
+            Value::Null,
+            &["429"],
+        ),
+        o(
+            "get",
+            "/services",
+            "The caller's services",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "type": "object", "properties": { "services": { "type": "array", "items": svc.clone() } } }),
+            &["401", "429"],
+        ),
+        o(
+            "get",
+            "/services/{service}",
+            "One service",
+            true,
+            vec![service_param()],
+            None,
+            "200",
+            svc.clone(),
+            &["401", "404", "422", "429"],
+        ),
+        o(
+            "put",
+            "/services/{service}/config",
+            "Replace the configuration (cost-checked when enabled)",
+            true,
+            vec![service_param()],
+            Some(cfg.clone()),
+            "200",
+            svc.clone(),
+            &["400", "401", "402", "404", "413", "422", "429"],
+        ),
+        o(
+            "post",
+            "/services/{service}/enable",
+            "Enable (cost-checked)",
+            true,
+            vec![service_param()],
+            None,
+            "200",
+            svc.clone(),
+            &["401", "402", "404", "422", "429"],
+        ),
+        o(
+            "post",
+            "/services/{service}/disable",
+            "Disable",
+            true,
+            vec![service_param()],
+            None,
+            "200",
+            svc.clone(),
+            &["401", "404", "422", "429"],
+        ),
+        o(
+            "put",
+            "/services/{service}/tier",
+            "Change tier (cost-checked when enabled)",
+            true,
+            vec![service_param()],
+            Some(
+                json!({ "type": "object", "required": ["tier"], "additionalProperties": false,
+                       "properties": { "tier": { "$ref": "#/components/schemas/Tier" } } }),
+            ),
+            "200",
+            svc,
+            &["400", "401", "402", "404", "413", "422", "429"],
+        ),
+        o(
+            "post",
+            "/services/{service}/quote",
+            "Price of a proposed configuration and whether it is allowed now",
+            true,
+            vec![service_param()],
+            Some(cfg),
+            "200",
+            obj.clone(),
+            &["400", "401", "404", "413", "422", "429"],
+        ),
+        o(
+            "get",
+            "/keys",
+            "The caller's API keys (masked)",
+            true,
+            vec![
+                json!({ "name": "service", "in": "query", "required": false, "schema": { "type": "string", "enum": ["seal", "grpc", "graphql"] } }),
+                json!({ "name": "include_revoked", "in": "query", "required": false, "schema": { "type": "boolean" } }),
+            ],
+            None,
+            "200",
+            json!({ "type": "object", "properties": { "keys": { "type": "array", "items": key.clone() } } }),
+            &["400", "401", "404", "422", "429"],
+        ),
+        o(
+            "post",
+            "/keys",
+            "Create an API key (full key returned once)",
+            true,
+            vec![],
+            Some(
+                json!({ "type": "object", "required": ["service"], "additionalProperties": false, "properties": {
+              "service": { "type": "string", "enum": ["seal", "grpc", "graphql"] },
+              "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+              "access": { "type": "string", "enum": ["open", "permission"] },
+              "source": { "type": "string", "enum": ["derived", "imported"] },
+              "proc_group": { "type": "integer", "minimum": 0, "maximum": 7 } } }),
+            ),
+            "201",
+            key.clone(),
+            &["400", "401", "404", "409", "413", "422", "429"],
+        ),
+        o(
+            "post",
+            "/keys/{key_id}/regenerate",
+            "Revoke a key and issue its replacement atomically",
+            true,
+            vec![key_param()],
+            None,
+            "201",
+            key,
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "delete",
+            "/keys/{key_id}",
+            "Revoke a key",
+            true,
+            vec![key_param()],
+            None,
+            "204",
+            Value::Null,
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "get",
+            "/billing/balance",
+            "Balance and monthly limit",
+            true,
+            vec![],
+            None,
+            "200",
+            money.clone(),
+            &["401", "429"],
+        ),
+        o(
+            "post",
+            "/billing/deposit",
+            "Deposit into the escrow (idempotent by idempotency_key)",
+            true,
+            vec![],
+            Some(moves.clone()),
+            "200",
+            obj.clone(),
+            &["400", "401", "409", "413", "429"],
+        ),
+        o(
+            "post",
+            "/billing/withdraw",
+            "Withdraw from the escrow (idempotent by idempotency_key)",
+            true,
+            vec![],
+            Some(moves),
+            "200",
+            obj,
+            &["400", "401", "402", "409", "413", "429"],
+        ),
+        o(
+            "put",
+            "/billing/limit",
+            "Set the monthly spending limit ($100 to $50,000)",
+            true,
+            vec![],
+            Some(
+                json!({ "type": "object", "required": ["max_monthly_usd_cents"], "additionalProperties": false,
+                       "properties": { "max_monthly_usd_cents": { "type": "integer", "format": "int64" } } }),
+            ),
+            "200",
+            money,
+            &["400", "401", "413", "422", "429"],
+        ),
+    ]
+}
+
+fn components() -> Value {
+    json!({
+        "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
+        "schemas": {
+            "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+                "type": "object", "required": ["code", "message"], "properties": {
+                    "code": { "type": "string", "enum": [
+                        "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
+                        "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
+                        "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
+                        "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
+                        "unavailable", "internal"] },
+                    "message": { "type": "string" },
+                    "details": { "type": "object" } } } } },
+            "Tier": { "type": "string", "enum": ["starter", "pro", "enterprise"] },
+            "ServiceConfig": { "type": "object", "required": ["tier"], "additionalProperties": false, "properties": {
+                "tier": { "$ref": "#/components/schemas/Tier" },
+                "burst": { "type": "boolean" },
+                "extra_api_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
+                "extra_seal_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
+                "extra_packages": { "type": "integer", "minimum": 0, "maximum": 1000 } } },
+            "Service": { "type": "object", "properties": {
+                "service": { "type": "string" }, "tier": { "type": "string" }, "is_enabled": { "type": "boolean" },
+                "config": { "$ref": "#/components/schemas/ServiceConfig" },
+                "monthly_price_usd_cents": { "type": "integer" }, "api_key_limit": { "type": "integer" },
+                "active_api_keys": { "type": "integer" } } },
+            "ApiKey": { "type": "object", "properties": {
+                "key_id": { "type": "integer" }, "service": { "type": "string" }, "preview": { "type": "string" },
+                "fingerprint": { "type": "integer" }, "is_active": { "type": "boolean" },
+                "api_key": { "type": "string", "description": "full key; only in create/regenerate responses" } } },
+            "Balance": { "type": "object", "properties": {
+                "balance_usd_cents": { "type": "integer" }, "max_monthly_usd_cents": { "type": "integer" },
+                "current_month_charged_usd_cents": { "type": "integer" },
+                "remaining_authorization_usd_cents": { "type": "integer" } } },
+            "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
+                "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
+                "idempotency_key": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
+            "Session": { "type": "object", "properties": {
+                "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
+                "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }
+        }
+    })
+}
+
+/// `post_keys_key_id_regenerate` for `POST /keys/{key_id}/regenerate`.
+pub fn operation_id(method: &str, path: &str) -> String {
+    let mut id = method.to_string();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.extend(
+            part.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_'),
+        );
+    }
+    id
+}
+
+/// OpenAPI links: a created key's id feeds regenerate and revoke (lets stateful fuzzers reach
+/// existing keys instead of 404s).
+fn key_links() -> Value {
+    json!({
+        "RegenerateKey": { "operationId": operation_id("post", "/keys/{key_id}/regenerate"),
+                           "parameters": { "key_id": "$response.body#/key_id" } },
+        "RevokeKey": { "operationId": operation_id("delete", "/keys/{key_id}"),
+                       "parameters": { "key_id": "$response.body#/key_id" } }
+    })
+}
+
+/// After an enable, the same service can be read, reconfigured, re-tiered, quoted, disabled.
+fn service_links() -> Value {
+    let mut links = Map::new();
+    for (name, method, path) in [
+        ("GetService", "get", "/services/{service}"),
+        ("ConfigureService", "put", "/services/{service}/config"),
+        ("ChangeTier", "put", "/services/{service}/tier"),
+        ("QuoteService", "post", "/services/{service}/quote"),
+        ("DisableService", "post", "/services/{service}/disable"),
+    ] {
+        links.insert(
+            name.into(),
+            json!({ "operationId": operation_id(method, path), "parameters": { "service": "$request.path.service" } }),
+        );
+    }
+    Value::Object(links)
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in ops() {
+        let mut responses = Map::new();
+        let success = if op.response.is_null() {
+            json!({ "description": "no content" })
+        } else if op.path == "/metrics" {
+            json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
+        } else {
+            ok("success", op.response)
+        };
+        responses.insert(op.status.into(), success);
+        if op.path.starts_with("/keys") && op.method == "post" {
+            responses[op.status]["links"] = key_links();
+        }
+        if op.path == "/services/{service}/enable" {
+            responses[op.status]["links"] = service_links();
+        }
+        for e in op.errors {
+            responses.insert((*e).into(), err_ref());
+        }
+        let mut o = json!({ "summary": op.summary, "operationId": operation_id(op.method, op.path), "responses": responses });
+        if !op.params.is_empty() {
+            o["parameters"] = Value::Array(op.params);
+        }
+        if let Some(b) = op.body {
+            o["requestBody"] = body(b);
+        }
+        o["security"] = if op.auth {
+            json!([{ "bearer": [] }])
+        } else {
+            json!([])
+        };
+        let entry = paths
+            .entry(op.path.to_string())
+            .or_insert_with(|| json!({}));
+        entry[op.method] = o;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "Suiftly customer API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": paths,
+        "components": components(),
+    })
+}

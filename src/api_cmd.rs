@@ -1,0 +1,146 @@
+//! `suiftly api`: serve the customer API until SIGTERM / ctrl-c.
+//!
+//! Order: signal handlers, metrics recorder, database (DATABASE_URL or embedded) + migrations,
+//! secrets from the environment, escrow mock (re-seeded from the stored balances), bind, serve;
+//! on the signal: stop accepting, drain in-flight requests, stop the embedded PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use suiftly_api::ratelimit::RateLimit;
+use suiftly_api::{ApiConfig, AppState};
+use suiftly_billing::{Escrow, MockEscrow, PriceList};
+use suiftly_vault::Secret;
+use tracing::{info, warn};
+
+use crate::config::{ApiSettings, Config};
+use crate::database::Database;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// Builds the API configuration from `[api]` and the secret environment variables. Missing
+/// secrets fall back to development values outside production and are an error in it.
+pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
+    let production = s.production;
+    let hex_secret = |name: &str, dev: Secret| -> Result<Secret> {
+        match env(name) {
+            Some(v) => Secret::from_hex(&v, production).with_context(|| name.to_string()),
+            None if production => anyhow::bail!("{name} must be set in production mode"),
+            None => {
+                warn!("{name} not set: using the public development value");
+                Ok(dev)
+            }
+        }
+    };
+    let jwt_secret = match env("SUIFTLY_JWT_SECRET") {
+        Some(v) => v.into_bytes(),
+        None if production => anyhow::bail!("SUIFTLY_JWT_SECRET must be set in production mode"),
+        None => {
+            warn!(
+                "SUIFTLY_JWT_SECRET not set: using a random per-process secret (sessions end on restart)"
+            );
+            let mut b = vec![0u8; 32];
+            getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("system randomness: {e}"))?;
+            b
+        }
+    };
+    let cfg = ApiConfig {
+        production,
+        mock_auth: env("MOCK_AUTH").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
+        jwt_secret,
+        api_key_secret: hex_secret("SUIFTLY_API_KEY_SECRET", Secret::development())?,
+        key_encryption_key: hex_secret(
+            "SUIFTLY_KEY_ENCRYPTION_KEY",
+            Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY),
+        )?,
+        dashboard_origin: Some(s.dashboard_origin.clone()),
+        max_body_bytes: s.max_body_bytes,
+        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        ip_rate: RateLimit {
+            per_second: s.ip_requests_per_second,
+            burst: s.ip_burst,
+        },
+        customer_rate: RateLimit {
+            per_second: s.customer_requests_per_second,
+            burst: s.customer_burst,
+        },
+        prices: PriceList::default(),
+    };
+    cfg.validate().context("api configuration")?;
+    if cfg.mock_auth {
+        warn!("MOCK_AUTH is on: any wallet signature is accepted (development only)");
+    }
+    Ok(cfg)
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let api_cfg = api_config(&cfg.api)?;
+    let prom = crate::pipeline::install_recorder()?;
+    let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
+    db.migrate().await?;
+    let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
+    let escrow = Arc::new(MockEscrow::new());
+    reseed_escrow(&pool, &escrow).await?;
+    let render = prom.clone();
+    let state = AppState::new(
+        api_cfg,
+        pool,
+        escrow,
+        Arc::new(suiftly_api::clock::SystemClock),
+        Some(Arc::new(move || render.render())),
+    )?;
+    let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
+        .await
+        .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
+    info!(addr = %listener.local_addr()?, "api listening");
+    let upkeep = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            prom.run_upkeep();
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("shutdown requested; draining in-flight requests");
+    };
+    suiftly_api::run(listener, state, shutdown).await?;
+    upkeep.abort();
+    info!("api stopped");
+    if let Some(mut c) = db.cluster {
+        tokio::task::block_in_place(|| c.stop())?;
+        info!("embedded postgresql stopped");
+    }
+    Ok(())
+}
+
+/// The mock escrow lives in memory: load the stored balances so deposits made before a
+/// restart can still be withdrawn.
+async fn reseed_escrow(pool: &deadpool_postgres::Pool, escrow: &MockEscrow) -> Result<()> {
+    let client = pool.get().await.context("connecting to postgresql")?;
+    let rows = client
+        .query(
+            "SELECT customer_id, current_balance_usd_cents FROM customers WHERE current_balance_usd_cents > 0",
+            &[],
+        )
+        .await?;
+    for r in &rows {
+        escrow
+            .deposit(r.get(0), r.get(1), "startup-reseed")
+            .await
+            .map_err(|e| anyhow::anyhow!("reseeding the mock escrow: {e}"))?;
+    }
+    info!(
+        customers = rows.len(),
+        "mock escrow seeded from stored balances"
+    );
+    Ok(())
+}
