@@ -158,11 +158,30 @@ impl SpoolHandle {
         self.gc_floor.store(pos, Ordering::Release);
     }
 
-    /// Removes segments wholly below `committed` (and below the gc floor).
+    /// Removes segments wholly below `committed`, and below the gc floor while the spool is
+    /// at most half full. Past half, accepting lines wins over the aggregator's replay window:
+    /// the floor is ignored (counted in `suiftly_spool_gc_floor_released_total`); metering
+    /// then stays exact unless the process crashes before the held minutes settle, in which
+    /// case it resumes at the ingest position and `suiftly audit` shows the gap.
     pub fn gc(&self, committed: Position) -> Result<(), SpoolError> {
         let mut w = self.lock();
-        let free_below = Position(committed.0.min(self.gc_floor.load(Ordering::Acquire)));
+        let floor = self.gc_floor.load(Ordering::Acquire);
+        let half_full = w.stats().bytes_on_disk > w.config().max_total_bytes / 2;
+        let release = floor < committed.0 && half_full;
+        let free_below = if release {
+            committed
+        } else {
+            Position(committed.0.min(floor))
+        };
         let r = w.gc(free_below)?;
+        if release && r.segments_removed > 0 {
+            counter!("suiftly_spool_gc_floor_released_total").increment(r.segments_removed as u64);
+            warn!(
+                floor,
+                committed = committed.0,
+                "spool over half full: freed segments the aggregator would replay after a crash"
+            );
+        }
         if r.segments_removed > 0 {
             info!(
                 removed = r.segments_removed,
