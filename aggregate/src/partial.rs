@@ -1,18 +1,31 @@
 //! Per-batch partial aggregation with DataFusion: one GROUP BY per grouping over each Arrow
 //! batch the ingest stage committed, turned into [`Partials`] for the window state.
 //!
-//! The plans are built with the DataFrame API (no SQL parsing per batch) on a session with one
-//! target partition: a batch is a few thousand rows, and repartitioning it would cost more
-//! than it saves. The output has one row per group, so converting it is cheap compared with
+//! The plans are built once with the DataFrame API on a session with one target partition (a
+//! batch is a few thousand rows; repartitioning it would cost more than it saves) and
+//! re-executed for every batch. The output has one row per group, so converting it is cheap compared with
 //! the aggregation itself.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
+use std::sync::Arc;
+
 use arrow_array::{Array, RecordBatch};
-use arrow_schema::DataType;
+use arrow_schema::{DataType, SchemaRef};
 use datafusion::arrow::compute::kernels::aggregate::max as arrow_max;
-use datafusion::error::DataFusionError;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect,
+    project_schema,
+};
 use datafusion::prelude::{Expr, SessionConfig, SessionContext, cast, col, lit, when};
 
 use crate::window::{CustAcc, CustKey, InfraAcc, InfraKey, Partials, US_PER_MIN};
@@ -26,8 +39,16 @@ pub enum PartialError {
 }
 
 /// Runs the two partial GROUP BYs on a batch of raw rows (the ingest schema).
+///
+/// The plans are built and physically planned once, over a one-batch "slot" table; each call
+/// puts its batch in the slot and re-executes the prepared plans. Planning a DataFrame per
+/// batch cost about 5 ms per query — more than aggregating 5,000 rows.
 pub struct PartialAggregator {
     ctx: SessionContext,
+    slot: Arc<Slot>,
+    plans: tokio::sync::OnceCell<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
+    /// One batch in the slot at a time.
+    busy: tokio::sync::Mutex<()>,
 }
 
 impl Default for PartialAggregator {
@@ -59,7 +80,75 @@ impl PartialAggregator {
             .with_batch_size(8192);
         Self {
             ctx: SessionContext::new_with_config(cfg),
+            slot: Arc::default(),
+            plans: tokio::sync::OnceCell::new(),
+            busy: tokio::sync::Mutex::new(()),
         }
+    }
+
+    async fn plans(
+        &self,
+    ) -> Result<&(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>), PartialError> {
+        self.plans
+            .get_or_try_init(|| async {
+                let table = Arc::new(SlotTable {
+                    schema: suiftly_ingest::schema::raw_logs_schema(),
+                    slot: self.slot.clone(),
+                });
+                let df = self.ctx.read_table(table)?;
+                let minute = (i64c(col("timestamp")) / lit(US_PER_MIN)).alias("minute");
+                let cust = df
+                    .clone()
+                    .filter(col("customer_id").is_not_null())?
+                    .aggregate(
+                        vec![
+                            minute.clone(),
+                            col("customer_id"),
+                            col("service_type"),
+                            col("network"),
+                            col("traffic_type"),
+                            col("status_code"),
+                        ],
+                        vec![
+                            sum(i64c(col("repeat"))).alias("request_count"),
+                            sum(col("bytes_sent")).alias("total_bytes"),
+                            sum(i64c(col("time_total")) * i64c(col("repeat"))).alias("rt_sum"),
+                            min(col("time_total")).alias("rt_min"),
+                            max(col("time_total")).alias("rt_max"),
+                        ],
+                    )?
+                    .create_physical_plan()
+                    .await?;
+                let [qs, qw] = weighted("time_queue");
+                let [cs, cw] = weighted("time_connect");
+                let [rs, rw] = weighted("time_response");
+                let infra = df
+                    .aggregate(
+                        vec![
+                            minute,
+                            col("server_id"),
+                            col("service_type"),
+                            col("network"),
+                            col("backend_id"),
+                            col("event_type"),
+                            col("status_code"),
+                        ],
+                        vec![
+                            sum(i64c(col("repeat"))).alias("request_count"),
+                            sum(i64c(col("time_total")) * i64c(col("repeat"))).alias("total_sum"),
+                            qs,
+                            qw,
+                            cs,
+                            cw,
+                            rs,
+                            rw,
+                        ],
+                    )?
+                    .create_physical_plan()
+                    .await?;
+                Ok::<_, PartialError>((cust, infra))
+            })
+            .await
     }
 
     /// The partial aggregates of `batch` (both groupings) and its largest event time.
@@ -70,63 +159,128 @@ impl PartialAggregator {
                 ..Partials::default()
             });
         }
-        let minute = (i64c(col("timestamp")) / lit(US_PER_MIN)).alias("minute");
-        let df = self.ctx.read_batch(batch.clone())?;
-        let cust = df
-            .clone()
-            .filter(col("customer_id").is_not_null())?
-            .aggregate(
-                vec![
-                    minute.clone(),
-                    col("customer_id"),
-                    col("service_type"),
-                    col("network"),
-                    col("traffic_type"),
-                    col("status_code"),
-                ],
-                vec![
-                    sum(i64c(col("repeat"))).alias("request_count"),
-                    sum(col("bytes_sent")).alias("total_bytes"),
-                    sum(i64c(col("time_total")) * i64c(col("repeat"))).alias("rt_sum"),
-                    min(col("time_total")).alias("rt_min"),
-                    max(col("time_total")).alias("rt_max"),
-                ],
-            )?
-            .collect()
-            .await?;
-        let [qs, qw] = weighted("time_queue");
-        let [cs, cw] = weighted("time_connect");
-        let [rs, rw] = weighted("time_response");
-        let infra = df
-            .aggregate(
-                vec![
-                    minute,
-                    col("server_id"),
-                    col("service_type"),
-                    col("network"),
-                    col("backend_id"),
-                    col("event_type"),
-                    col("status_code"),
-                ],
-                vec![
-                    sum(i64c(col("repeat"))).alias("request_count"),
-                    sum(i64c(col("time_total")) * i64c(col("repeat"))).alias("total_sum"),
-                    qs,
-                    qw,
-                    cs,
-                    cw,
-                    rs,
-                    rw,
-                ],
-            )?
-            .collect()
-            .await?;
+        let (cust_plan, infra_plan) = self.plans().await?;
+        let _one_at_a_time = self.busy.lock().await;
+        self.slot.put(Some(batch.clone()));
+        let task = self.ctx.task_ctx();
+        let cust = collect(cust_plan.clone(), task.clone()).await;
+        let infra = collect(infra_plan.clone(), task).await;
+        self.slot.put(None);
         let ts = batch.column(0).as_primitive::<TimestampMicrosecondType>();
         Ok(Partials {
-            cust: cust_rows(&cust)?,
-            infra: infra_rows(&infra)?,
+            cust: cust_rows(&cust?)?,
+            infra: infra_rows(&infra?)?,
             max_event_us: arrow_max(ts).unwrap_or(i64::MIN),
         })
+    }
+}
+
+/// The batch the prepared plans read when executed.
+#[derive(Debug, Default)]
+struct Slot(std::sync::Mutex<Option<RecordBatch>>);
+
+impl Slot {
+    fn put(&self, b: Option<RecordBatch>) {
+        *self.0.lock().expect("slot lock poisoned") = b;
+    }
+    fn get(&self) -> Option<RecordBatch> {
+        self.0.lock().expect("slot lock poisoned").clone()
+    }
+}
+
+#[derive(Debug)]
+struct SlotTable {
+    schema: SchemaRef,
+    slot: Arc<Slot>,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for SlotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let schema = project_schema(&self.schema, projection)?;
+        Ok(Arc::new(SlotExec {
+            slot: self.slot.clone(),
+            projection: projection.cloned(),
+            props: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema.clone()),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            schema,
+        }))
+    }
+}
+
+/// Leaf of the prepared plans: yields the slot's batch (projected) each time it is executed.
+#[derive(Debug)]
+struct SlotExec {
+    slot: Arc<Slot>,
+    projection: Option<Vec<usize>>,
+    schema: SchemaRef,
+    props: Arc<PlanProperties>,
+}
+
+impl DisplayAs for SlotExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlotExec")
+    }
+}
+
+impl ExecutionPlan for SlotExec {
+    fn name(&self) -> &str {
+        "SlotExec"
+    }
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        // A leaf without expressions.
+        Ok(TreeNodeRecursion::Continue)
+    }
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batches = match self.slot.get() {
+            Some(b) => vec![match &self.projection {
+                Some(p) => b.project(p)?,
+                None => b,
+            }],
+            None => vec![],
+        };
+        Ok(Box::pin(MemoryStream::try_new(
+            batches,
+            self.schema.clone(),
+            None,
+        )?))
     }
 }
 
@@ -365,11 +519,17 @@ pub(crate) mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// DataFusion's GROUP BY over a batch equals the brute-force loop.
+        /// … also when the same prepared plans are re-executed for batch after batch.
         #[test]
-        fn datafusion_partial_equals_brute_force(rows in prop::collection::vec(arb_row(BASE, 4), 0..300)) {
+        fn datafusion_partial_equals_brute_force(
+            batches in prop::collection::vec(prop::collection::vec(arb_row(BASE, 4), 0..300), 1..4),
+        ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-            let got = rt.block_on(PartialAggregator::new().partial(&rows_to_batch(&rows))).unwrap();
-            prop_assert_eq!(sorted(got), sorted(brute_force(&rows)));
+            let pa = PartialAggregator::new();
+            for rows in &batches {
+                let got = rt.block_on(pa.partial(&rows_to_batch(rows))).unwrap();
+                prop_assert_eq!(sorted(got), sorted(brute_force(rows)));
+            }
         }
     }
 }
