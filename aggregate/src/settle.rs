@@ -318,19 +318,7 @@ async fn load_deltas(tx: &Transaction<'_>, s: &Settlement) -> Result<(), tokio_p
         be.push(k.backend_id);
         ev.push(k.event_type);
         st.push(k.status_code);
-        for (i, x) in [
-            v.request_count,
-            v.total_sum,
-            v.queue_sum,
-            v.queue_w,
-            v.connect_sum,
-            v.connect_w,
-            v.response_sum,
-            v.response_w,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, x) in v.fields().into_iter().enumerate() {
             sums[i].push(x);
         }
     }

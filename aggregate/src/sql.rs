@@ -328,18 +328,7 @@ fn infra_batch(rows: &[(InfraKey, InfraAcc)]) -> Result<RecordBatch, DataFusionE
         avgs[1].append_option(avg(v.queue_sum, v.queue_w));
         avgs[2].append_option(avg(v.connect_sum, v.connect_w));
         avgs[3].append_option(avg(v.response_sum, v.response_w));
-        for (i, x) in [
-            v.total_sum,
-            v.queue_sum,
-            v.queue_w,
-            v.connect_sum,
-            v.connect_w,
-            v.response_sum,
-            v.response_w,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, x) in v.fields()[1..].iter().copied().enumerate() {
             sums[i].append_value(x);
         }
     }

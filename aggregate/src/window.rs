@@ -84,6 +84,21 @@ pub struct InfraAcc {
 }
 
 impl InfraAcc {
+    /// The fields in table-column order: request_count, then total, queue, connect and
+    /// response sums with the weights of the NULL-able ones.
+    pub fn fields(&self) -> [i64; 8] {
+        [
+            self.request_count,
+            self.total_sum,
+            self.queue_sum,
+            self.queue_w,
+            self.connect_sum,
+            self.connect_w,
+            self.response_sum,
+            self.response_w,
+        ]
+    }
+
     pub fn merge(&mut self, o: &InfraAcc) {
         self.request_count += o.request_count;
         self.total_sum += o.total_sum;
