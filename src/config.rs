@@ -154,15 +154,29 @@ pub struct AdminConfig {
     /// `SUIFTLY_OPERATOR_TOKEN` overrides.
     #[serde(default)]
     pub operator_token_file: Option<PathBuf>,
+    /// Operator SQL over the PostgreSQL wire protocol (`psql`, Grafana), e.g.
+    /// `"127.0.0.1:9466"`. Off unless set: it is one more port to own. The password is the
+    /// operator token (SCRAM-SHA-256, so it never crosses the wire); read-only. Needs
+    /// metering (`[aggregate] enabled`). `SUIFTLY_PGWIRE_LISTEN` overrides.
+    #[serde(default)]
+    pub pgwire_listen: Option<String>,
+    /// Concurrent PostgreSQL-protocol sessions; further connections are closed at once.
+    #[serde(default = "default_pgwire_max_connections")]
+    pub pgwire_max_connections: usize,
 }
 fn default_admin_listen() -> String {
     "127.0.0.1:9465".into()
+}
+fn default_pgwire_max_connections() -> usize {
+    16
 }
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
             operator_token_file: None,
+            pgwire_listen: None,
+            pgwire_max_connections: default_pgwire_max_connections(),
         }
     }
 }
@@ -381,6 +395,11 @@ impl Config {
         {
             cfg.admin.listen = m;
         }
+        if let Ok(m) = std::env::var("SUIFTLY_PGWIRE_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.admin.pgwire_listen = Some(m);
+        }
         if let Ok(m) = std::env::var("SUIFTLY_API_LISTEN")
             && !m.is_empty()
         {
@@ -453,6 +472,14 @@ impl Config {
             (1..=10_000).contains(&a.input_capacity)
                 && (1..=100_000).contains(&a.subscriber_capacity),
             "aggregate.input_capacity must be within 1..=10000 and subscriber_capacity within 1..=100000"
+        );
+        if let Some(l) = &self.admin.pgwire_listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|_| anyhow::anyhow!("admin.pgwire_listen {l:?} is not ip:port"))?;
+        }
+        anyhow::ensure!(
+            (1..=1000).contains(&self.admin.pgwire_max_connections),
+            "admin.pgwire_max_connections must be within 1..=1000"
         );
         let a = &self.api;
         anyhow::ensure!(

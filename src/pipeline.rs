@@ -300,6 +300,40 @@ pub struct SqlEndpoint {
     pub token: String,
 }
 
+/// Operator SQL over the PostgreSQL wire protocol (see `suiftly_aggregate::pgwire`). A
+/// configured port that cannot be served is a start-up error, not a warning: the operator
+/// asked for it.
+async fn serve_pgwire(
+    listen: &str,
+    max_connections: usize,
+    sql: Option<&SqlEndpoint>,
+    stop: &CancellationToken,
+) -> Result<()> {
+    let sql = sql.context("admin.pgwire_listen is set but the operator SQL context could not be built (see the error above)")?;
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("admin.pgwire_listen {listen:?} is not ip:port"))?;
+    if !addr.ip().is_loopback() {
+        warn!(%addr, "operator SQL (pgwire) on a non-loopback address: authentication is SCRAM, but queries and results are not encrypted");
+    }
+    suiftly_aggregate::pgwire::prepare_context(&sql.ctx)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the PostgreSQL-protocol endpoint on {addr}"))?;
+    let bound = listener.local_addr()?;
+    info!(addr = %bound, "operator SQL over the PostgreSQL protocol: psql \"host={} port={} user=operator dbname=suiftly\" (password: the operator token)", bound.ip(), bound.port());
+    tokio::spawn(suiftly_aggregate::pgwire::serve(
+        listener,
+        sql.ctx.clone(),
+        suiftly_aggregate::pgwire::PgWireOptions {
+            token: sql.token.clone(),
+            max_connections,
+        },
+        stop.clone(),
+    ));
+    Ok(())
+}
+
 /// The admin endpoint: `GET /health` (JSON; 503 while degraded) and `POST /admin/sql`.
 async fn serve_admin(
     listen: &str,
@@ -450,6 +484,13 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
             None
         }
     };
+    if let Some(listen) = &cfg.admin.pgwire_listen {
+        let served = serve_pgwire(listen, cfg.admin.pgwire_max_connections, sql.as_deref(), &upkeep).await;
+        if let Err(e) = served {
+            pipeline.stop().await?;
+            return Err(e);
+        }
+    }
     // Last, so that a reachable /metrics also means "listeners are bound".
     let admin = serve_admin(
         &cfg.admin.listen,

@@ -32,6 +32,7 @@ struct Run {
     conninfo: String,
     metrics_port: u16,
     admin_port: u16,
+    pgwire_port: u16,
     udp_port: u16,
 }
 
@@ -42,12 +43,13 @@ impl Run {
             port_for(3 * slot + 1),
             port_for(3 * slot + 2),
         );
+        let pgwire_port = port_for(10 + slot);
         let cfg = dir.join("suiftly.toml");
         std::fs::write(
             &cfg,
             format!(
                 "data_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\npgwire_listen = \"127.0.0.1:{pgwire_port}\"\n\
                  [batch]\nmax_rows = 500\nmax_age_ms = 50\n\
                  [aggregate]\nallowed_lateness_ms = 1000\nidle_lag_ms = 500\nsettle_interval_ms = 100\n\
                  [[listener]]\nname = \"u\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp_port}\"\nframing = \"raw\"\npayload = \"sf1\"\n",
@@ -61,6 +63,7 @@ impl Run {
             conninfo: pg.connection_string(),
             metrics_port,
             admin_port,
+            pgwire_port,
             udp_port,
         }
     }
@@ -240,8 +243,43 @@ fn sender(
     })
 }
 
+/// The newest installed psql (Debian keeps one per major version).
+fn psql() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL client binaries under /usr/lib/postgresql")
+        .filter_map(|e| Some(e.ok()?.path().join("bin/psql")))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort_by_key(|p| {
+        p.iter()
+            .nth(4)
+            .and_then(|v| v.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    found.pop().expect("psql must be installed")
+}
+
+/// psql against the operator SQL port (PostgreSQL protocol): unaligned, tuples only.
+fn psql_operator(port: u16, password: &str, sql: &str) -> std::process::Output {
+    Command::new(psql())
+        .args([
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            &format!("host=127.0.0.1 port={port} user=operator dbname=suiftly sslmode=disable"),
+            "-c",
+            sql,
+        ])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap()
+}
+
 fn query_i64(conninfo: &str, sql: &str) -> i64 {
-    let out = Command::new("/usr/lib/postgresql/15/bin/psql")
+    let out = Command::new(psql())
         .args(["-X", "-At", "-d", conninfo, "-c", sql])
         .output()
         .unwrap();
@@ -407,6 +445,33 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
     assert!(
         live > 0,
         "fresh lines are live ({settled} settled, {live} live)"
+    );
+
+    // psql over the PostgreSQL protocol: the same join (live + settled), SCRAM with the
+    // operator token; a wrong token and a write are refused; `\dt` lists the tables.
+    let out = psql_operator(run.pgwire_port, token.trim(), join);
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nums: Vec<i64> = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split('|')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(nums.iter().sum::<i64>(), 300, "{nums:?}");
+    let out = psql_operator(run.pgwire_port, "wrong", "SELECT 1");
+    assert!(!out.status.success(), "a wrong token must not log in");
+    let out = psql_operator(run.pgwire_port, token.trim(), "DROP TABLE stats_per_min");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("read-only"), "{err}");
+    let out = psql_operator(run.pgwire_port, token.trim(), "\\dt");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listing.contains("live_stats_per_min") && listing.contains("usage_records"),
+        "{listing}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // The CLI: same query, CSV and table output.

@@ -9,11 +9,15 @@
 //!   subscription for billing and the vault.
 //! - [`sql`]: the operator `SessionContext` (live windows, settled tables, raw logs).
 //! - [`audit`]: recomputation from `haproxy_raw_logs` and comparison with the settled tables.
+//! - [`pgwire`]: the same operator context over the PostgreSQL wire protocol (read-only,
+//!   SCRAM with the operator token).
 //!
-//! Only this crate knows DataFusion. It knows nothing of sockets, axum or billing.
+//! Only this crate knows DataFusion. It knows nothing of axum or billing; its one socket is
+//! the PostgreSQL-protocol front-end of the operator context, which is DataFusion-specific.
 
 pub mod audit;
 pub mod partial;
+pub mod pgwire;
 pub mod service;
 pub mod settle;
 pub mod sql;

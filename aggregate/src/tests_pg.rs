@@ -309,3 +309,138 @@ async fn a_slow_subscriber_is_told_it_lagged() {
     drop(tx);
     task.await.unwrap().unwrap();
 }
+
+/// The PostgreSQL-protocol front-end: SCRAM with the operator token, both query protocols,
+/// every write refused (and the shared context left intact), `pg_catalog` for client tools,
+/// the session limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgwire_serves_the_operator_context_read_only() {
+    use tokio_postgres::error::SqlState;
+
+    let pg = pgcluster::PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let conninfo = pg.connection_string();
+    let mut c = crate::settle::connect(&conninfo).await.unwrap();
+    suiftly_migrations::migrate(&mut c).await.unwrap();
+    c.batch_execute(
+        "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, request_count, bytes_transferred) \
+         SELECT 7 + (h % 2), 1, ts, ts + interval '1 hour', 100 * h, 1000 * h \
+         FROM generate_series(1, 10) h, LATERAL (SELECT date_trunc('hour', now()) - h * interval '1 hour' AS ts) t",
+    )
+    .await
+    .unwrap();
+    // customer 7: h = 2,4,6,8,10 → 3000 requests; customer 8: h = 1,3,5,7,9 → 2500.
+
+    let ctx = crate::sql::context(None, &conninfo).await.unwrap();
+    crate::pgwire::prepare_context(&ctx).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(crate::pgwire::serve(
+        listener,
+        ctx,
+        crate::pgwire::PgWireOptions {
+            token: "s3cret-operator-token".into(),
+            max_connections: 2,
+        },
+        stop.clone(),
+    ));
+    let connect = |password: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user=operator dbname=suiftly password={password} sslmode=disable"
+        );
+        async move {
+            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
+
+    // Wrong password: refused during the SCRAM exchange.
+    let bad = connect("wrong").await;
+    assert!(bad.is_err(), "a wrong token must not log in");
+
+    let client = connect("s3cret-operator-token").await.unwrap();
+    // Extended protocol with a typed parameter.
+    let row = client
+        .query_one(
+            "SELECT sum(request_count) AS n FROM usage_records WHERE customer_id = $1",
+            &[&7i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>("n"), 3000);
+    // Simple protocol (psql's), grouped.
+    let msgs = client
+        .simple_query(
+            "SELECT customer_id, sum(request_count) AS n FROM usage_records GROUP BY customer_id ORDER BY customer_id",
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String)> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_owned(), r.get(1).unwrap().to_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("7".into(), "3000".into()), ("8".into(), "2500".into())]
+    );
+    // The raw logs still need a time range.
+    let e = client
+        .simple_query("SELECT count(*) FROM haproxy_raw_logs")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("time range") || format!("{e:?}").contains("time range"), "{e:?}");
+
+    // Writes are refused with SQLSTATE 25006, over both protocols.
+    for sql in [
+        "INSERT INTO usage_records (customer_id) VALUES (1)",
+        "DELETE FROM usage_records",
+        "CREATE TABLE x AS SELECT 1",
+        "DROP TABLE usage_records",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        let e = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION), "{sql}: {e:?}");
+        if !sql.starts_with("SET") {
+            let e = client.execute(sql, &[]).await.unwrap_err();
+            assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION), "{sql} (extended): {e:?}");
+        }
+    }
+    // …and the shared context is intact: the table is still there, with its rows.
+    let row = client
+        .query_one("SELECT count(*) AS n FROM usage_records", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>("n"), 10);
+    // Client chatter is answered.
+    client.simple_query("SET application_name = 'test'").await.unwrap();
+    client.simple_query("BEGIN").await.unwrap();
+    client.simple_query("COMMIT").await.unwrap();
+    // pg_catalog (what psql's \d and schema browsers read) lists our tables.
+    let msgs = client
+        .simple_query("SELECT relname FROM pg_catalog.pg_class WHERE relname = 'usage_records'")
+        .await
+        .unwrap();
+    assert!(
+        msgs.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+        "pg_class must list usage_records"
+    );
+
+    // Session limit: two are open (client + this one), a third is closed at once.
+    let second = connect("s3cret-operator-token").await.unwrap();
+    let third = connect("s3cret-operator-token").await;
+    assert!(third.is_err(), "a third session must be refused");
+    drop(second);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops when asked")
+        .unwrap();
+    assert!(client.simple_query("SELECT 1").await.is_err(), "sessions end with the server");
+}
