@@ -7,12 +7,14 @@
 //! spool fsync interval (100 ms), the batch age (200 ms), the COPY commit, the DataFusion
 //! partial and the query itself. Prints p50/p90/p99/max.
 
-use std::io::{Read, Write};
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{Suiftly, http};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,27 +22,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn http(port: u16, token: &str, body: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST /admin/sql HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
 }
 
 fn line(server_id: u16) -> String {
@@ -78,21 +59,8 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .env("DATABASE_URL", pg.connection_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "suiftly did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut suiftly = Suiftly::new(cfg, pg.connection_string(), mport, aport);
+    suiftly.start();
     let token = std::fs::read_to_string(dir.path().join("data/operator-token")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let bg = (load > 0).then(|| {
@@ -117,7 +85,7 @@ fn main() {
     })
     .to_string();
     let count = || -> i64 {
-        let (code, body) = http(aport, &token, &q);
+        let (code, body) = http(aport, "POST", "/admin/sql", Some(&token), Some(&q));
         assert_eq!(code, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v[0]["n"].as_i64().unwrap_or(0)
@@ -150,9 +118,7 @@ fn main() {
     if let Some(b) = bg {
         b.join().unwrap();
     }
-    // SAFETY: kill(2) on our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    suiftly.stop();
     lat.sort_by(f64::total_cmp);
     query_ms.sort_by(f64::total_cmp);
     let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];

@@ -15,127 +15,11 @@ use std::time::{Duration, Instant};
 use pgcluster::PgCluster;
 use suiftly_spool::{Position, SpoolConfig, SpoolWriter};
 
-struct Ingestor {
-    child: Option<Child>,
-    cfg: PathBuf,
-    conninfo: String,
-    metrics_port: u16,
-    admin_port: u16,
-}
+mod common;
+use common::Suiftly as Ingestor;
 
-impl Ingestor {
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
-            .args(["--config", self.cfg.to_str().unwrap(), "run"])
-            .env("DATABASE_URL", &self.conninfo)
-            .env(
-                "SUIFTLY_ADMIN_LISTEN",
-                format!("127.0.0.1:{}", self.admin_port),
-            )
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "suiftly did not come up"
-            );
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("suiftly exited during start-up: {st}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-        c.wait().unwrap();
-    }
-
-    fn stop(&mut self) {
-        let mut c = self.child.take().expect("running");
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let st = c.wait().unwrap();
-        assert!(st.success(), "graceful stop exited with {st}");
-    }
-
-    /// (HTTP status, body) of `GET /health`.
-    fn health(&self) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port)).unwrap();
-        write!(s, "GET /health HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        let code = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (code, body)
-    }
-
-    fn metrics_body(&mut self) -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    }
-
-    fn metric(&mut self, name: &str) -> f64 {
-        use std::io::{Read, Write};
-        let mut s = match std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)) {
-            Ok(s) => s,
-            Err(e) => {
-                let st = self.child.as_mut().map(|c| c.try_wait());
-                panic!("metrics endpoint unreachable ({e}); suiftly status: {st:?}");
-            }
-        };
-        write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Ingestor {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Ports outside the kernel's ephemeral range (32768–60999), distinct per test (`slot`) and
-/// per test process (pid), so a port picked here cannot be handed to another test's socket
-/// between the pick and the child's bind (which made `bind(0)`-then-release flaky).
 fn port_for(slot: u16) -> u16 {
-    let base = 10_000 + (std::process::id() % 1000) as u16 * 20;
-    let p = base + slot;
-    assert!(
-        UdpSocket::bind(("127.0.0.1", p)).is_ok(),
-        "port {p} is taken"
-    );
-    assert!(
-        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-        "port {p} is taken"
-    );
-    p
+    common::port_for(10_000, 1000, slot)
 }
 
 fn setup(dir: &Path, pg: &PgCluster, slot: u16, extra: &str) -> (Ingestor, u16) {
@@ -162,16 +46,7 @@ fn setup_with(
         ),
     )
     .unwrap();
-    (
-        Ingestor {
-            child: None,
-            cfg,
-            conninfo: pg.connection_string(),
-            metrics_port: mport,
-            admin_port: aport,
-        },
-        port,
-    )
+    (Ingestor::new(cfg, pg.connection_string(), mport, aport), port)
 }
 
 /// Sends sequence-numbered sf1 lines at `rate` per second until `stop`.

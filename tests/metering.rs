@@ -11,29 +11,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgcluster::PgCluster;
 
-/// Ports outside the ephemeral range, distinct per test slot and per test process.
+mod common;
+use common::{Suiftly, http, now_ms};
+
+/// Ports above the kernel's ephemeral range, apart from the other test binaries' ranges.
 fn port_for(slot: u16) -> u16 {
-    let base = 61_000 + (std::process::id() % 200) as u16 * 20;
-    let p = base + slot;
-    assert!(
-        UdpSocket::bind(("127.0.0.1", p)).is_ok(),
-        "port {p} is taken"
-    );
-    assert!(
-        std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(),
-        "port {p} is taken"
-    );
-    p
+    common::port_for(61_000, 200, slot)
 }
 
+/// The binary under test plus the ports the test talks to directly.
 struct Run {
-    child: Option<Child>,
-    cfg: PathBuf,
-    conninfo: String,
-    metrics_port: u16,
-    admin_port: u16,
+    s: Suiftly,
     pgwire_port: u16,
     udp_port: u16,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Suiftly;
+    fn deref(&self) -> &Suiftly {
+        &self.s
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Suiftly {
+        &mut self.s
+    }
 }
 
 impl Run {
@@ -58,125 +61,11 @@ impl Run {
         )
         .unwrap();
         Run {
-            child: None,
-            cfg,
-            conninfo: pg.connection_string(),
-            metrics_port,
-            admin_port,
+            s: Suiftly::new(cfg, pg.connection_string(), metrics_port, admin_port),
             pgwire_port,
             udp_port,
         }
     }
-
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
-            .args(["--config", self.cfg.to_str().unwrap(), "run"])
-            .env("DATABASE_URL", &self.conninfo)
-            .env_remove("SUIFTLY_OPERATOR_TOKEN")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "suiftly did not come up"
-            );
-            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("suiftly exited during start-up: {st}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill9(&mut self) {
-        let mut c = self.child.take().expect("running");
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
-        c.wait().unwrap();
-    }
-
-    fn stop(&mut self) {
-        let mut c = self.child.take().expect("running");
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let st = c.wait().unwrap();
-        assert!(st.success(), "graceful stop exited with {st}");
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        let (_, body) = http(self.metrics_port, "GET", "/metrics", None, None);
-        body.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-
-    fn suiftly(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_suiftly"))
-            .arg("--config")
-            .arg(&self.cfg)
-            .args(args)
-            .env("DATABASE_URL", &self.conninfo)
-            .env_remove("SUIFTLY_OPERATOR_TOKEN")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A tiny HTTP/1.0 client: (status, body).
-fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// xorshift: reproducible variety without a dependency.
@@ -361,7 +250,7 @@ fn sigkill_during_load_then_audit_finds_zero_differences() {
         sent.load(Ordering::Relaxed)
     );
 
-    let out = run.suiftly(&["audit", "--from", "-2h", "--to", "now"]);
+    let out = run.command(&["audit", "--from", "-2h", "--to", "now"]);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "audit reported differences");
@@ -378,7 +267,7 @@ fn sigkill_during_load_then_audit_finds_zero_differences() {
         "UPDATE stats_per_min SET request_count = request_count + 1 \
          WHERE ctid = (SELECT ctid FROM stats_per_min LIMIT 1) RETURNING 1",
     );
-    let out = run.suiftly(&["audit", "--from", "-2h", "--to", "now"]);
+    let out = run.command(&["audit", "--from", "-2h", "--to", "now"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(", 1 differences"));
 }
@@ -475,7 +364,7 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
     );
 
     // The CLI: same query, CSV and table output.
-    let out = run.suiftly(&[
+    let out = run.command(&[
         "sql",
         "--format",
         "csv",
@@ -498,7 +387,7 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(nums.iter().sum::<i64>(), 300);
-    let out = run.suiftly(&[
+    let out = run.command(&[
         "sql",
         "--url",
         &format!("http://127.0.0.1:{}", run.admin_port),
@@ -510,7 +399,7 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
         "{table}"
     );
     // A write through the CLI fails with the server's message.
-    let out = run.suiftly(&[
+    let out = run.command(&[
         "sql",
         "--url",
         &format!("http://127.0.0.1:{}", run.admin_port),
