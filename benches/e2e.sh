@@ -91,6 +91,21 @@ S0=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); P0=$(cpu_of postgres)
 S1=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); P1=$(cpu_of postgres)
 python3 -c "import sys; t=int(sys.argv[5]); n=int(sys.argv[6]); s=(int(sys.argv[2])-int(sys.argv[1]))/t; p=(int(sys.argv[4])-int(sys.argv[3]))/t; print(f'cpu during bulk: suiftly {s:.2f}s ({s/n*1e6:.2f} us/row), postgresql {p:.2f}s ({p/n*1e6:.2f} us/row)')" "$S0" "$S1" "$P0" "$P1" "$TICK" "$BULK"
 
+if [ "$AGG_ENABLED" = true ]; then
+    # Metering is a side consumer of the committed batches (bounded channel, block policy):
+    # check it saw every row, and report what aggregating them cost inside the pipeline.
+    metric() { curl -s "http://127.0.0.1:$MPORT/metrics" | awk -v n="$1" '$1 == n {s += $2} END {printf "%.6f", s}'; }
+    T0=$(date +%s.%N)
+    for _ in $(seq 1 1200); do
+        AGG_ROWS=$(metric suiftly_aggregate_rows_total)
+        python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" "$AGG_ROWS" "$BULK" && break
+        sleep 0.1
+    done
+    T1=$(date +%s.%N)
+    python3 -c "import sys; r=float(sys.argv[1]); s=float(sys.argv[2]); c=float(sys.argv[3]); n=int(sys.argv[4]); print(f'metering: {r:.0f} rows aggregated (of {n}), {(float(sys.argv[6])-float(sys.argv[5])):.2f}s after the last commit; partial+merge {s:.2f}s over {c:.0f} batches = {s/max(r,1)*1e6:.2f} us/row')" \
+        "$AGG_ROWS" "$(metric suiftly_aggregate_batch_seconds_sum)" "$(metric suiftly_aggregate_batch_seconds_count)" "$BULK" "$T0" "$T1"
+fi
+
 [ -n "${SKIP_CEILING:-}" ] && exit 0
 echo "== ceiling: psql \\copy of the same rows into the same schema"
 "$PSQL" "$CONN" -qAt -c "\\copy (SELECT * FROM haproxy_raw_logs WHERE server_id = 4095) TO '$WORK/rows.bin' (FORMAT binary)"
