@@ -485,7 +485,13 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
         }
     };
     if let Some(listen) = &cfg.admin.pgwire_listen {
-        let served = serve_pgwire(listen, cfg.admin.pgwire_max_connections, sql.as_deref(), &upkeep).await;
+        let served = serve_pgwire(
+            listen,
+            cfg.admin.pgwire_max_connections,
+            sql.as_deref(),
+            &upkeep,
+        )
+        .await;
         if let Err(e) = served {
             pipeline.stop().await?;
             return Err(e);

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,7 +45,10 @@ fn setup_with(
         ),
     )
     .unwrap();
-    (Ingestor::new(cfg, pg.connection_string(), mport, aport), port)
+    (
+        Ingestor::new(cfg, pg.connection_string(), mport, aport),
+        port,
+    )
 }
 
 /// Sends sequence-numbered sf1 lines at `rate` per second until `stop`.

@@ -1,13 +1,12 @@
 //! Metering against the real binary and a real PostgreSQL: SIGKILL during load, restart,
 //! `suiftly audit` finds zero differences; operator SQL through the CLI and the HTTP endpoint.
 
-use std::io::{Read, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pgcluster::PgCluster;
 
@@ -358,7 +357,9 @@ fn operator_sql_over_cli_and_http_with_token_read_only_and_live_join() {
     let out = psql_operator(run.pgwire_port, token.trim(), "\\dt");
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && listing.contains("live_stats_per_min") && listing.contains("usage_records"),
+        out.status.success()
+            && listing.contains("live_stats_per_min")
+            && listing.contains("usage_records"),
         "{listing}{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -278,7 +278,9 @@ impl ReadOnlyHook {
                     .with_allow_ddl(false)
                     .with_allow_dml(false)
                     .with_allow_statements(false);
-                opts.verify_plan(&plan).err().map(|e| read_only(&e.to_string()))
+                opts.verify_plan(&plan)
+                    .err()
+                    .map(|e| read_only(&e.to_string()))
             }
         }
     }

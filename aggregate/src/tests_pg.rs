@@ -349,7 +349,8 @@ async fn pgwire_serves_the_operator_context_read_only() {
             "host=127.0.0.1 port={port} user=operator dbname=suiftly password={password} sslmode=disable"
         );
         async move {
-            let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            let (client, connection) =
+                tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
             Ok::<_, tokio_postgres::Error>(client)
         }
@@ -394,7 +395,10 @@ async fn pgwire_serves_the_operator_context_read_only() {
         .simple_query("SELECT count(*) FROM haproxy_raw_logs")
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("time range") || format!("{e:?}").contains("time range"), "{e:?}");
+    assert!(
+        e.to_string().contains("time range") || format!("{e:?}").contains("time range"),
+        "{e:?}"
+    );
 
     // Writes are refused with SQLSTATE 25006, over both protocols.
     for sql in [
@@ -405,10 +409,18 @@ async fn pgwire_serves_the_operator_context_read_only() {
         "SET datafusion.execution.batch_size = 1",
     ] {
         let e = client.simple_query(sql).await.unwrap_err();
-        assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION), "{sql}: {e:?}");
+        assert_eq!(
+            e.code(),
+            Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+            "{sql}: {e:?}"
+        );
         if !sql.starts_with("SET") {
             let e = client.execute(sql, &[]).await.unwrap_err();
-            assert_eq!(e.code(), Some(&SqlState::READ_ONLY_SQL_TRANSACTION), "{sql} (extended): {e:?}");
+            assert_eq!(
+                e.code(),
+                Some(&SqlState::READ_ONLY_SQL_TRANSACTION),
+                "{sql} (extended): {e:?}"
+            );
         }
     }
     // …and the shared context is intact: the table is still there, with its rows.
@@ -418,7 +430,10 @@ async fn pgwire_serves_the_operator_context_read_only() {
         .unwrap();
     assert_eq!(row.get::<_, i64>("n"), 10);
     // Client chatter is answered.
-    client.simple_query("SET application_name = 'test'").await.unwrap();
+    client
+        .simple_query("SET application_name = 'test'")
+        .await
+        .unwrap();
     client.simple_query("BEGIN").await.unwrap();
     client.simple_query("COMMIT").await.unwrap();
     // pg_catalog (what psql's \d and schema browsers read) lists our tables.
@@ -427,7 +442,8 @@ async fn pgwire_serves_the_operator_context_read_only() {
         .await
         .unwrap();
     assert!(
-        msgs.iter().any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
+        msgs.iter()
+            .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_))),
         "pg_class must list usage_records"
     );
 
@@ -442,5 +458,8 @@ async fn pgwire_serves_the_operator_context_read_only() {
         .await
         .expect("the server stops when asked")
         .unwrap();
-    assert!(client.simple_query("SELECT 1").await.is_err(), "sessions end with the server");
+    assert!(
+        client.simple_query("SELECT 1").await.is_err(),
+        "sessions end with the server"
+    );
 }
