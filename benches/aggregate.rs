@@ -110,14 +110,7 @@ fn bench(c: &mut Criterion) {
         bch.iter(|| black_box(rt.block_on(pa.partial(black_box(&b))).unwrap()))
     });
     g.bench_function("merge_into_windows_5000_rows", |bch| {
-        let mut st = WindowState::restore(
-            WindowConfig::default(),
-            Persisted {
-                applied_through: 0,
-                restart_position: 0,
-                settled_before: 0,
-            },
-        );
+        let mut st = WindowState::restore(WindowConfig::default(), Persisted::default());
         let mut pos = 0u64;
         bch.iter(|| {
             st.apply(black_box(&p), pos, pos + 1);

@@ -14,15 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{Suiftly, http};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{Suiftly, free_port, http};
 
 fn line(server_id: u16) -> String {
     let ms = SystemTime::now()

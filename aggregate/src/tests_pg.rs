@@ -29,6 +29,27 @@ async fn store(w: &mut Writer, rows: &[Row]) {
     assert!(w.write_with_retry(&batch, &CancellationToken::new()).await);
 }
 
+/// Stores each chunk, then hands it to the aggregator as the next committed spool position
+/// (what the COPY consumer does in production).
+async fn feed<'a>(
+    w: &mut Writer,
+    tx: &mpsc::Sender<Committed>,
+    chunks: impl Iterator<Item = &'a [Row]>,
+    pos: &mut u64,
+) {
+    for chunk in chunks {
+        store(w, chunk).await;
+        tx.send(Committed {
+            rows: rows_to_batch(chunk),
+            start: *pos,
+            end: *pos + 1,
+        })
+        .await
+        .unwrap();
+        *pos += 1;
+    }
+}
+
 async fn wait_settled(agg: &service::Aggregator, at_least_pos: u64) {
     for _ in 0..400 {
         let p = agg.persisted();
@@ -110,17 +131,7 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
 
     // First part in 5 batches; everything is in the past, so it all settles.
     let mut pos = 0u64;
-    for chunk in early.chunks(400) {
-        store(&mut w, chunk).await;
-        tx.send(Committed {
-            rows: rows_to_batch(chunk),
-            start: pos,
-            end: pos + 1,
-        })
-        .await
-        .unwrap();
-        pos += 1;
-    }
+    feed(&mut w, &tx, early.chunks(400), &mut pos).await;
     up.store(true, std::sync::atomic::Ordering::Relaxed);
     wait_settled(&agg, pos).await;
     let mut hours = 0;
@@ -139,17 +150,7 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
         .unwrap();
 
     // The rest arrives late: every minute and hour it touches has already settled.
-    for chunk in late.chunks(250) {
-        store(&mut w, chunk).await;
-        tx.send(Committed {
-            rows: rows_to_batch(chunk),
-            start: pos,
-            end: pos + 1,
-        })
-        .await
-        .unwrap();
-        pos += 1;
-    }
+    feed(&mut w, &tx, late.chunks(250), &mut pos).await;
     wait_settled(&agg, pos).await;
     let revs: i64 = c
         .query_one(

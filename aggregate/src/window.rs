@@ -150,8 +150,9 @@ impl Default for WindowConfig {
     }
 }
 
-/// What the database remembers between runs (table `aggregate_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the database remembers between runs (table `aggregate_state`). The default is a
+/// fresh start: nothing applied, nothing settled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Persisted {
     pub applied_through: u64,
     pub restart_position: u64,
@@ -704,14 +705,7 @@ pub(crate) mod tests {
 
     #[test]
     fn watermark_never_runs_ahead_of_the_clock() {
-        let mut st = WindowState::restore(
-            WindowConfig::default(),
-            Persisted {
-                applied_through: 0,
-                restart_position: 0,
-                settled_before: 0,
-            },
-        );
+        let mut st = WindowState::restore(WindowConfig::default(), Persisted::default());
         let mut p = brute_force(&[]);
         p.max_event_us = 10 * US_PER_MIN;
         st.apply(&p, 0, 1);

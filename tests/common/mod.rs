@@ -28,6 +28,16 @@ pub fn port_for(base: u16, spread: u32, slot: u16) -> u16 {
     p
 }
 
+/// A port the kernel just handed out (for tests that start one child at a time; the
+/// multi-process tests use [`port_for`]).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A tiny HTTP/1.0 client: (status, body).
 pub fn http(
     port: u16,
