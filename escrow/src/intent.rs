@@ -1,0 +1,383 @@
+//! The intent journal (`escrow_intents`, migration V15): every call that moves money is
+//! committed as an intent before the escrow is called and settled after it.
+//!
+//! The protocol, for the manager's charges and the API's deposits and withdrawals alike:
+//! 1. in a transaction (holding the customer's row lock, and for the manager the leader
+//!    fence), insert the intent with a nonce derived from what it pays ([`insert_charge`],
+//!    [`insert_movement`]) and commit;
+//! 2. call the escrow with that nonce ([`call_escrow`]);
+//! 3. in a new transaction, [`record_outcome`]: the intent's state, the ledger row
+//!    (`escrow_transactions`), the cached balance, and for a charge the invoice's paid amount
+//!    and `current_month_charged`; commit.
+//!
+//! A crash or a lost reply anywhere leaves a `pending` intent; whoever finds it
+//! ([`pending`]) repeats step 2 with the same nonce — the escrow returns the first call's
+//! transaction — and step 3, which changes nothing if another process recorded the outcome
+//! first (the intent row is locked and must still be `pending`).
+
+use chrono::{DateTime, Utc};
+use suiftly_billing::{Escrow, EscrowError, EscrowTx, Month, TxKind, charge_nonce};
+use tokio_postgres::{GenericClient, Row, Transaction};
+use tracing::warn;
+
+/// A committed intent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub id: i64,
+    pub customer_id: i32,
+    pub kind: TxKind,
+    pub amount_cents: i64,
+    pub nonce: String,
+    pub invoice_id: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub state: IntentState,
+    pub refusal: Option<String>,
+    pub tx_digest: Option<String>,
+    pub balance_after_cents: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntentState {
+    Pending,
+    Succeeded,
+    Refused,
+}
+
+impl IntentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentState::Pending => "pending",
+            IntentState::Succeeded => "succeeded",
+            IntentState::Refused => "refused",
+        }
+    }
+}
+
+/// What the escrow answered (an `Unavailable` answer is not an outcome: the intent stays
+/// pending and is retried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded(EscrowTx),
+    /// `code`: `insufficient_funds`, `nonce_reused` or `invalid_amount`.
+    Refused {
+        code: &'static str,
+        error: EscrowError,
+    },
+}
+
+impl Outcome {
+    /// `Err` for `Unavailable` (retry later with the same nonce).
+    pub fn from_result(r: Result<EscrowTx, EscrowError>) -> Result<Outcome, EscrowError> {
+        match r {
+            Ok(tx) => Ok(Outcome::Succeeded(tx)),
+            Err(e @ EscrowError::InsufficientFunds { .. }) => Ok(Outcome::Refused {
+                code: "insufficient_funds",
+                error: e,
+            }),
+            Err(e @ EscrowError::NonceReused) => Ok(Outcome::Refused {
+                code: "nonce_reused",
+                error: e,
+            }),
+            Err(e @ EscrowError::InvalidAmount) => Ok(Outcome::Refused {
+                code: "invalid_amount",
+                error: e,
+            }),
+            Err(e @ EscrowError::Unavailable(_)) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("nonce {nonce:?} is already used by this customer for another movement")]
+    NonceTaken { nonce: String },
+    #[error("invoice {0} not found")]
+    NoInvoice(i64),
+    #[error("escrow returned a transaction that does not match intent {intent}: {detail}")]
+    Mismatch { intent: i64, detail: String },
+}
+
+fn kind_of(s: &str) -> TxKind {
+    match s {
+        "deposit" => TxKind::Deposit,
+        "withdraw" => TxKind::Withdraw,
+        _ => TxKind::Charge,
+    }
+}
+
+fn state_of(s: &str) -> IntentState {
+    match s {
+        "pending" => IntentState::Pending,
+        "succeeded" => IntentState::Succeeded,
+        _ => IntentState::Refused,
+    }
+}
+
+const COLUMNS: &str = "intent_id, customer_id, kind, amount_cents, nonce, invoice_id, idempotency_key, \
+                       state, refusal, tx_digest, balance_after_cents, created_at";
+
+fn from_row(r: &Row) -> Intent {
+    Intent {
+        id: r.get(0),
+        customer_id: r.get(1),
+        kind: kind_of(r.get(2)),
+        amount_cents: r.get(3),
+        nonce: r.get(4),
+        invoice_id: r.get(5),
+        idempotency_key: r.get(6),
+        state: state_of(r.get(7)),
+        refusal: r.get(8),
+        tx_digest: r.get(9),
+        balance_after_cents: r.get(10),
+        created_at: r.get(11),
+    }
+}
+
+/// Commits-to-be a charge against `invoice_id` (the customer's invoice of `month`): takes the
+/// invoice's next charge sequence and derives the nonce from customer, month and sequence.
+/// Run inside the fenced transaction that decided the charge.
+pub async fn insert_charge(
+    tx: &Transaction<'_>,
+    customer_id: i32,
+    invoice_id: i64,
+    month: Month,
+    amount_cents: i64,
+    epoch: i64,
+    now: DateTime<Utc>,
+) -> Result<Intent, IntentError> {
+    let seq: i32 = tx
+        .query_opt(
+            "UPDATE invoices SET charge_seq = charge_seq + 1, updated_at = $2 WHERE invoice_id = $1 RETURNING charge_seq",
+            &[&invoice_id, &now],
+        )
+        .await?
+        .ok_or(IntentError::NoInvoice(invoice_id))?
+        .get(0);
+    let nonce = charge_nonce(customer_id, month, seq);
+    let r = tx
+        .query_one(
+            &format!(
+                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, invoice_id, charge_seq, epoch, created_at)
+                 VALUES ($1, 'charge', $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+            ),
+            &[&customer_id, &amount_cents, &nonce, &invoice_id, &seq, &epoch, &now],
+        )
+        .await?;
+    Ok(from_row(&r))
+}
+
+/// A deposit or withdrawal asked through the API, its nonce scoped by the client's key
+/// (`api:<key>`, a namespace no system nonce uses).
+pub async fn insert_movement(
+    tx: &Transaction<'_>,
+    customer_id: i32,
+    kind: TxKind,
+    amount_cents: i64,
+    idempotency_key: &str,
+    now: DateTime<Utc>,
+) -> Result<Intent, IntentError> {
+    let nonce = format!("api:{idempotency_key}");
+    let r = tx
+        .query_opt(
+            &format!(
+                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, idempotency_key, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id, nonce) DO NOTHING RETURNING {COLUMNS}"
+            ),
+            &[&customer_id, &kind.as_str(), &amount_cents, &nonce, &idempotency_key, &now],
+        )
+        .await?;
+    r.map(|r| from_row(&r))
+        .ok_or(IntentError::NonceTaken { nonce })
+}
+
+pub async fn get(client: &impl GenericClient, id: i64) -> Result<Option<Intent>, IntentError> {
+    Ok(client
+        .query_opt(
+            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = $1"),
+            &[&id],
+        )
+        .await?
+        .map(|r| from_row(&r)))
+}
+
+/// Pending intents created before `before` (oldest first): left by a crash, a timeout or a
+/// leader change, or still in the hands of a live request (hence the age).
+pub async fn pending(
+    client: &impl GenericClient,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Intent>, IntentError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM escrow_intents WHERE state = 'pending' AND created_at < $1
+                 ORDER BY created_at, intent_id LIMIT $2"
+            ),
+            &[&before, &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// Debits committed as intents and not settled (they may still take money).
+pub async fn reserved_cents(
+    client: &impl GenericClient,
+    customer_id: i32,
+) -> Result<i64, IntentError> {
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(SUM(amount_cents), 0)::bigint FROM escrow_intents
+             WHERE customer_id = $1 AND state = 'pending' AND kind IN ('withdraw', 'charge')",
+            &[&customer_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Step 2: the escrow call with the intent's own nonce.
+pub async fn call_escrow(escrow: &dyn Escrow, intent: &Intent) -> Result<Outcome, EscrowError> {
+    let (c, a, n) = (
+        intent.customer_id,
+        intent.amount_cents,
+        intent.nonce.as_str(),
+    );
+    let r = match intent.kind {
+        TxKind::Deposit => escrow.deposit(c, a, n).await,
+        TxKind::Withdraw => escrow.withdraw(c, a, n).await,
+        TxKind::Charge => escrow.charge(c, a, n).await,
+    };
+    Outcome::from_result(r)
+}
+
+/// Step 3, inside the caller's transaction (the manager fences it first). Returns the intent
+/// as it stands after: `state` tells whether this call recorded it (it was pending) or found
+/// it recorded already.
+pub async fn record_outcome(
+    tx: &Transaction<'_>,
+    intent: &Intent,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> Result<(Intent, bool), IntentError> {
+    let cur = tx
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = $1 FOR UPDATE"),
+            &[&intent.id],
+        )
+        .await?;
+    let cur = from_row(&cur);
+    if cur.state != IntentState::Pending {
+        return Ok((cur, false));
+    }
+    match outcome {
+        Outcome::Succeeded(etx) => {
+            if etx.kind != intent.kind
+                || etx.amount_cents != intent.amount_cents
+                || etx.account != intent.customer_id
+            {
+                return Err(IntentError::Mismatch {
+                    intent: intent.id,
+                    detail: format!("{etx:?}"),
+                });
+            }
+            tx.execute(
+                "UPDATE escrow_intents SET state = 'succeeded', tx_digest = $2, balance_after_cents = $3,
+                     completed_at = $4, attempts = attempts + 1 WHERE intent_id = $1",
+                &[&intent.id, &etx.digest, &etx.balance_after_cents, &now],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO escrow_transactions (customer_id, tx_digest, kind, amount_usd_cents,
+                     balance_after_cents, nonce, created_at, intent_id, invoice_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &intent.customer_id,
+                    &etx.digest,
+                    &intent.kind.as_str(),
+                    &intent.amount_cents,
+                    &etx.balance_after_cents,
+                    &intent.nonce,
+                    &now,
+                    &intent.id,
+                    &intent.invoice_id,
+                ],
+            )
+            .await?;
+            let (delta, charged) = match intent.kind {
+                TxKind::Deposit => (intent.amount_cents, 0),
+                TxKind::Withdraw => (-intent.amount_cents, 0),
+                TxKind::Charge => (-intent.amount_cents, intent.amount_cents),
+            };
+            // The cache follows the ledger by deltas (they commute when outcomes commit out of
+            // order); should it ever fall below 0, the escrow's own figure wins.
+            let r = tx
+                .query_one(
+                    "UPDATE customers SET
+                         current_balance_usd_cents = CASE WHEN current_balance_usd_cents + $2 >= 0
+                             THEN current_balance_usd_cents + $2 ELSE $3 END,
+                         current_month_charged_usd_cents = current_month_charged_usd_cents + $4,
+                         updated_at = $5
+                     WHERE customer_id = $1
+                     RETURNING current_balance_usd_cents",
+                    &[
+                        &intent.customer_id,
+                        &delta,
+                        &etx.balance_after_cents,
+                        &charged,
+                        &now,
+                    ],
+                )
+                .await?;
+            let cached: i64 = r.get(0);
+            if cached != etx.balance_after_cents {
+                // Normal while another movement of this customer is in flight.
+                tracing::debug!(
+                    customer_id = intent.customer_id,
+                    cached,
+                    escrow = etx.balance_after_cents,
+                    "cached balance differs from the escrow's balance after this movement"
+                );
+            }
+            if let Some(inv) = intent.invoice_id {
+                tx.execute(
+                    "UPDATE invoices SET paid_cents = paid_cents + $2,
+                         status = CASE WHEN status IN ('pending', 'failed') AND paid_cents + $2 >= total_cents
+                                       THEN 'paid' ELSE status END,
+                         paid_at = CASE WHEN status IN ('pending', 'failed') AND paid_cents + $2 >= total_cents
+                                        THEN $3 ELSE paid_at END,
+                         updated_at = $3
+                     WHERE invoice_id = $1",
+                    &[&inv, &intent.amount_cents, &now],
+                )
+                .await?;
+            }
+        }
+        Outcome::Refused { code, error } => {
+            if *code == "nonce_reused" {
+                warn!(intent = intent.id, nonce = %intent.nonce, "escrow refused a reused nonce");
+            }
+            tx.execute(
+                "UPDATE escrow_intents SET state = 'refused', refusal = $2, completed_at = $3,
+                     attempts = attempts + 1 WHERE intent_id = $1",
+                &[&intent.id, code, &now],
+            )
+            .await?;
+            if let (Some(inv), EscrowError::InsufficientFunds { .. }) = (intent.invoice_id, error) {
+                tx.execute(
+                    "UPDATE invoices SET status = 'failed', updated_at = $2 WHERE invoice_id = $1 AND status = 'pending'",
+                    &[&inv, &now],
+                )
+                .await?;
+            }
+        }
+    }
+    let after = tx
+        .query_one(
+            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = $1"),
+            &[&intent.id],
+        )
+        .await?;
+    Ok((from_row(&after), true))
+}
