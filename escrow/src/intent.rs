@@ -160,13 +160,78 @@ pub async fn insert_charge(
     let r = tx
         .query_one(
             &format!(
-                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, invoice_id, charge_seq, epoch, created_at)
-                 VALUES ($1, 'charge', $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, invoice_id, charge_seq, epoch)
+                 VALUES ($1, 'charge', $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
             ),
-            &[&customer_id, &amount_cents, &nonce, &invoice_id, &seq, &epoch, &now],
+            &[&customer_id, &amount_cents, &nonce, &invoice_id, &seq, &epoch],
         )
         .await?;
     Ok(from_row(&r))
+}
+
+/// One charge to start (see [`insert_charges`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub customer_id: i32,
+    pub invoice_id: i64,
+    pub month: Month,
+    pub amount_cents: i64,
+}
+
+/// [`insert_charge`] for many invoices at once (each at most once): two statements whatever
+/// the count. Returns the intents in the order of `reqs`.
+pub async fn insert_charges(
+    tx: &Transaction<'_>,
+    reqs: &[ChargeRequest],
+    epoch: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<Intent>, IntentError> {
+    if reqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = reqs.iter().map(|r| r.invoice_id).collect();
+    let rows = tx
+        .query(
+            "UPDATE invoices SET charge_seq = charge_seq + 1, updated_at = $2
+             WHERE invoice_id = ANY($1) RETURNING invoice_id, charge_seq",
+            &[&ids, &now],
+        )
+        .await?;
+    let seqs: std::collections::HashMap<i64, i32> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut cust = Vec::with_capacity(reqs.len());
+    let mut amount = Vec::with_capacity(reqs.len());
+    let mut nonce = Vec::with_capacity(reqs.len());
+    let mut seq = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let s = *seqs
+            .get(&r.invoice_id)
+            .ok_or(IntentError::NoInvoice(r.invoice_id))?;
+        cust.push(r.customer_id);
+        amount.push(r.amount_cents);
+        nonce.push(charge_nonce(r.customer_id, r.month, s));
+        seq.push(s);
+    }
+    let rows = tx
+        .query(
+            &format!(
+                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, invoice_id, charge_seq, epoch)
+                 SELECT c, 'charge', a, n, i, s, $6
+                 FROM unnest($1::int4[], $2::int8[], $3::text[], $4::int8[], $5::int4[]) AS u(c, a, n, i, s)
+                 RETURNING {COLUMNS}"
+            ),
+            &[&cust, &amount, &nonce, &ids, &seq, &epoch],
+        )
+        .await?;
+    let mut by_invoice: std::collections::HashMap<i64, Intent> = rows
+        .iter()
+        .map(from_row)
+        .map(|i| (i.invoice_id.expect("charge"), i))
+        .collect();
+    Ok(ids
+        .iter()
+        .map(|id| by_invoice.remove(id).expect("inserted"))
+        .collect())
 }
 
 /// A deposit or withdrawal asked through the API, its nonce scoped by the client's key
@@ -177,16 +242,15 @@ pub async fn insert_movement(
     kind: TxKind,
     amount_cents: i64,
     idempotency_key: &str,
-    now: DateTime<Utc>,
 ) -> Result<Intent, IntentError> {
     let nonce = format!("api:{idempotency_key}");
     let r = tx
         .query_opt(
             &format!(
-                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, idempotency_key, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (customer_id, nonce) DO NOTHING RETURNING {COLUMNS}"
+                "INSERT INTO escrow_intents (customer_id, kind, amount_cents, nonce, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (customer_id, nonce) DO NOTHING RETURNING {COLUMNS}"
             ),
-            &[&customer_id, &kind.as_str(), &amount_cents, &nonce, &idempotency_key, &now],
+            &[&customer_id, &kind.as_str(), &amount_cents, &nonce, &idempotency_key],
         )
         .await?;
     r.map(|r| from_row(&r))
@@ -203,20 +267,23 @@ pub async fn get(client: &impl GenericClient, id: i64) -> Result<Option<Intent>,
         .map(|r| from_row(&r)))
 }
 
-/// Pending intents created before `before` (oldest first): left by a crash, a timeout or a
-/// leader change, or still in the hands of a live request (hence the age).
-pub async fn pending(
+/// Pending intents at least `min_age` old by the database's clock (oldest first): left by a
+/// crash, a timeout or a leader change, or still in the hands of a live request (hence the
+/// age).
+pub async fn pending_older_than(
     client: &impl GenericClient,
-    before: DateTime<Utc>,
+    min_age: chrono::TimeDelta,
     limit: i64,
 ) -> Result<Vec<Intent>, IntentError> {
+    let ms = min_age.num_milliseconds() as f64;
     let rows = client
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM escrow_intents WHERE state = 'pending' AND created_at < $1
+                "SELECT {COLUMNS} FROM escrow_intents
+                 WHERE state = 'pending' AND created_at <= now() - $1 * interval '1 millisecond'
                  ORDER BY created_at, intent_id LIMIT $2"
             ),
-            &[&before, &limit],
+            &[&ms, &limit],
         )
         .await?;
     Ok(rows.iter().map(from_row).collect())
@@ -284,8 +351,8 @@ pub async fn record_outcome(
             }
             tx.execute(
                 "UPDATE escrow_intents SET state = 'succeeded', tx_digest = $2, balance_after_cents = $3,
-                     completed_at = $4, attempts = attempts + 1 WHERE intent_id = $1",
-                &[&intent.id, &etx.digest, &etx.balance_after_cents, &now],
+                     completed_at = now(), attempts = attempts + 1 WHERE intent_id = $1",
+                &[&intent.id, &etx.digest, &etx.balance_after_cents],
             )
             .await?;
             tx.execute(
@@ -359,9 +426,9 @@ pub async fn record_outcome(
                 warn!(intent = intent.id, nonce = %intent.nonce, "escrow refused a reused nonce");
             }
             tx.execute(
-                "UPDATE escrow_intents SET state = 'refused', refusal = $2, completed_at = $3,
+                "UPDATE escrow_intents SET state = 'refused', refusal = $2, completed_at = now(),
                      attempts = attempts + 1 WHERE intent_id = $1",
-                &[&intent.id, code, &now],
+                &[&intent.id, code],
             )
             .await?;
             if let (Some(inv), EscrowError::InsufficientFunds { .. }) = (intent.invoice_id, error) {
