@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use suiftly_billing::{
@@ -215,10 +215,9 @@ pub async fn audit_billing(
         DateTime::<Utc>::from_timestamp(t.timestamp().div_euclid(3600) * 3600, 0).expect("hour")
     };
     let raw_to = settled.map(|s| hour(s).min(m1));
-    let raw_from = oldest_raw.map(|o| {
-        let h = hour(o);
-        if h < o { h + TimeDelta::hours(1) } else { h }.max(m0)
-    });
+    // Raw logs are dropped by whole hourly partitions (or chunks): the hour of the oldest row
+    // is complete.
+    let raw_from = oldest_raw.map(|o| hour(o).max(m0));
     let mut raw: HashMap<(i32, ServiceType), (i64, i64)> = HashMap::new();
     let mut records_in_range: HashMap<(i32, ServiceType), (i64, i64)> = HashMap::new();
     if let (Some(from), Some(to)) = (raw_from, raw_to)
