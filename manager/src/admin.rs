@@ -79,8 +79,15 @@ struct TriggerBody {
     customer_ids: Option<Vec<i32>>,
 }
 
-async fn trigger(State(h): State<ManagerHandle>, body: Option<Json<TriggerBody>>) -> Response {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+async fn trigger(State(h): State<ManagerHandle>, body: axum::body::Bytes) -> Response {
+    let body: TriggerBody = if body.iter().all(u8::is_ascii_whitespace) {
+        TriggerBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request", e),
+        }
+    };
     let scope = match body.customer_ids {
         Some(ids) => Scope::Customers(ids.into_iter().collect()),
         None => Scope::All,
@@ -134,7 +141,11 @@ async fn clock_advance(State(h): State<ManagerHandle>, Json(b): Json<ClockAdvanc
         return clock_error(ClockError::Production);
     }
     let Some(by) = TimeDelta::try_seconds(b.seconds) else {
-        return error(StatusCode::BAD_REQUEST, "invalid_request", "seconds out of range");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "seconds out of range",
+        );
     };
     let client = match h.pool().get().await {
         Ok(c) => c,

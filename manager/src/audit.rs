@@ -75,6 +75,20 @@ pub enum AuditError {
     Escrow(#[from] suiftly_billing::EscrowError),
 }
 
+struct LedgerRow {
+    digest: String,
+    kind: String,
+    amount: i64,
+    invoice: Option<i64>,
+}
+
+struct IntentRow {
+    nonce: String,
+    state: String,
+    amount: i64,
+    invoice: Option<i64>,
+}
+
 struct StoredLine {
     invoice_month: Month,
     key: String,
@@ -130,7 +144,11 @@ pub async fn audit_billing(
             ServiceType::from_i16(r.get(2)),
             serde_json::from_value::<ServiceConfig>(r.get::<_, Value>(5)),
         ) else {
-            report.diff(cid, "journal", format!("unreadable service event {}", r.get::<_, i64>(0)));
+            report.diff(
+                cid,
+                "journal",
+                format!("unreadable service event {}", r.get::<_, i64>(0)),
+            );
             continue;
         };
         let pending = r
@@ -204,7 +222,10 @@ pub async fn audit_billing(
     // (b) raw logs over the hours usage_records covers (completed hours) that the raw table
     // still holds.
     let settled: Option<DateTime<Utc>> = client
-        .query_opt("SELECT settled_before FROM aggregate_state WHERE id = 1", &[])
+        .query_opt(
+            "SELECT settled_before FROM aggregate_state WHERE id = 1",
+            &[],
+        )
         .await?
         .map(|r| r.get(0));
     let oldest_raw: Option<DateTime<Utc>> = client
@@ -258,7 +279,11 @@ pub async fn audit_billing(
             "raw logs not compared: no completed hour of {month} is both settled and still in haproxy_raw_logs"
         ));
     }
-    for key in raw.keys().chain(records_in_range.keys()).collect::<BTreeSet<_>>() {
+    for key in raw
+        .keys()
+        .chain(records_in_range.keys())
+        .collect::<BTreeSet<_>>()
+    {
         let a = records_in_range.get(key).copied().unwrap_or((0, 0));
         let b = raw.get(key).copied().unwrap_or((0, 0));
         if a != b {
@@ -279,7 +304,7 @@ pub async fn audit_billing(
     }
 
     // Money: intents and ledger rows of these customers.
-    let mut ledger: HashMap<i32, Vec<(String, String, i64, Option<i64>)>> = HashMap::new();
+    let mut ledger: HashMap<i32, Vec<LedgerRow>> = HashMap::new();
     for r in client
         .query(
             "SELECT customer_id, tx_digest, kind, amount_usd_cents, invoice_id FROM escrow_transactions
@@ -288,28 +313,28 @@ pub async fn audit_billing(
         )
         .await?
     {
-        ledger
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), r.get(2), r.get(3), r.get(4)));
+        ledger.entry(r.get(0)).or_default().push(LedgerRow {
+            digest: r.get(1),
+            kind: r.get(2),
+            amount: r.get(3),
+            invoice: r.get(4),
+        });
     }
-    let mut intents: HashMap<i32, Vec<(String, String, i64, Option<i64>, Option<String>)>> =
-        HashMap::new();
+    let mut intents: HashMap<i32, Vec<IntentRow>> = HashMap::new();
     for r in client
         .query(
-            "SELECT customer_id, nonce, state, amount_cents, invoice_id, tx_digest FROM escrow_intents
+            "SELECT customer_id, nonce, state, amount_cents, invoice_id FROM escrow_intents
              WHERE customer_id = ANY($1)",
             &[&customers],
         )
         .await?
     {
-        intents.entry(r.get(0)).or_default().push((
-            r.get(1),
-            r.get(2),
-            r.get(3),
-            r.get(4),
-            r.get(5),
-        ));
+        intents.entry(r.get(0)).or_default().push(IntentRow {
+            nonce: r.get(1),
+            state: r.get(2),
+            amount: r.get(3),
+            invoice: r.get(4),
+        });
     }
     let balances: HashMap<i32, i64> = client
         .query(
@@ -336,7 +361,11 @@ pub async fn audit_billing(
             .map(|l| l.amount)
             .sum();
         if sum != total {
-            report.diff(cid, "invoice_total", format!("total {total}, lines sum {sum}"));
+            report.diff(
+                cid,
+                "invoice_total",
+                format!("total {total}, lines sum {sum}"),
+            );
         }
         if status == InvoiceStatus::Paid && paid < total {
             report.diff(cid, "invoice_paid", format!("paid {paid} < total {total}"));
@@ -368,20 +397,31 @@ pub async fn audit_billing(
             match computed.get(k) {
                 Some(b) if a == b => {}
                 Some(b) => report.diff(cid, "fee_line", format!("{k}: billed {a}, recomputed {b}")),
-                None => report.diff(cid, "fee_line", format!("{k}: billed {a}, not justified by the journal")),
+                None => report.diff(
+                    cid,
+                    "fee_line",
+                    format!("{k}: billed {a}, not justified by the journal"),
+                ),
             }
         }
         if status != InvoiceStatus::Draft {
             for (k, b) in &computed {
                 if !stored.contains_key(k) {
-                    report.diff(cid, "fee_line", format!("{k}: recomputed {b}, missing from the invoice"));
+                    report.diff(
+                        cid,
+                        "fee_line",
+                        format!("{k}: recomputed {b}, missing from the invoice"),
+                    );
                 }
             }
         }
 
         // Usage.
         let mut series: BTreeMap<(ServiceType, Metric), Vec<&StoredLine>> = BTreeMap::new();
-        for l in cl.iter().filter(|l| l.kind == "usage" || l.kind == "adjustment") {
+        for l in cl
+            .iter()
+            .filter(|l| l.kind == "usage" || l.kind == "adjustment")
+        {
             if let (Some(s), Some(m)) = (l.service, l.metric) {
                 series.entry((s, m)).or_default().push(l);
             }
@@ -404,7 +444,10 @@ pub async fn audit_billing(
                 report.diff(
                     cid,
                     "usage_month_totals",
-                    format!("{}: usage_records {rec:?}, usage_month_totals {tot:?}", s.as_str()),
+                    format!(
+                        "{}: usage_records {rec:?}, usage_month_totals {tot:?}",
+                        s.as_str()
+                    ),
                 );
             }
             for m in Metric::ALL {
@@ -416,11 +459,19 @@ pub async fn audit_billing(
                 for l in &steps {
                     let (qb, qa) = (l.qb.unwrap_or(-1), l.qa.unwrap_or(-1));
                     if qb != q {
-                        report.diff(cid, "usage_chain", format!("{}: {} starts at {qb}, expected {q}", s.as_str(), l.key));
+                        report.diff(
+                            cid,
+                            "usage_chain",
+                            format!("{}: {} starts at {qb}, expected {q}", s.as_str(), l.key),
+                        );
                     }
                     let price = prices.usage_cents(s, m, qa) - prices.usage_cents(s, m, qb);
                     if price != l.amount {
-                        report.diff(cid, "usage_line", format!("{}: billed {}, recomputed {price}", l.key, l.amount));
+                        report.diff(
+                            cid,
+                            "usage_line",
+                            format!("{}: billed {}, recomputed {price}", l.key, l.amount),
+                        );
                     }
                     billed += l.amount;
                     q = qa;
@@ -433,7 +484,11 @@ pub async fn audit_billing(
                     report.diff(
                         cid,
                         "usage_overbilled",
-                        format!("{} {}: priced up to {q}, usage_records hold {recorded}", s.as_str(), m.as_str()),
+                        format!(
+                            "{} {}: priced up to {q}, usage_records hold {recorded}",
+                            s.as_str(),
+                            m.as_str()
+                        ),
                     );
                 }
                 let due = prices.usage_cents(s, m, recorded);
@@ -455,22 +510,24 @@ pub async fn audit_billing(
             .filter(|t| t.kind == TxKind::Charge && t.nonce.starts_with(&prefix))
             .map(|t| (t.digest.clone(), t.amount_cents))
             .collect();
-        let led = ledger.get(&cid).unwrap_or(&Vec::new()).clone();
+        let no_ledger = Vec::new();
+        let led = ledger.get(&cid).unwrap_or(&no_ledger);
         let ledger_charges: BTreeMap<String, i64> = led
             .iter()
-            .filter(|(_, k, _, i)| k == "charge" && *i == Some(iid))
-            .map(|(d, _, a, _)| (d.clone(), *a))
+            .filter(|l| l.kind == "charge" && l.invoice == Some(iid))
+            .map(|l| (l.digest.clone(), l.amount))
             .collect();
-        let its = intents.get(&cid).cloned().unwrap_or_default();
+        let no_intents = Vec::new();
+        let its = intents.get(&cid).unwrap_or(&no_intents);
         let succeeded: i64 = its
             .iter()
-            .filter(|(_, st, _, i, _)| st == "succeeded" && *i == Some(iid))
-            .map(|(_, _, a, _, _)| a)
+            .filter(|i| i.state == "succeeded" && i.invoice == Some(iid))
+            .map(|i| i.amount)
             .sum();
         let in_flight: BTreeSet<&str> = its
             .iter()
-            .filter(|(_, st, ..)| st == "pending")
-            .map(|(n, ..)| n.as_str())
+            .filter(|i| i.state == "pending")
+            .map(|i| i.nonce.as_str())
             .collect();
         report.charges_checked += escrow_charges.len() as u64;
         let esum: i64 = escrow_charges.values().sum();
@@ -499,13 +556,17 @@ pub async fn audit_billing(
                     .iter()
                     .any(|t| &t.digest == d && in_flight.contains(t.nonce.as_str()))
             {
-                report.diff(cid, "escrow_without_ledger", format!("charge {d} is on the escrow but not in the ledger"));
+                report.diff(
+                    cid,
+                    "escrow_without_ledger",
+                    format!("charge {d} is on the escrow but not in the ledger"),
+                );
             }
         }
 
         // The whole account: every escrow movement is in the ledger (or in flight), and the
         // cached balance agrees when nothing is.
-        let ledger_digests: BTreeSet<&str> = led.iter().map(|(d, ..)| d.as_str()).collect();
+        let ledger_digests: BTreeSet<&str> = led.iter().map(|l| l.digest.as_str()).collect();
         for t in &hist {
             if !ledger_digests.contains(t.digest.as_str())
                 && !in_flight.contains(t.nonce.as_str())
@@ -514,14 +575,26 @@ pub async fn audit_billing(
                 report.diff(
                     cid,
                     "escrow_without_ledger",
-                    format!("{} of {} ({}) has no ledger row", t.kind.as_str(), t.amount_cents, t.nonce),
+                    format!(
+                        "{} of {} ({}) has no ledger row",
+                        t.kind.as_str(),
+                        t.amount_cents,
+                        t.nonce
+                    ),
                 );
             }
         }
         let escrow_digests: BTreeSet<&str> = hist.iter().map(|t| t.digest.as_str()).collect();
-        for (d, k, a, _) in &led {
-            if !escrow_digests.contains(d.as_str()) {
-                report.diff(cid, "ledger_without_escrow", format!("{k} of {a} ({d}) is not on the escrow"));
+        for l in led {
+            if !escrow_digests.contains(l.digest.as_str()) {
+                report.diff(
+                    cid,
+                    "ledger_without_escrow",
+                    format!(
+                        "{} of {} ({}) is not on the escrow",
+                        l.kind, l.amount, l.digest
+                    ),
+                );
             }
         }
         if in_flight.is_empty() {
@@ -569,7 +642,11 @@ impl std::fmt::Display for AuditReport {
             )?;
         }
         for d in &self.differences {
-            writeln!(f, "DIFFERENCE customer {} [{}]: {}", d.customer_id, d.check, d.detail)?;
+            writeln!(
+                f,
+                "DIFFERENCE customer {} [{}]: {}",
+                d.customer_id, d.check, d.detail
+            )?;
         }
         writeln!(f, "{} differences", self.differences.len())
     }

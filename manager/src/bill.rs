@@ -25,8 +25,8 @@ use suiftly_billing::{
     Month, PriceList, Rules, ServiceConfig, ServiceEvent, ServiceType, Suspension,
     SuspensionChange, SuspensionReason, Usage,
 };
-use suiftly_escrow::intent::{self, ChargeRequest, Intent, IntentState, Outcome};
 use suiftly_escrow::failpoint;
+use suiftly_escrow::intent::{self, ChargeRequest, Intent, IntentState, Outcome};
 use tokio_postgres::Transaction;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -469,8 +469,18 @@ async fn apply_changes(
             c.push(cid);
             s.push(svc);
             m.push(month);
-            rq.push(book.invoiced.get(&(service, mo, Metric::Requests)).copied().unwrap_or(0));
-            by.push(book.invoiced.get(&(service, mo, Metric::Bandwidth)).copied().unwrap_or(0));
+            rq.push(
+                book.invoiced
+                    .get(&(service, mo, Metric::Requests))
+                    .copied()
+                    .unwrap_or(0),
+            );
+            by.push(
+                book.invoiced
+                    .get(&(service, mo, Metric::Bandwidth))
+                    .copied()
+                    .unwrap_or(0),
+            );
         }
         tx.execute(
             "INSERT INTO usage_invoiced AS t (customer_id, service_type, month, requests, bytes)
@@ -547,8 +557,12 @@ impl LineCols {
                 .map(|f| serde_json::to_value(f).expect("plain struct")),
         );
         // Synthetic journal entries (not stored yet) have no id to point at.
-        self.event
-            .push(l.fee.as_ref().and_then(|f| f.event_id).filter(|&id| id != i64::MAX));
+        self.event.push(
+            l.fee
+                .as_ref()
+                .and_then(|f| f.event_id)
+                .filter(|&id| id != i64::MAX),
+        );
     }
 
     async fn insert(
@@ -606,7 +620,11 @@ async fn apply_suspension(
                 &[&customer_id, &s.reason.as_str(), &s.since, &s.until, &now],
             )
             .await?;
-            info!(customer_id, reason = s.reason.as_str(), "customer suspended");
+            info!(
+                customer_id,
+                reason = s.reason.as_str(),
+                "customer suspended"
+            );
             metrics::counter!("suiftly_billing_suspensions_total", "reason" => s.reason.as_str())
                 .increment(1);
             report.suspended += 1;
@@ -632,7 +650,10 @@ pub async fn metering_watermark(
     client: &impl tokio_postgres::GenericClient,
 ) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
     Ok(client
-        .query_opt("SELECT settled_before FROM aggregate_state WHERE id = 1", &[])
+        .query_opt(
+            "SELECT settled_before FROM aggregate_state WHERE id = 1",
+            &[],
+        )
         .await?
         .map(|r| r.get(0)))
 }

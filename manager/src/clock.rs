@@ -64,7 +64,8 @@ impl ManagerClock {
         client: &impl GenericClient,
         to: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, ClockError> {
-        self.store(client, (to - Utc::now()).num_milliseconds()).await
+        self.store(client, (to - Utc::now()).num_milliseconds())
+            .await
     }
 
     /// Moves the clock forward (or back) by `by`.

@@ -77,10 +77,7 @@ pub enum LeaseState {
     /// We hold it with this epoch (`new_term`: just taken, not renewed).
     Leader { epoch: i64, new_term: bool },
     /// Someone else holds an unexpired lease.
-    Standby {
-        epoch: i64,
-        holder: Option<String>,
-    },
+    Standby { epoch: i64, holder: Option<String> },
 }
 
 /// Takes the lease if it is free, expired or ours; renews it if ours. `lease` is measured by
@@ -124,7 +121,10 @@ pub async fn try_acquire(
 
 /// Gives the lease up (graceful shutdown): a standby takes over at its next attempt instead
 /// of waiting for the lease to expire. Only our own, current term is released.
-pub async fn release(client: &impl GenericClient, fence: &Fence) -> Result<bool, tokio_postgres::Error> {
+pub async fn release(
+    client: &impl GenericClient,
+    fence: &Fence,
+) -> Result<bool, tokio_postgres::Error> {
     let n = client
         .execute(
             "UPDATE manager_lease SET holder = NULL, lease_until = NULL, renewed_at = clock_timestamp()

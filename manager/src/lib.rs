@@ -24,6 +24,5 @@ pub mod service;
 pub use clock::ManagerClock;
 pub use lease::{Fence, FenceError};
 pub use service::{
-    CHANNEL, ManagerConfig, ManagerHandle, Scope, Task, TaskCtx, TaskFuture, WatermarkSource,
-    start,
+    CHANNEL, ManagerConfig, ManagerHandle, Scope, Task, TaskCtx, TaskFuture, WatermarkSource, start,
 };

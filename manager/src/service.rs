@@ -298,7 +298,10 @@ impl ManagerHandle {
             if let Some(f) = rx.borrow_and_update().clone() {
                 return Some(f);
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return None;
             }
         }
@@ -322,7 +325,10 @@ pub fn start(
     listen_conninfo: String,
     tasks_between: Vec<Box<dyn Task>>,
     shutdown: CancellationToken,
-) -> (ManagerHandle, impl Future<Output = Result<(), ManagerError>>) {
+) -> (
+    ManagerHandle,
+    impl Future<Output = Result<(), ManagerError>>,
+) {
     let (trig_tx, trig_rx) = mpsc::channel(64);
     let (leader_tx, leader_rx) = watch::channel(None);
     let holder = lease::holder_id();
@@ -355,17 +361,33 @@ async fn run(
     listen_conninfo: String,
     shutdown: CancellationToken,
 ) -> Result<(), ManagerError> {
+    // One task: the lease, the listener and the cycle loop are polled together, so dropping
+    // this future (a crash, in tests) stops all three, and a stop is ordered: the cycle loop
+    // ends first, then the listener, then the lease is released.
     let stop_lease = CancellationToken::new();
-    let lease_task = tokio::spawn(lease_loop(
-        shared.clone(),
-        leader_tx,
-        stop_lease.clone(),
-    ));
-    let listen_task = tokio::spawn(listen_loop(
+    let stop_listen = CancellationToken::new();
+    let lease = lease_loop(shared.clone(), leader_tx, stop_lease.clone());
+    let listen = listen_loop(
         listen_conninfo,
         shared.triggers.clone(),
-        shutdown.clone(),
-    ));
+        stop_listen.clone(),
+    );
+    let cycles = async {
+        cycle_loop(&shared, &tasks, &mut triggers, &shutdown).await;
+        info!("manager stopping: cycle loop ended");
+        stop_listen.cancel();
+        stop_lease.cancel();
+    };
+    tokio::join!(lease, listen, cycles);
+    Ok(())
+}
+
+async fn cycle_loop(
+    shared: &Shared,
+    tasks: &[Box<dyn Task>],
+    triggers: &mut mpsc::Receiver<Trigger>,
+    shutdown: &CancellationToken,
+) {
     let mut leader = shared.leader.clone();
     let mut next_full = tokio::time::Instant::now();
     loop {
@@ -400,16 +422,11 @@ async fn run(
             continue;
         };
         let full = scope.scope == Scope::All;
-        run_cycle(&shared, &tasks, &fence, &scope, &shutdown).await;
+        run_cycle(shared, tasks, &fence, &scope, shutdown).await;
         if full {
             next_full = tokio::time::Instant::now() + shared.config.cycle_interval;
         }
     }
-    info!("manager stopping: cycle loop ended");
-    listen_task.abort();
-    stop_lease.cancel();
-    let _ = lease_task.await;
-    Ok(())
 }
 
 async fn run_cycle(
@@ -580,8 +597,13 @@ async fn lease_loop(
         match shared.pool.get().await {
             Ok(c) => match lease::release(&**c, &f).await {
                 Ok(true) => info!(epoch = f.epoch, "manager lease released"),
-                Ok(false) => warn!(epoch = f.epoch, "manager lease was no longer ours at release"),
-                Err(e) => warn!(error = %e, "manager lease: release failed (it expires on its own)"),
+                Ok(false) => warn!(
+                    epoch = f.epoch,
+                    "manager lease was no longer ours at release"
+                ),
+                Err(e) => {
+                    warn!(error = %e, "manager lease: release failed (it expires on its own)")
+                }
             },
             Err(e) => warn!(error = %e, "manager lease: release failed (it expires on its own)"),
         }
@@ -596,7 +618,10 @@ async fn lease_loop(
 pub fn parse_notification(payload: &str) -> Trigger {
     let v: Value = serde_json::from_str(payload).unwrap_or(Value::Null);
     let event = v["event"].as_str().unwrap_or("unknown").to_string();
-    match v["customer_id"].as_i64().and_then(|c| i32::try_from(c).ok()) {
+    match v["customer_id"]
+        .as_i64()
+        .and_then(|c| i32::try_from(c).ok())
+    {
         Some(c) => Trigger {
             scope: Scope::Customers([c].into()),
             reason: format!("notify:{event}"),

@@ -84,10 +84,19 @@ async fn a_month_of_usage_invoice_equals_recomputation() {
     let mut h = t(2026, 11, 16, 9);
     while h < t(2026, 12, 1, 0) {
         // Every hour: a few request groups of assorted billable and unbillable types.
-        let n = (h.timestamp() / 3600 % 11) as i64;
+        let n = h.timestamp() / 3600 % 11;
         let (req, bytes) = (3_400 + n * 7, 10_000_000 + n * 1_234_567);
         usage(&e.db, 11, GRPC, h, req, bytes).await;
-        raw(&e.db, 11, GRPC, h + Duration::minutes(5), 1, (req - 100) as i32, bytes - 1000).await;
+        raw(
+            &e.db,
+            11,
+            GRPC,
+            h + Duration::minutes(5),
+            1,
+            (req - 100) as i32,
+            bytes - 1000,
+        )
+        .await;
         raw(&e.db, 11, GRPC, h + Duration::minutes(6), 2, 100, 1000).await;
         raw(&e.db, 11, GRPC, h + Duration::minutes(7), 3, 55, 777).await; // denied: not billable
         total_r += req;
@@ -101,15 +110,44 @@ async fn a_month_of_usage_invoice_equals_recomputation() {
     // Late: more requests for an hour that already settled (merged in place), and a new
     // revision after it was billed.
     usage(&e.db, 11, GRPC, t(2026, 11, 20, 3), 1_000, 0).await;
-    raw(&e.db, 11, GRPC, t(2026, 11, 20, 3) + Duration::minutes(50), 1, 1_000, 0).await;
+    raw(
+        &e.db,
+        11,
+        GRPC,
+        t(2026, 11, 20, 3) + Duration::minutes(50),
+        1,
+        1_000,
+        0,
+    )
+    .await;
     total_r += 1_000;
     // 1 Dec: rollover; then the watermark passes the month's end: finalized.
     now = t(2026, 12, 1, 0) + Duration::minutes(2);
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, now, Some(t(2026, 11, 30, 23))).await;
-    let status = one_str(&e.db, "SELECT status FROM invoices WHERE customer_id = 11 AND month = '2026-11-01'").await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        now,
+        Some(t(2026, 11, 30, 23)),
+    )
+    .await;
+    let status = one_str(
+        &e.db,
+        "SELECT status FROM invoices WHERE customer_id = 11 AND month = '2026-11-01'",
+    )
+    .await;
     assert_eq!(status.as_deref(), Some("draft"));
     now = t(2026, 12, 1, 1);
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, now, Some(t(2026, 12, 1, 0))).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        now,
+        Some(t(2026, 12, 1, 0)),
+    )
+    .await;
 
     let p = PriceList::default();
     let expected = 2000 + p.request_cents(total_r) + p.bandwidth_cents(ServiceType::Grpc, total_b);
@@ -134,18 +172,36 @@ async fn a_month_of_usage_invoice_equals_recomputation() {
     .await;
     assert_eq!(total, sql_total);
     // Usage was charged in steps during the month, not only at the end.
-    let usage_lines = one_i64(&e.db, "SELECT count(*) FROM invoice_lines WHERE kind = 'usage' AND metric = 'requests'").await;
+    let usage_lines = one_i64(
+        &e.db,
+        "SELECT count(*) FROM invoice_lines WHERE kind = 'usage' AND metric = 'requests'",
+    )
+    .await;
     assert!(usage_lines > 5, "{usage_lines}");
-    let charges = one_i64(&e.db, "SELECT count(*) FROM escrow_transactions WHERE kind = 'charge'").await;
+    let charges = one_i64(
+        &e.db,
+        "SELECT count(*) FROM escrow_transactions WHERE kind = 'charge'",
+    )
+    .await;
     assert!(charges > 5);
     // December's draft holds December's fee, charged.
-    let dec = one_i64(&e.db, "SELECT paid_cents FROM invoices WHERE customer_id = 11 AND month = '2026-12-01'").await;
+    let dec = one_i64(
+        &e.db,
+        "SELECT paid_cents FROM invoices WHERE customer_id = 11 AND month = '2026-12-01'",
+    )
+    .await;
     assert_eq!(dec, 4000);
-    assert_eq!(e.escrow.balance(11).await.unwrap(), 20_000 - expected - 4000);
+    assert_eq!(
+        e.escrow.balance(11).await.unwrap(),
+        20_000 - expected - 4000
+    );
 
     let report = audit_billing(&e.db, &e.escrow, &p, nov).await.unwrap();
     assert!(report.ok(), "{report}");
-    assert!(report.raw_range.is_none(), "no aggregate_state: raw logs are not compared");
+    assert!(
+        report.raw_range.is_none(),
+        "no aggregate_state: raw logs are not compared"
+    );
     // With the metering watermark present, the raw logs are compared too.
     e.db.execute(
         "INSERT INTO aggregate_state (id, applied_through, restart_position, settled_before) VALUES (1, 0, 0, '2026-12-01 05:00+00')",
@@ -155,12 +211,24 @@ async fn a_month_of_usage_invoice_equals_recomputation() {
     .unwrap();
     let report = audit_billing(&e.db, &e.escrow, &p, nov).await.unwrap();
     assert!(report.ok(), "{report}");
-    assert_eq!(report.raw_range, Some((t(2026, 11, 16, 9), t(2026, 12, 1, 0))));
+    assert_eq!(
+        report.raw_range,
+        Some((t(2026, 11, 16, 9), t(2026, 12, 1, 0)))
+    );
     assert!(report.charges_checked > 5);
 
     // The audit is not a check that cannot fail: a raw row that usage_records lack, a ledger
     // row lost, a line changed behind its back.
-    raw(&e.db, 11, GRPC, t(2026, 11, 21, 4) + Duration::minutes(1), 1, 1, 0).await;
+    raw(
+        &e.db,
+        11,
+        GRPC,
+        t(2026, 11, 21, 4) + Duration::minutes(1),
+        1,
+        1,
+        0,
+    )
+    .await;
     let report = audit_billing(&e.db, &e.escrow, &p, nov).await.unwrap();
     assert_eq!(report.differences.len(), 1, "{report}");
     assert_eq!(report.differences[0].check, "usage_vs_raw_logs");
@@ -174,7 +242,10 @@ async fn a_month_of_usage_invoice_equals_recomputation() {
     let report = audit_billing(&e.db, &e.escrow, &p, nov).await.unwrap();
     let checks: std::collections::BTreeSet<&str> =
         report.differences.iter().map(|d| d.check).collect();
-    assert!(checks.contains("usage_line") && checks.contains("invoice_total"), "{report}");
+    assert!(
+        checks.contains("usage_line") && checks.contains("invoice_total"),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +257,15 @@ async fn rollover_on_the_first() {
     service(&e.db, 21, SEAL, t(2026, 11, 1, 1), true, "pro", None).await;
     let fence = lead(&e.db, "test").await;
     usage(&e.db, 21, SEAL, t(2026, 11, 10, 0), 100_000, 0).await; // 1000
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 11, 30, 23), Some(t(2026, 11, 30, 22))).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 11, 30, 23),
+        Some(t(2026, 11, 30, 22)),
+    )
+    .await;
     let r = e
         .db
         .query_one(
@@ -195,10 +274,25 @@ async fn rollover_on_the_first() {
         )
         .await
         .unwrap();
-    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2)), (5000, 0, "2026-11-01".into()));
+    assert_eq!(
+        (
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, String>(2)
+        ),
+        (5000, 0, "2026-11-01".into())
+    );
     // 1 Dec 00:00:30 UTC by the manager's clock.
     let now = t(2026, 12, 1, 0) + Duration::seconds(30);
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, now, Some(t(2026, 11, 30, 23))).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        now,
+        Some(t(2026, 11, 30, 23)),
+    )
+    .await;
     let r = e
         .db
         .query_one(
@@ -207,13 +301,23 @@ async fn rollover_on_the_first() {
         )
         .await
         .unwrap();
-    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1), r.get::<_, String>(2)), (4000, 5000, "2026-12-01".into()));
+    assert_eq!(
+        (
+            r.get::<_, i64>(0),
+            r.get::<_, i64>(1),
+            r.get::<_, String>(2)
+        ),
+        (4000, 5000, "2026-12-01".into())
+    );
     let rows = e
         .db
         .query("SELECT month::text, status, total_cents, paid_cents FROM invoices WHERE customer_id = 21 ORDER BY month", &[])
         .await
         .unwrap();
-    let got: Vec<(String, String, i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
+    let got: Vec<(String, String, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
     assert_eq!(
         got,
         [
@@ -240,8 +344,14 @@ async fn a_cycle_run_twice_gives_identical_state() {
     let a = snapshot(&e.db).await;
     let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, now, wm).await;
     assert_eq!(snapshot(&e.db).await, a);
-    assert_eq!((r.lines_added, r.charges, r.invoices_created, r.finalized), (0, 0, 0, 0));
-    assert!(a.iter().any(|l| l.ends_with("insufficient_balance")), "{a:?}");
+    assert_eq!(
+        (r.lines_added, r.charges, r.invoices_created, r.finalized),
+        (0, 0, 0, 0)
+    );
+    assert!(
+        a.iter().any(|l| l.ends_with("insufficient_balance")),
+        "{a:?}"
+    );
 }
 
 #[tokio::test]
@@ -252,8 +362,24 @@ async fn late_usage_after_finalization_is_an_adjustment_on_the_next_invoice() {
     deposit(&mut c, &e.escrow, 41, 50_000, "d1").await;
     usage(&e.db, 41, SEAL, t(2026, 11, 30, 22), 10_050, 0).await;
     let fence = lead(&e.db, "test").await;
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 1, 2), Some(t(2026, 12, 1, 1))).await;
-    assert_eq!(one_str(&e.db, "SELECT status FROM invoices WHERE month = '2026-11-01'").await.as_deref(), Some("paid"));
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 1, 2),
+        Some(t(2026, 12, 1, 1)),
+    )
+    .await;
+    assert_eq!(
+        one_str(
+            &e.db,
+            "SELECT status FROM invoices WHERE month = '2026-11-01'"
+        )
+        .await
+        .as_deref(),
+        Some("paid")
+    );
     // 70 requests of November settle late (a new revision: the first was billed).
     e.db.execute(
         "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, revision, request_count, bytes_transferred)
@@ -262,13 +388,43 @@ async fn late_usage_after_finalization_is_an_adjustment_on_the_next_invoice() {
     )
     .await
     .unwrap();
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 5, 0), Some(t(2026, 12, 4, 23))).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 5, 0),
+        Some(t(2026, 12, 4, 23)),
+    )
+    .await;
     // Below the threshold: waits for December's invoice; November's is never edited.
-    assert_eq!(one_i64(&e.db, "SELECT total_cents FROM invoices WHERE month = '2026-11-01'").await, 100);
-    let report = audit_billing(&e.db, &e.escrow, &PriceList::default(), Month::new(2026, 11)).await.unwrap();
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT total_cents FROM invoices WHERE month = '2026-11-01'"
+        )
+        .await,
+        100
+    );
+    let report = audit_billing(
+        &e.db,
+        &e.escrow,
+        &PriceList::default(),
+        Month::new(2026, 11),
+    )
+    .await
+    .unwrap();
     assert!(report.ok(), "{report}");
     assert_eq!(report.unbilled_cents.get(&41), Some(&1));
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2027, 1, 1, 2), Some(t(2027, 1, 1, 1))).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2027, 1, 1, 2),
+        Some(t(2027, 1, 1, 1)),
+    )
+    .await;
     let r = e
         .db
         .query_one(
@@ -279,10 +435,31 @@ async fn late_usage_after_finalization_is_an_adjustment_on_the_next_invoice() {
         .await
         .unwrap();
     assert_eq!(
-        (r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, i64>(2), r.get::<_, i64>(3), r.get::<_, i64>(4), r.get::<_, String>(5)),
-        ("adjustment".into(), "2026-11-01".into(), 1, 10_050, 10_120, "paid".into())
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, i64>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, String>(5)
+        ),
+        (
+            "adjustment".into(),
+            "2026-11-01".into(),
+            1,
+            10_050,
+            10_120,
+            "paid".into()
+        )
     );
-    let report = audit_billing(&e.db, &e.escrow, &PriceList::default(), Month::new(2026, 11)).await.unwrap();
+    let report = audit_billing(
+        &e.db,
+        &e.escrow,
+        &PriceList::default(),
+        Month::new(2026, 11),
+    )
+    .await
+    .unwrap();
     assert!(report.ok() && report.unbilled_cents.is_empty(), "{report}");
 }
 
@@ -294,18 +471,50 @@ async fn insufficient_balance_suspends_and_a_deposit_resumes() {
     deposit(&mut c, &e.escrow, 51, 1_000, "d1").await;
     service(&e.db, 51, GRPC, t(2026, 12, 1, 1), true, "pro", None).await;
     let fence = lead(&e.db, "test").await;
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 1, 2), None).await;
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 1, 2),
+        None,
+    )
+    .await;
     assert_eq!((r.refused, r.suspended, r.charges), (1, 1, 0));
     let row = e.db.query_one("SELECT status, suspension_reason, suspended_until FROM customers WHERE customer_id = 51", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "suspended");
-    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("insufficient_balance"));
+    assert_eq!(
+        row.get::<_, Option<String>>(1).as_deref(),
+        Some("insufficient_balance")
+    );
     assert_eq!(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(2), None);
-    assert_eq!(e.escrow.balance(51).await.unwrap(), 1_000, "no partial charge");
+    assert_eq!(
+        e.escrow.balance(51).await.unwrap(),
+        1_000,
+        "no partial charge"
+    );
     deposit(&mut c, &e.escrow, 51, 3_000, "d2").await;
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 1, 3), None).await;
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 1, 3),
+        None,
+    )
+    .await;
     assert_eq!((r.charges, r.resumed), (1, 1));
-    let row = e.db.query_one("SELECT status, suspension_reason FROM customers WHERE customer_id = 51", &[]).await.unwrap();
-    assert_eq!((row.get::<_, String>(0), row.get::<_, Option<String>>(1)), ("active".into(), None));
+    let row =
+        e.db.query_one(
+            "SELECT status, suspension_reason FROM customers WHERE customer_id = 51",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, Option<String>>(1)),
+        ("active".into(), None)
+    );
     assert_eq!(e.escrow.balance(51).await.unwrap(), 0);
 }
 
@@ -318,21 +527,73 @@ async fn limit_reached_suspends_until_the_first() {
     deposit(&mut c, &e.escrow, 61, 100_000, "d1").await;
     let fence = lead(&e.db, "test").await;
     usage(&e.db, 61, SEAL, t(2026, 12, 2, 0), 900_000, 0).await;
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 2, 2), None).await;
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 2, 2),
+        None,
+    )
+    .await;
     usage(&e.db, 61, SEAL, t(2026, 12, 3, 0), 200_000, 0).await;
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 20, 0), None).await;
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 20, 0),
+        None,
+    )
+    .await;
     assert_eq!(r.suspended, 1);
     let row = e.db.query_one("SELECT suspension_reason, suspended_until, current_month_charged_usd_cents FROM customers WHERE customer_id = 61", &[]).await.unwrap();
-    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("monthly_limit_reached"));
-    assert_eq!(row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(1), Some(t(2027, 1, 1, 0)));
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("monthly_limit_reached")
+    );
+    assert_eq!(
+        row.get::<_, Option<chrono::DateTime<chrono::Utc>>>(1),
+        Some(t(2027, 1, 1, 0))
+    );
     assert_eq!(row.get::<_, i64>(2), 9_000);
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 31, 23), None).await;
-    assert!(one_str(&e.db, "SELECT suspension_reason FROM customers WHERE customer_id = 61").await.is_some());
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 31, 23),
+        None,
+    )
+    .await;
+    assert!(
+        one_str(
+            &e.db,
+            "SELECT suspension_reason FROM customers WHERE customer_id = 61"
+        )
+        .await
+        .is_some()
+    );
     // The 1st of next month.
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2027, 1, 1, 0) + Duration::seconds(5), None).await;
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2027, 1, 1, 0) + Duration::seconds(5),
+        None,
+    )
+    .await;
     assert_eq!(r.resumed, 1);
     let row = e.db.query_one("SELECT suspension_reason, current_month_charged_usd_cents, last_month_charged_usd_cents FROM customers WHERE customer_id = 61", &[]).await.unwrap();
-    assert_eq!((row.get::<_, Option<String>>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (None, 2_000, 9_000));
+    assert_eq!(
+        (
+            row.get::<_, Option<String>>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (None, 2_000, 9_000)
+    );
 }
 
 #[tokio::test]
@@ -344,18 +605,65 @@ async fn a_lost_escrow_reply_is_completed_once_by_the_next_cycle() {
     service(&e.db, 71, SEAL, t(2026, 12, 1, 1), true, "pro", None).await;
     let fence = lead(&e.db, "test").await;
     e.escrow.lose_next_replies(1);
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 1, 2), None).await;
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 1, 2),
+        None,
+    )
+    .await;
     assert_eq!((r.charges, r.escrow_unavailable), (0, 1));
     // The escrow took it; the intent is pending; nothing else is charged meanwhile.
     assert_eq!(e.escrow.balance(71).await.unwrap(), 6_000);
-    assert_eq!(one_i64(&e.db, "SELECT count(*) FROM escrow_intents WHERE state = 'pending'").await, 1);
-    let r = cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 1, 3), None).await;
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT count(*) FROM escrow_intents WHERE state = 'pending'"
+        )
+        .await,
+        1
+    );
+    let r = cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 1, 3),
+        None,
+    )
+    .await;
     assert_eq!(r.charges, 0, "completed by settle, not charged again");
     assert_eq!(e.escrow.balance(71).await.unwrap(), 6_000);
-    assert_eq!(one_i64(&e.db, "SELECT current_balance_usd_cents FROM customers WHERE customer_id = 71").await, 6_000);
-    assert_eq!(one_i64(&e.db, "SELECT count(*) FROM escrow_transactions WHERE kind = 'charge'").await, 1);
-    assert_eq!(one_i64(&e.db, "SELECT paid_cents FROM invoices").await, 4_000);
-    let report = audit_billing(&e.db, &e.escrow, &PriceList::default(), Month::new(2026, 12)).await.unwrap();
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT current_balance_usd_cents FROM customers WHERE customer_id = 71"
+        )
+        .await,
+        6_000
+    );
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT count(*) FROM escrow_transactions WHERE kind = 'charge'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        one_i64(&e.db, "SELECT paid_cents FROM invoices").await,
+        4_000
+    );
+    let report = audit_billing(
+        &e.db,
+        &e.escrow,
+        &PriceList::default(),
+        Month::new(2026, 12),
+    )
+    .await
+    .unwrap();
     assert!(report.ok(), "{report}");
 }
 
@@ -367,17 +675,84 @@ async fn downgrade_takes_effect_on_the_first() {
     deposit(&mut c, &e.escrow, 81, 50_000, "d1").await;
     service(&e.db, 81, GRPC, t(2026, 12, 1, 1), true, "starter", None).await;
     service(&e.db, 81, GRPC, t(2026, 12, 10, 0), true, "pro", None).await;
-    service(&e.db, 81, GRPC, t(2026, 12, 20, 0), true, "pro", Some("starter")).await;
+    service(
+        &e.db,
+        81,
+        GRPC,
+        t(2026, 12, 20, 0),
+        true,
+        "pro",
+        Some("starter"),
+    )
+    .await;
     let fence = lead(&e.db, "test").await;
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2026, 12, 21, 0), None).await;
-    assert_eq!(one_i64(&e.db, "SELECT paid_cents FROM invoices WHERE month = '2026-12-01'").await, 2000 + 1419);
-    assert_eq!(one_str(&e.db, "SELECT tier FROM service_instances").await.as_deref(), Some("pro"));
-    cycle(&e.pool, &e.escrow, &fence, &e.settings, t(2027, 1, 1, 0), None).await;
-    assert_eq!(one_str(&e.db, "SELECT tier FROM service_instances").await.as_deref(), Some("starter"));
-    assert!(one_str(&e.db, "SELECT pending_config::text FROM service_instances").await.is_none());
-    assert_eq!(one_i64(&e.db, "SELECT paid_cents FROM invoices WHERE month = '2027-01-01'").await, 2000);
-    assert_eq!(one_i64(&e.db, "SELECT count(*) FROM service_events WHERE source = 'manager'").await, 1);
-    let report = audit_billing(&e.db, &e.escrow, &PriceList::default(), Month::new(2026, 12)).await.unwrap();
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2026, 12, 21, 0),
+        None,
+    )
+    .await;
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT paid_cents FROM invoices WHERE month = '2026-12-01'"
+        )
+        .await,
+        2000 + 1419
+    );
+    assert_eq!(
+        one_str(&e.db, "SELECT tier FROM service_instances")
+            .await
+            .as_deref(),
+        Some("pro")
+    );
+    cycle(
+        &e.pool,
+        &e.escrow,
+        &fence,
+        &e.settings,
+        t(2027, 1, 1, 0),
+        None,
+    )
+    .await;
+    assert_eq!(
+        one_str(&e.db, "SELECT tier FROM service_instances")
+            .await
+            .as_deref(),
+        Some("starter")
+    );
+    assert!(
+        one_str(&e.db, "SELECT pending_config::text FROM service_instances")
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT paid_cents FROM invoices WHERE month = '2027-01-01'"
+        )
+        .await,
+        2000
+    );
+    assert_eq!(
+        one_i64(
+            &e.db,
+            "SELECT count(*) FROM service_events WHERE source = 'manager'"
+        )
+        .await,
+        1
+    );
+    let report = audit_billing(
+        &e.db,
+        &e.escrow,
+        &PriceList::default(),
+        Month::new(2026, 12),
+    )
+    .await
+    .unwrap();
     assert!(report.ok(), "{report}");
     let _ = TimeDelta::zero();
 }
