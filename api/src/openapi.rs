@@ -44,6 +44,7 @@ fn ops() -> Vec<Op> {
     let key = json!({ "$ref": "#/components/schemas/ApiKey" });
     let money = json!({ "$ref": "#/components/schemas/Balance" });
     let moves = json!({ "$ref": "#/components/schemas/MoveRequest" });
+    let movement = json!({ "$ref": "#/components/schemas/Movement" });
     let session = json!({ "$ref": "#/components/schemas/Session" });
     let o = |method,
              path,
@@ -157,7 +158,11 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "properties": { "services": { "type": "array", "items": svc.clone() } } }),
+            json!({ "type": "object", "properties": { "services": { "type": "array", "items": svc.clone() },
+                "suspension": { "type": "object", "nullable": true, "description": "billing suspension of every enabled service",
+                    "properties": { "reason": { "type": "string", "enum": ["insufficient_balance", "monthly_limit_reached"] },
+                                    "since": { "type": "string", "format": "date-time" },
+                                    "until": { "type": "string", "format": "date-time", "nullable": true } } } } }),
             &["401", "429"],
         ),
         o(
@@ -297,24 +302,24 @@ fn ops() -> Vec<Op> {
         o(
             "post",
             "/billing/deposit",
-            "Deposit into the escrow (idempotent by idempotency_key)",
+            "Deposit into the escrow. Idempotent by idempotency_key (stored once execution starts; a replay returns the stored result with replayed=true; the same key with other parameters is 409); 503 means retry with the same key",
             true,
             vec![],
             Some(moves.clone()),
             "200",
-            obj.clone(),
-            &["400", "401", "409", "413", "429"],
+            movement.clone(),
+            &["400", "401", "409", "413", "429", "503"],
         ),
         o(
             "post",
             "/billing/withdraw",
-            "Withdraw from the escrow (idempotent by idempotency_key)",
+            "Withdraw from the escrow (checked against the balance minus debits in flight; idempotent like deposit)",
             true,
             vec![],
             Some(moves),
             "200",
-            obj,
-            &["400", "401", "402", "409", "413", "429"],
+            movement,
+            &["400", "401", "402", "409", "413", "429", "503"],
         ),
         o(
             "put",
@@ -329,6 +334,68 @@ fn ops() -> Vec<Op> {
             "200",
             money,
             &["400", "401", "413", "422", "429"],
+        ),
+        o(
+            "get",
+            "/billing/invoices",
+            "The caller's monthly invoices, newest first",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "type": "object", "properties": { "invoices": { "type": "array", "items": { "$ref": "#/components/schemas/Invoice" } } } }),
+            &["401", "429"],
+        ),
+        o(
+            "get",
+            "/billing/invoices/{invoice_id}",
+            "One invoice with its lines (usage lines name the settled range and quantities they priced) and the charges that paid it",
+            true,
+            vec![
+                json!({ "name": "invoice_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } }),
+            ],
+            None,
+            "200",
+            json!({ "allOf": [ { "$ref": "#/components/schemas/Invoice" }, { "type": "object", "properties": {
+                "lines": { "type": "array", "items": { "$ref": "#/components/schemas/InvoiceLine" } },
+                "payments": { "type": "array", "items": { "type": "object", "properties": {
+                    "tx_digest": { "type": "string" }, "amount_usd_cents": { "type": "integer" }, "at": { "type": "string", "format": "date-time" } } } } } } ] }),
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "get",
+            "/billing/current",
+            "The month to date: the draft invoice plus settled usage not billed yet (usage_source says which usage is counted)",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "type": "object", "properties": {
+                "month": { "type": "string" }, "invoice": { "nullable": true, "allOf": [ { "$ref": "#/components/schemas/Invoice" } ] },
+                "invoiced_usd_cents": { "type": "integer" }, "unbilled_usage_usd_cents": { "type": "integer" },
+                "month_to_date_usd_cents": { "type": "integer" },
+                "usage": { "type": "array", "items": { "type": "object" } },
+                "usage_source": { "type": "string", "enum": ["settled"] },
+                "settled_before": { "type": "string", "format": "date-time", "nullable": true } } }),
+            &["401", "429"],
+        ),
+        o(
+            "get",
+            "/billing/transactions",
+            "Escrow movements recorded in the ledger (newest first) and those still in flight",
+            true,
+            vec![
+                json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+            ],
+            None,
+            "200",
+            json!({ "type": "object", "properties": {
+                "transactions": { "type": "array", "items": { "type": "object", "properties": {
+                    "tx_digest": { "type": "string" }, "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
+                    "amount_usd_cents": { "type": "integer" }, "balance_after_usd_cents": { "type": "integer" },
+                    "at": { "type": "string", "format": "date-time" }, "invoice_id": { "type": "integer", "nullable": true } } } },
+                "pending": { "type": "array", "items": { "type": "object" } } } }),
+            &["400", "401", "429"],
         ),
     ]
 }
@@ -358,7 +425,12 @@ fn components() -> Value {
                 "service": { "type": "string" }, "tier": { "type": "string" }, "is_enabled": { "type": "boolean" },
                 "config": { "$ref": "#/components/schemas/ServiceConfig" },
                 "monthly_price_usd_cents": { "type": "integer" }, "api_key_limit": { "type": "integer" },
-                "active_api_keys": { "type": "integer" } } },
+                "active_api_keys": { "type": "integer" },
+                "suspended": { "type": "boolean" },
+                "suspension_reason": { "type": "string", "nullable": true, "enum": ["insufficient_balance", "monthly_limit_reached"] },
+                "pending_change": { "type": "object", "nullable": true, "description": "a downgrade scheduled for the 1st of next month",
+                    "properties": { "config": { "$ref": "#/components/schemas/ServiceConfig" }, "tier": { "type": "string" },
+                                    "monthly_price_usd_cents": { "type": "integer" }, "effective": { "type": "string", "format": "date" } } } } },
             "ApiKey": { "type": "object", "properties": {
                 "key_id": { "type": "integer" }, "service": { "type": "string" }, "preview": { "type": "string" },
                 "fingerprint": { "type": "integer" }, "is_active": { "type": "boolean" },
@@ -370,6 +442,24 @@ fn components() -> Value {
             "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
                 "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
                 "idempotency_key": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
+            "Movement": { "type": "object", "properties": {
+                "tx_digest": { "type": "string" }, "kind": { "type": "string", "enum": ["deposit", "withdraw"] },
+                "amount_usd_cents": { "type": "integer" }, "balance_usd_cents": { "type": "integer", "description": "the escrow balance right after this movement" },
+                "replayed": { "type": "boolean" } } },
+            "Invoice": { "type": "object", "properties": {
+                "id": { "type": "integer", "format": "int64" }, "month": { "type": "string", "example": "2026-11" },
+                "status": { "type": "string", "enum": ["draft", "pending", "paid", "failed", "void"] },
+                "total_usd_cents": { "type": "integer" }, "paid_usd_cents": { "type": "integer" }, "due_usd_cents": { "type": "integer" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "finalized_at": { "type": "string", "format": "date-time", "nullable": true },
+                "paid_at": { "type": "string", "format": "date-time", "nullable": true } } },
+            "InvoiceLine": { "type": "object", "properties": {
+                "id": { "type": "integer" }, "kind": { "type": "string", "enum": ["fee", "usage", "adjustment", "credit"] },
+                "service": { "type": "string", "nullable": true }, "metric": { "type": "string", "nullable": true, "enum": ["requests", "bandwidth"] },
+                "for_month": { "type": "string" }, "description": { "type": "string" }, "amount_usd_cents": { "type": "integer" },
+                "quantity_before": { "type": "integer", "nullable": true }, "quantity_after": { "type": "integer", "nullable": true },
+                "usage_from": { "type": "string", "format": "date-time", "nullable": true },
+                "usage_to": { "type": "string", "format": "date-time", "nullable": true } } },
             "Session": { "type": "object", "properties": {
                 "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
                 "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }
