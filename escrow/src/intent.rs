@@ -320,131 +320,194 @@ pub async fn call_escrow(escrow: &dyn Escrow, intent: &Intent) -> Result<Outcome
 }
 
 /// Step 3, inside the caller's transaction (the manager fences it first). Returns the intent
-/// as it stands after: `state` tells whether this call recorded it (it was pending) or found
-/// it recorded already.
+/// as it stands after, and whether this call recorded it (it was pending) or found it recorded
+/// already.
 pub async fn record_outcome(
     tx: &Transaction<'_>,
     intent: &Intent,
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<(Intent, bool), IntentError> {
-    let cur = tx
-        .query_one(
-            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = $1 FOR UPDATE"),
-            &[&intent.id],
-        )
-        .await?;
-    let cur = from_row(&cur);
-    if cur.state != IntentState::Pending {
-        return Ok((cur, false));
+    let mut v = record_outcomes(tx, &[(intent.clone(), outcome.clone())], now).await?;
+    Ok(v.pop().expect("one in, one out"))
+}
+
+/// [`record_outcome`] for many intents in a handful of statements (a billing batch). Each
+/// intent appears at most once.
+pub async fn record_outcomes(
+    tx: &Transaction<'_>,
+    items: &[(Intent, Outcome)],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Intent, bool)>, IntentError> {
+    use std::collections::{BTreeMap, HashMap};
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    match outcome {
-        Outcome::Succeeded(etx) => {
-            if etx.kind != intent.kind
-                || etx.amount_cents != intent.amount_cents
-                || etx.account != intent.customer_id
-            {
-                return Err(IntentError::Mismatch {
-                    intent: intent.id,
-                    detail: format!("{etx:?}"),
-                });
-            }
-            tx.execute(
-                "UPDATE escrow_intents SET state = 'succeeded', tx_digest = $2, balance_after_cents = $3,
-                     completed_at = now(), attempts = attempts + 1 WHERE intent_id = $1",
-                &[&intent.id, &etx.digest, &etx.balance_after_cents],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO escrow_transactions (customer_id, tx_digest, kind, amount_usd_cents,
-                     balance_after_cents, nonce, created_at, intent_id, invoice_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &intent.customer_id,
-                    &etx.digest,
-                    &intent.kind.as_str(),
-                    &intent.amount_cents,
-                    &etx.balance_after_cents,
-                    &intent.nonce,
-                    &now,
-                    &intent.id,
-                    &intent.invoice_id,
-                ],
-            )
-            .await?;
-            let (delta, charged) = match intent.kind {
-                TxKind::Deposit => (intent.amount_cents, 0),
-                TxKind::Withdraw => (-intent.amount_cents, 0),
-                TxKind::Charge => (-intent.amount_cents, intent.amount_cents),
-            };
-            // The cache follows the ledger by deltas (they commute when outcomes commit out of
-            // order); should it ever fall below 0, the escrow's own figure wins.
-            let r = tx
-                .query_one(
-                    "UPDATE customers SET
-                         current_balance_usd_cents = CASE WHEN current_balance_usd_cents + $2 >= 0
-                             THEN current_balance_usd_cents + $2 ELSE $3 END,
-                         current_month_charged_usd_cents = current_month_charged_usd_cents + $4,
-                         updated_at = $5
-                     WHERE customer_id = $1
-                     RETURNING current_balance_usd_cents",
-                    &[
-                        &intent.customer_id,
-                        &delta,
-                        &etx.balance_after_cents,
-                        &charged,
-                        &now,
-                    ],
-                )
-                .await?;
-            let cached: i64 = r.get(0);
-            if cached != etx.balance_after_cents {
-                // Normal while another movement of this customer is in flight.
-                tracing::debug!(
-                    customer_id = intent.customer_id,
-                    cached,
-                    escrow = etx.balance_after_cents,
-                    "cached balance differs from the escrow's balance after this movement"
-                );
-            }
-            if let Some(inv) = intent.invoice_id {
-                tx.execute(
-                    "UPDATE invoices SET paid_cents = paid_cents + $2,
-                         status = CASE WHEN status IN ('pending', 'failed') AND paid_cents + $2 >= total_cents
-                                       THEN 'paid' ELSE status END,
-                         paid_at = CASE WHEN status IN ('pending', 'failed') AND paid_cents + $2 >= total_cents
-                                        THEN $3 ELSE paid_at END,
-                         updated_at = $3
-                     WHERE invoice_id = $1",
-                    &[&inv, &intent.amount_cents, &now],
-                )
-                .await?;
-            }
+    let ids: Vec<i64> = items.iter().map(|(i, _)| i.id).collect();
+    // Lock them; only those still pending are recorded here.
+    let pending: std::collections::HashSet<i64> = tx
+        .query(
+            "SELECT intent_id FROM escrow_intents WHERE intent_id = ANY($1) AND state = 'pending'
+             ORDER BY intent_id FOR UPDATE",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    // Succeeded.
+    let (mut s_id, mut s_digest, mut s_after) = (vec![], vec![], vec![]);
+    let (mut l_cust, mut l_kind, mut l_amount, mut l_nonce, mut l_inv) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    // customer → (delta, escrow balance after the last of its movements here, charged)
+    let mut per_customer: BTreeMap<i32, (i64, i64, i64)> = BTreeMap::new();
+    let mut per_invoice: BTreeMap<i64, i64> = BTreeMap::new();
+    // Refused.
+    let (mut r_id, mut r_code) = (vec![], vec![]);
+    let mut failed_invoices: Vec<i64> = vec![];
+    for (intent, outcome) in items {
+        if !pending.contains(&intent.id) {
+            continue;
         }
-        Outcome::Refused { code, error } => {
-            if *code == "nonce_reused" {
-                warn!(intent = intent.id, nonce = %intent.nonce, "escrow refused a reused nonce");
+        match outcome {
+            Outcome::Succeeded(etx) => {
+                if etx.kind != intent.kind
+                    || etx.amount_cents != intent.amount_cents
+                    || etx.account != intent.customer_id
+                {
+                    return Err(IntentError::Mismatch {
+                        intent: intent.id,
+                        detail: format!("{etx:?}"),
+                    });
+                }
+                s_id.push(intent.id);
+                s_digest.push(etx.digest.clone());
+                s_after.push(etx.balance_after_cents);
+                l_cust.push(intent.customer_id);
+                l_kind.push(intent.kind.as_str());
+                l_amount.push(intent.amount_cents);
+                l_nonce.push(intent.nonce.clone());
+                l_inv.push(intent.invoice_id);
+                let (delta, charged) = match intent.kind {
+                    TxKind::Deposit => (intent.amount_cents, 0),
+                    TxKind::Withdraw => (-intent.amount_cents, 0),
+                    TxKind::Charge => (-intent.amount_cents, intent.amount_cents),
+                };
+                let e = per_customer.entry(intent.customer_id).or_default();
+                e.0 += delta;
+                e.1 = etx.balance_after_cents;
+                e.2 += charged;
+                if let Some(inv) = intent.invoice_id {
+                    *per_invoice.entry(inv).or_default() += intent.amount_cents;
+                }
             }
-            tx.execute(
-                "UPDATE escrow_intents SET state = 'refused', refusal = $2, completed_at = now(),
-                     attempts = attempts + 1 WHERE intent_id = $1",
-                &[&intent.id, code],
-            )
-            .await?;
-            if let (Some(inv), EscrowError::InsufficientFunds { .. }) = (intent.invoice_id, error) {
-                tx.execute(
-                    "UPDATE invoices SET status = 'failed', updated_at = $2 WHERE invoice_id = $1 AND status = 'pending'",
-                    &[&inv, &now],
-                )
-                .await?;
+            Outcome::Refused { code, error } => {
+                if *code == "nonce_reused" {
+                    warn!(intent = intent.id, nonce = %intent.nonce, "escrow refused a reused nonce");
+                }
+                r_id.push(intent.id);
+                r_code.push(*code);
+                if let (Some(inv), EscrowError::InsufficientFunds { .. }) =
+                    (intent.invoice_id, error)
+                {
+                    failed_invoices.push(inv);
+                }
             }
         }
     }
-    let after = tx
-        .query_one(
-            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = $1"),
-            &[&intent.id],
+    if !s_id.is_empty() {
+        tx.execute(
+            "UPDATE escrow_intents i SET state = 'succeeded', tx_digest = u.d, balance_after_cents = u.b,
+                 completed_at = now(), attempts = i.attempts + 1
+             FROM unnest($1::int8[], $2::text[], $3::int8[]) AS u(id, d, b)
+             WHERE i.intent_id = u.id",
+            &[&s_id, &s_digest, &s_after],
         )
         .await?;
-    Ok((from_row(&after), true))
+        tx.execute(
+            "INSERT INTO escrow_transactions (customer_id, tx_digest, kind, amount_usd_cents,
+                 balance_after_cents, nonce, created_at, intent_id, invoice_id)
+             SELECT c, d, k, a, b, n, $9, i, inv
+             FROM unnest($1::int4[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[],
+                         $7::int8[], $8::int8[]) AS u(c, d, k, a, b, n, i, inv)",
+            &[
+                &l_cust, &s_digest, &l_kind, &l_amount, &s_after, &l_nonce, &s_id, &l_inv, &now,
+            ],
+        )
+        .await?;
+        let (mut c_id, mut c_delta, mut c_after, mut c_charged) = (vec![], vec![], vec![], vec![]);
+        for (c, (d, a, ch)) in &per_customer {
+            c_id.push(*c);
+            c_delta.push(*d);
+            c_after.push(*a);
+            c_charged.push(*ch);
+        }
+        // The cache follows the ledger by deltas (they commute when outcomes commit out of
+        // order); should it ever fall below 0, the escrow's own figure wins.
+        tx.execute(
+            "UPDATE customers c SET
+                 current_balance_usd_cents = CASE WHEN c.current_balance_usd_cents + u.delta >= 0
+                     THEN c.current_balance_usd_cents + u.delta ELSE u.after END,
+                 current_month_charged_usd_cents = c.current_month_charged_usd_cents + u.charged,
+                 updated_at = $5
+             FROM unnest($1::int4[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, delta, after, charged)
+             WHERE c.customer_id = u.id",
+            &[&c_id, &c_delta, &c_after, &c_charged, &now],
+        )
+        .await?;
+        if !per_invoice.is_empty() {
+            let (inv, amt): (Vec<i64>, Vec<i64>) = per_invoice.into_iter().unzip();
+            tx.execute(
+                "UPDATE invoices i SET paid_cents = i.paid_cents + u.a,
+                     status = CASE WHEN i.status IN ('pending', 'failed') AND i.paid_cents + u.a >= i.total_cents
+                                   THEN 'paid' ELSE i.status END,
+                     paid_at = CASE WHEN i.status IN ('pending', 'failed') AND i.paid_cents + u.a >= i.total_cents
+                                    THEN $3 ELSE i.paid_at END,
+                     updated_at = $3
+                 FROM unnest($1::int8[], $2::int8[]) AS u(id, a)
+                 WHERE i.invoice_id = u.id",
+                &[&inv, &amt, &now],
+            )
+            .await?;
+        }
+    }
+    if !r_id.is_empty() {
+        tx.execute(
+            "UPDATE escrow_intents i SET state = 'refused', refusal = u.code, completed_at = now(),
+                 attempts = i.attempts + 1
+             FROM unnest($1::int8[], $2::text[]) AS u(id, code) WHERE i.intent_id = u.id",
+            &[&r_id, &r_code],
+        )
+        .await?;
+        if !failed_invoices.is_empty() {
+            tx.execute(
+                "UPDATE invoices SET status = 'failed', updated_at = $2
+                 WHERE invoice_id = ANY($1) AND status = 'pending'",
+                &[&failed_invoices, &now],
+            )
+            .await?;
+        }
+    }
+    let after: HashMap<i64, Intent> = tx
+        .query(
+            &format!("SELECT {COLUMNS} FROM escrow_intents WHERE intent_id = ANY($1)"),
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let i = from_row(r);
+            (i.id, i)
+        })
+        .collect();
+    Ok(items
+        .iter()
+        .map(|(i, _)| {
+            (
+                after.get(&i.id).cloned().unwrap_or_else(|| i.clone()),
+                pending.contains(&i.id),
+            )
+        })
+        .collect())
 }

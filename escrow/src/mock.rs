@@ -67,75 +67,43 @@ impl PgMockEscrow {
         if amount_cents <= 0 {
             return Err(EscrowError::InvalidAmount);
         }
-        let mut client = self.pool.get().await.map_err(unavailable)?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        tx.execute(
-            "INSERT INTO mock_escrow_accounts (account, balance_cents) VALUES ($1, 0) ON CONFLICT DO NOTHING",
-            &[&account],
-        )
-        .await
-        .map_err(unavailable)?;
-        // The account lock orders every call on it, including two with the same nonce.
-        let balance: i64 = tx
-            .query_one(
-                "SELECT balance_cents FROM mock_escrow_accounts WHERE account = $1 FOR UPDATE",
-                &[&account],
-            )
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        if let Some(r) = tx
-            .query_opt(
-                "SELECT digest, kind, amount_cents, balance_after_cents FROM mock_escrow_transactions
-                 WHERE account = $1 AND nonce = $2",
-                &[&account, &nonce],
-            )
-            .await
-            .map_err(unavailable)?
-        {
-            let found = EscrowTx {
-                digest: r.get(0),
-                kind: parse_kind(r.get(1))?,
-                account,
-                amount_cents: r.get(2),
-                balance_after_cents: r.get(3),
-                nonce: nonce.to_string(),
-            };
-            return if found.kind == kind && found.amount_cents == amount_cents {
-                Ok(found)
-            } else {
-                Err(EscrowError::NonceReused)
-            };
-        }
-        let after = match kind {
-            TxKind::Deposit => balance
-                .checked_add(amount_cents)
-                .ok_or(EscrowError::InvalidAmount)?,
-            TxKind::Withdraw | TxKind::Charge => {
-                if balance < amount_cents {
-                    return Err(EscrowError::InsufficientFunds {
-                        balance_cents: balance,
-                        requested_cents: amount_cents,
-                    });
-                }
-                balance - amount_cents
-            }
-        };
+        let client = self.pool.get().await.map_err(unavailable)?;
         let digest = mock_digest(account, kind, nonce);
-        tx.execute(
-            "UPDATE mock_escrow_accounts SET balance_cents = $2, updated_at = now() WHERE account = $1",
-            &[&account, &after],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.execute(
-            "INSERT INTO mock_escrow_transactions (digest, account, kind, amount_cents, balance_after_cents, nonce)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&digest, &account, &kind.as_str(), &amount_cents, &after, &nonce],
-        )
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
+        let r = client
+            .query_one(
+                "SELECT outcome, digest, kind, amount_cents, balance_after_cents
+                 FROM mock_escrow_apply($1, $2, $3, $4, $5)",
+                &[&account, &kind.as_str(), &amount_cents, &nonce, &digest],
+            )
+            .await
+            .map_err(unavailable)?;
+        let outcome: &str = r.get(0);
+        let balance_after: i64 = r.get(4);
+        match outcome {
+            "found" => {
+                let found = EscrowTx {
+                    digest: r.get(1),
+                    kind: parse_kind(r.get(2))?,
+                    account,
+                    amount_cents: r.get(3),
+                    balance_after_cents: balance_after,
+                    nonce: nonce.to_string(),
+                };
+                return if found.kind == kind && found.amount_cents == amount_cents {
+                    Ok(found)
+                } else {
+                    Err(EscrowError::NonceReused)
+                };
+            }
+            "insufficient" => {
+                return Err(EscrowError::InsufficientFunds {
+                    balance_cents: balance_after,
+                    requested_cents: amount_cents,
+                });
+            }
+            _ => {}
+        }
+        let after = balance_after;
         if self
             .lose_replies
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -705,6 +705,7 @@ async fn bill_batch(
     let mut first = true;
     let mut client = ctx.pool.get().await?;
     while !active.is_empty() {
+        let phase = Instant::now();
         // Transaction 1: rules, lines, decisions, intents.
         let tx = client.transaction().await?;
         ctx.fence.check(&tx).await?;
@@ -770,10 +771,12 @@ async fn bill_batch(
         }
         let intents = intent::insert_charges(&tx, &reqs, epoch, now).await?;
         tx.commit().await?;
+        let t_decide = phase.elapsed();
         if intents.is_empty() {
             break;
         }
         failpoint::hit("after_intent_commit");
+        let phase = Instant::now();
 
         // The escrow, with each intent's nonce.
         let outcomes: Vec<(Intent, Result<Outcome, suiftly_billing::EscrowError>)> =
@@ -786,43 +789,53 @@ async fn bill_batch(
                 .collect()
                 .await;
         failpoint::hit("after_escrow_call");
+        let t_escrow = phase.elapsed();
+        let phase = Instant::now();
 
         // Transaction 2: outcomes.
         let tx = client.transaction().await?;
         ctx.fence.check(&tx).await?;
         let mut next = Vec::new();
+        let mut settled = Vec::with_capacity(outcomes.len());
         for (it, r) in outcomes {
             match r {
-                Ok(out) => {
-                    let (after, _) = intent::record_outcome(&tx, &it, &out, now).await?;
-                    match after.state {
-                        IntentState::Succeeded => {
-                            report.charges += 1;
-                            report.charged_cents += it.amount_cents;
-                            next.push(it.customer_id);
-                        }
-                        IntentState::Refused => {
-                            report.refused += 1;
-                            if let Some(l) = books.get(&it.customer_id)
-                                && let Some(c) = l.book.suspension_change(
-                                    Some(SuspensionReason::InsufficientBalance),
-                                    now,
-                                )
-                            {
-                                apply_suspension(&tx, it.customer_id, c, now, report).await?;
-                            }
-                        }
-                        IntentState::Pending => {}
-                    }
-                }
+                Ok(out) => settled.push((it, out)),
                 Err(e) => {
                     report.escrow_unavailable += 1;
                     warn!(intent = it.id, nonce = %it.nonce, error = %e, "escrow unavailable: the intent stays pending and is retried with its nonce");
                 }
             }
         }
+        for (after, _) in intent::record_outcomes(&tx, &settled, now).await? {
+            match after.state {
+                IntentState::Succeeded => {
+                    report.charges += 1;
+                    report.charged_cents += after.amount_cents;
+                    next.push(after.customer_id);
+                }
+                IntentState::Refused => {
+                    report.refused += 1;
+                    if let Some(l) = books.get(&after.customer_id)
+                        && let Some(c) = l
+                            .book
+                            .suspension_change(Some(SuspensionReason::InsufficientBalance), now)
+                    {
+                        apply_suspension(&tx, after.customer_id, c, now, report).await?;
+                    }
+                }
+                IntentState::Pending => {}
+            }
+        }
         failpoint::hit("before_outcome_commit");
         tx.commit().await?;
+        tracing::debug!(
+            customers = active.len(),
+            charged = next.len(),
+            decide_ms = t_decide.as_millis() as u64,
+            escrow_ms = t_escrow.as_millis() as u64,
+            record_ms = phase.elapsed().as_millis() as u64,
+            "billing batch step"
+        );
         active = next;
     }
     Ok(())
