@@ -19,8 +19,11 @@ CREATE TABLE escrow_intents (
     refusal              TEXT,
     tx_digest            TEXT UNIQUE,
     balance_after_cents  BIGINT,
-    -- Leader epoch that committed the intent (charges).
+    -- Leader epoch that committed the intent, and the one that recorded its outcome (manager
+    -- writes; NULL for the API's): the fault tests check no write of epoch e follows the
+    -- take-over by e + 1.
     epoch                BIGINT,
+    completed_epoch      BIGINT,
     attempts             INTEGER NOT NULL DEFAULT 0,
     created_at           TIMESTAMPTZ NOT NULL DEFAULT now(),
     completed_at         TIMESTAMPTZ,

@@ -14,6 +14,13 @@ CREATE TABLE manager_lease (
 );
 INSERT INTO manager_lease (id, epoch) VALUES (1, 0);
 
+-- Every term, when it began (by the database's clock): who led when.
+CREATE TABLE manager_terms (
+    epoch        BIGINT PRIMARY KEY,
+    holder       TEXT NOT NULL,
+    acquired_at  TIMESTAMPTZ NOT NULL
+);
+
 -- The mockable clock (tests jump to month boundaries): an offset added to the system clock by
 -- every manager (and the API when it runs in the same process). Refused in production mode.
 CREATE TABLE manager_clock (

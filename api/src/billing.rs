@@ -252,7 +252,7 @@ async fn complete(state: &AppState, it: Intent, key: &str) -> Result<Response, A
     let tx = client.transaction().await?;
     let settled = match &outcome {
         Some(o) => {
-            intent::record_outcome(&tx, &it, o, state.clock.now())
+            intent::record_outcome(&tx, &it, o, state.clock.now(), None)
                 .await
                 .map_err(ApiError::internal)?
                 .0

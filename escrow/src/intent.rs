@@ -327,17 +327,19 @@ pub async fn record_outcome(
     intent: &Intent,
     outcome: &Outcome,
     now: DateTime<Utc>,
+    epoch: Option<i64>,
 ) -> Result<(Intent, bool), IntentError> {
-    let mut v = record_outcomes(tx, &[(intent.clone(), outcome.clone())], now).await?;
+    let mut v = record_outcomes(tx, &[(intent.clone(), outcome.clone())], now, epoch).await?;
     Ok(v.pop().expect("one in, one out"))
 }
 
 /// [`record_outcome`] for many intents in a handful of statements (a billing batch). Each
-/// intent appears at most once.
+/// intent appears at most once. `epoch`: the leader's, for a manager write.
 pub async fn record_outcomes(
     tx: &Transaction<'_>,
     items: &[(Intent, Outcome)],
     now: DateTime<Utc>,
+    epoch: Option<i64>,
 ) -> Result<Vec<(Intent, bool)>, IntentError> {
     use std::collections::{BTreeMap, HashMap};
     if items.is_empty() {
@@ -419,10 +421,10 @@ pub async fn record_outcomes(
     if !s_id.is_empty() {
         tx.execute(
             "UPDATE escrow_intents i SET state = 'succeeded', tx_digest = u.d, balance_after_cents = u.b,
-                 completed_at = now(), attempts = i.attempts + 1
+                 completed_at = now(), completed_epoch = $4, attempts = i.attempts + 1
              FROM unnest($1::int8[], $2::text[], $3::int8[]) AS u(id, d, b)
              WHERE i.intent_id = u.id",
-            &[&s_id, &s_digest, &s_after],
+            &[&s_id, &s_digest, &s_after, &epoch],
         )
         .await?;
         tx.execute(
@@ -475,9 +477,9 @@ pub async fn record_outcomes(
     if !r_id.is_empty() {
         tx.execute(
             "UPDATE escrow_intents i SET state = 'refused', refusal = u.code, completed_at = now(),
-                 attempts = i.attempts + 1
+                 completed_epoch = $3, attempts = i.attempts + 1
              FROM unnest($1::int8[], $2::text[]) AS u(id, code) WHERE i.intent_id = u.id",
-            &[&r_id, &r_code],
+            &[&r_id, &r_code, &epoch],
         )
         .await?;
         if !failed_invoices.is_empty() {

@@ -149,7 +149,7 @@ async fn a_charge_left_pending_is_completed_once_with_the_same_nonce() {
     };
     assert_eq!(etx.balance_after_cents, 3_000);
     let tx = client.transaction().await.unwrap();
-    let (after, recorded) = intent::record_outcome(&tx, &pending[0], &out, Utc::now())
+    let (after, recorded) = intent::record_outcome(&tx, &pending[0], &out, Utc::now(), None)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -157,7 +157,7 @@ async fn a_charge_left_pending_is_completed_once_with_the_same_nonce() {
     assert_eq!(after.state, IntentState::Succeeded);
     // Recording it a second time (another process raced us) changes nothing.
     let tx = client.transaction().await.unwrap();
-    let (_, recorded) = intent::record_outcome(&tx, &pending[0], &out, Utc::now())
+    let (_, recorded) = intent::record_outcome(&tx, &pending[0], &out, Utc::now(), None)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -218,7 +218,7 @@ async fn a_refused_charge_fails_a_pending_invoice_and_moves_nothing() {
         }
     ));
     let tx = client.transaction().await.unwrap();
-    let (after, _) = intent::record_outcome(&tx, &it, &out, Utc::now())
+    let (after, _) = intent::record_outcome(&tx, &it, &out, Utc::now(), None)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -459,7 +459,7 @@ async fn apply_changes(
         }
     }
     if !cols.invoice.is_empty() {
-        report.lines_added += cols.insert(tx, epoch, now).await?;
+        report.lines_added += cols.insert(tx, epoch).await?;
     }
     if !inv_keys.is_empty() {
         let (mut c, mut s, mut m, mut rq, mut by) = (vec![], vec![], vec![], vec![], vec![]);
@@ -565,18 +565,15 @@ impl LineCols {
         );
     }
 
-    async fn insert(
-        &self,
-        tx: &Transaction<'_>,
-        epoch: i64,
-        now: DateTime<Utc>,
-    ) -> Result<u64, tokio_postgres::Error> {
+    /// `created_at` is the database's transaction time (not the manager's possibly mocked
+    /// clock): with the fence it dates the write within its leader's term.
+    async fn insert(&self, tx: &Transaction<'_>, epoch: i64) -> Result<u64, tokio_postgres::Error> {
         let n = tx
             .execute(
                 "INSERT INTO invoice_lines (invoice_id, line_key, kind, service_type, metric, for_month,
                      amount_cents, quantity_before, quantity_after, usage_from, usage_to, description,
                      details, event_id, epoch, created_at)
-                 SELECT u.*, $15, $16 FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[],
+                 SELECT u.*, $15, now() FROM unnest($1::int8[], $2::text[], $3::text[], $4::int2[],
                      $5::text[], $6::date[], $7::int8[], $8::int8[], $9::int8[], $10::timestamptz[],
                      $11::timestamptz[], $12::text[], $13::jsonb[], $14::int8[]) AS u
                  ON CONFLICT (invoice_id, line_key) DO NOTHING",
@@ -596,7 +593,6 @@ impl LineCols {
                     &self.details,
                     &self.event,
                     &epoch,
-                    &now,
                 ],
             )
             .await?;
@@ -806,7 +802,7 @@ async fn bill_batch(
                 }
             }
         }
-        for (after, _) in intent::record_outcomes(&tx, &settled, now).await? {
+        for (after, _) in intent::record_outcomes(&tx, &settled, now, Some(epoch)).await? {
             match after.state {
                 IntentState::Succeeded => {
                     report.charges += 1;
@@ -866,7 +862,8 @@ pub async fn settle_pending(ctx: &Ctx<'_>, min_age: TimeDelta) -> Result<SettleR
         };
         let tx = client.transaction().await?;
         ctx.fence.check(&tx).await?;
-        let (after, recorded) = intent::record_outcome(&tx, &it, &out, ctx.now).await?;
+        let (after, recorded) =
+            intent::record_outcome(&tx, &it, &out, ctx.now, Some(ctx.fence.epoch)).await?;
         if recorded {
             match after.state {
                 IntentState::Succeeded => report.completed += 1,

@@ -90,7 +90,8 @@ pub async fn try_acquire(
     let ms = lease.as_millis() as i64;
     let row = client
         .query_opt(
-            "WITH c AS (SELECT clock_timestamp() AS t)
+            "WITH c AS (SELECT clock_timestamp() AS t),
+             u AS (
              UPDATE manager_lease l SET
                  epoch = CASE WHEN l.holder = $1 AND l.lease_until > c.t THEN l.epoch ELSE l.epoch + 1 END,
                  acquired_at = CASE WHEN l.holder = $1 AND l.lease_until > c.t THEN l.acquired_at ELSE c.t END,
@@ -100,7 +101,12 @@ pub async fn try_acquire(
              FROM c
              WHERE l.id = 1
                AND (l.holder IS NULL OR l.lease_until IS NULL OR l.lease_until <= c.t OR l.holder = $1)
-             RETURNING l.epoch, l.acquired_at = l.renewed_at",
+             RETURNING l.epoch, l.holder, l.acquired_at, l.acquired_at = l.renewed_at AS new_term),
+             term AS (
+                 INSERT INTO manager_terms (epoch, holder, acquired_at)
+                 SELECT epoch, holder, acquired_at FROM u WHERE new_term
+                 ON CONFLICT (epoch) DO NOTHING)
+             SELECT epoch, new_term FROM u",
             &[&holder, &(ms as f64)],
         )
         .await?;

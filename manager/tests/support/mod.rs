@@ -104,7 +104,7 @@ pub async fn deposit(
     let out = intent::call_escrow(escrow, &it).await.unwrap();
     assert!(matches!(out, Outcome::Succeeded(_)));
     let tx = client.transaction().await.unwrap();
-    intent::record_outcome(&tx, &it, &out, Utc::now())
+    intent::record_outcome(&tx, &it, &out, Utc::now(), None)
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -1,0 +1,202 @@
+//! `suiftly manager`: the manager on its own (scheduled work under one fenced leader, with its
+//! admin endpoint), and `suiftly audit billing --month YYYY-MM`.
+//!
+//! Order: signal handlers, configuration guards (`[manager]`, the escrow, failpoints — each
+//! refused in production where it must be), metrics recorder, database (DATABASE_URL, the
+//! running process's embedded cluster, or an embedded one of our own) + migrations, the
+//! persistent escrow mock, the manager, the admin listener; on the signal: the manager finishes
+//! the batch in progress and releases its lease, the admin listener stops, then the embedded
+//! PostgreSQL (if ours) stops.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use suiftly_billing::{Escrow, Month, PriceList};
+use suiftly_escrow::{PgMockEscrow, failpoint};
+use suiftly_manager::ManagerSettings;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::database::Database;
+
+/// The database of the running process (external, or the embedded one it advertises), else an
+/// embedded cluster of our own (returned so it lives as long as the caller needs it).
+async fn database(cfg: &Config) -> Result<(String, Option<Database>)> {
+    if let Some(u) = &cfg.database_url {
+        return Ok((u.clone(), None));
+    }
+    if let Ok(c) = std::fs::read_to_string(cfg.data_dir.join("conninfo"))
+        && tokio_postgres::connect(c.trim(), tokio_postgres::NoTls)
+            .await
+            .is_ok()
+    {
+        return Ok((c.trim().to_owned(), None));
+    }
+    let db = tokio::task::block_in_place(|| Database::open(cfg))?;
+    Ok((db.conninfo.clone(), Some(db)))
+}
+
+fn manager_settings() -> Result<ManagerSettings> {
+    let mut s = ManagerSettings::default();
+    // Test and operator overrides (the `[manager]` section joins the configuration file with
+    // the composition root of issue 10).
+    let num = |name: &str| -> Result<Option<u64>> {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v.parse::<u64>().with_context(|| name.to_string()))
+            .transpose()
+    };
+    if let Some(v) = num("SUIFTLY_MANAGER_CYCLE_INTERVAL_MS")? {
+        s.cycle_interval_ms = v;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_LEASE_MS")? {
+        s.lease_ms = v;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_RENEW_INTERVAL_MS")? {
+        s.renew_interval_ms = v;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_IDLE_IN_TRANSACTION_MS")? {
+        s.idle_in_transaction_ms = v;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_PENDING_INTENT_AGE_MS")? {
+        s.pending_intent_age_ms = v;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_USAGE_THRESHOLD_CENTS")? {
+        s.usage_threshold_cents = v as i64;
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_BATCH_SIZE")? {
+        s.batch_size = v as usize;
+    }
+    if let Ok(v) = std::env::var("SUIFTLY_MANAGER_WATERMARK") {
+        s.watermark = match v.as_str() {
+            "metering" => suiftly_manager::WatermarkKind::Metering,
+            "clock" => suiftly_manager::WatermarkKind::Clock,
+            other => {
+                anyhow::bail!("SUIFTLY_MANAGER_WATERMARK must be metering or clock, not {other:?}")
+            }
+        };
+    }
+    if let Some(v) = num("SUIFTLY_MANAGER_CLOCK_LATENESS_MS")? {
+        s.clock_lateness_ms = v;
+    }
+    if let Ok(v) = std::env::var("SUIFTLY_MANAGER_ADMIN_LISTEN")
+        && !v.is_empty()
+    {
+        s.admin_listen = v;
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let production = cfg.api.production;
+    let settings = manager_settings().context("manager configuration")?;
+    let escrow_cfg = crate::api_cmd::escrow_settings()?;
+    escrow_cfg
+        .validate(production)
+        .context("escrow configuration")?;
+    let armed = failpoint::arm_from_env(production)?;
+    if !armed.is_empty() {
+        tracing::warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
+    }
+    let prom = crate::pipeline::install_recorder()?;
+    let (conninfo, own_db) = database(&cfg).await?;
+    crate::database::Database {
+        conninfo: conninfo.clone(),
+        cluster: None,
+    }
+    .migrate()
+    .await?;
+    let pool = suiftly_manager::db::pool(
+        &conninfo,
+        settings.db_pool_size,
+        settings.idle_in_transaction(),
+    )?;
+    let escrow: Arc<dyn Escrow> = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
+        &conninfo,
+        escrow_cfg.pool_size,
+    )?));
+    let stop = CancellationToken::new();
+    let (handle, manager) = suiftly_manager::start(
+        settings.to_config(PriceList::default(), production),
+        pool,
+        escrow,
+        conninfo.clone(),
+        Vec::new(),
+        stop.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(&settings.admin_listen)
+        .await
+        .with_context(|| format!("binding manager.admin_listen {}", settings.admin_listen))?;
+    info!(addr = %listener.local_addr()?, holder = %handle.status().holder, "manager admin listening");
+    let render = prom.clone();
+    let admin = suiftly_manager::admin::router(handle.clone()).route(
+        "/metrics",
+        axum::routing::get(move || {
+            let r = render.clone();
+            async move { r.render() }
+        }),
+    );
+    let admin_stop = stop.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(listener, admin)
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .await
+    });
+    let mut manager = std::pin::pin!(manager);
+    tokio::select! {
+        r = &mut manager => {
+            r?;
+            anyhow::bail!("the manager stopped on its own");
+        }
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    info!("shutdown requested: finishing the billing batch in progress, then releasing the lease");
+    stop.cancel();
+    manager.await?;
+    admin_task.await??;
+    info!("manager stopped");
+    if let Some(mut db) = own_db
+        && let Some(c) = db.cluster.as_mut()
+    {
+        tokio::task::block_in_place(|| c.stop())?;
+        info!("embedded postgresql stopped");
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditBillingArgs {
+    /// The month to audit, `YYYY-MM` (UTC).
+    #[arg(long)]
+    pub month: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Returns the process exit code: 0 without differences, 1 with.
+pub async fn audit_billing(cfg: Config, args: AuditBillingArgs) -> Result<i32> {
+    let month = Month::parse(&args.month)?;
+    let (conninfo, _db) = database(&cfg).await?;
+    let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .context("connecting to postgresql")?;
+    tokio::spawn(conn);
+    let escrow = PgMockEscrow::new(suiftly_api::db::pool(&conninfo, 2)?);
+    let report =
+        suiftly_manager::audit::audit_billing(&client, &escrow, &PriceList::default(), month)
+            .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}
