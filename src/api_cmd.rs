@@ -87,6 +87,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     escrow_cfg
         .validate(api_cfg.production)
         .context("escrow configuration")?;
+    let armed = suiftly_escrow::failpoint::arm_from_env(api_cfg.production)?;
+    if !armed.is_empty() {
+        warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
+    }
     let prom = crate::pipeline::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;

@@ -556,3 +556,174 @@ async fn a_frozen_leader_cannot_commit_a_charge() {
     let (ok, out) = audit(&conninfo, "2026-12");
     assert!(ok, "{out}");
 }
+
+struct Api {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Api {
+    fn start(conninfo: &str, port: u16, failpoints: &str) -> Api {
+        let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+            .arg("api")
+            .env("DATABASE_URL", conninfo)
+            .env("SUIFTLY_API_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MOCK_AUTH", "true")
+            // Sessions outlive a restart only with a fixed secret.
+            .env("SUIFTLY_JWT_SECRET", "billing-fault-test-jwt-secret-0123456789")
+            .env("SUIFTLY_FAILPOINTS", failpoints)
+            .env_remove("SUIFTLY_API_PRODUCTION")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let api = Api {
+            child: Some(child),
+            port,
+        };
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "api did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        api
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let (code, body) = common::http(self.port, method, path, token, body);
+        (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// A session through the mock wallet login (MOCK_AUTH accepts any signature).
+    fn login(&self, address: &str) -> String {
+        let (_, c) = self.call(
+            "POST",
+            "/auth/connect",
+            None,
+            Some(&format!(r#"{{"walletAddress":"{address}"}}"#)),
+        );
+        let nonce = c["nonce"].as_str().expect("nonce").to_string();
+        let (code, v) = self.call(
+            "POST",
+            "/auth/verify",
+            None,
+            Some(&format!(
+                r#"{{"walletAddress":"{address}","signature":"AAAA","nonce":"{nonce}"}}"#
+            )),
+        );
+        assert_eq!(code, 200, "{v}");
+        v["accessToken"].as_str().unwrap().to_string()
+    }
+
+    fn wait_exit(&mut self, secs: u64) -> ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(secs), "api did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        let mut c = self.child.take().unwrap();
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+        c.wait().unwrap();
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The API's deposit and withdraw across crashes and restarts: killed after the intent
+/// commit and after the escrow call, then retried with the same key by the client; replayed
+/// after a restart: money moves once, and the replay answers with the first result.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_idempotency_survives_crashes_and_restarts() {
+    let conninfo = fresh_db().await;
+    let db = connect(&conninfo).await;
+    let port = common::free_port();
+    let address = format!("0x{}", "ab".repeat(32));
+    let escrow_of = async |db: &Client| -> (i64, i64) {
+        let r = db
+            .query_one(
+                "SELECT (SELECT COALESCE(SUM(balance_cents), 0)::bigint FROM mock_escrow_accounts),
+                        (SELECT count(*) FROM escrow_transactions)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+
+    // Killed between the intent commit and the escrow call: nothing moved yet.
+    let mut api = Api::start(&conninfo, port, "api_after_intent_commit");
+    let token = api.login(&address);
+    let dep = r#"{"amount_usd_cents": 9000, "idempotency_key": "dep-1"}"#;
+    let _ = std::panic::catch_unwind(|| {
+        common::http(port, "POST", "/billing/deposit", Some(&token), Some(dep))
+    });
+    assert!(killed_by_sigkill(api.wait_exit(60)));
+    assert_eq!(escrow_of(&db).await, (0, 0));
+    let api = Api::start(&conninfo, port, "");
+    let (code, first) = api.call("POST", "/billing/deposit", Some(&token), Some(dep));
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(escrow_of(&db).await, (9000, 1));
+    drop(api);
+
+    // Killed after the escrow moved, before the outcome was recorded.
+    let mut api = Api::start(&conninfo, port, "api_after_escrow_call");
+    let wd = r#"{"amount_usd_cents": 4000, "idempotency_key": "wd-1"}"#;
+    let _ = std::panic::catch_unwind(|| {
+        common::http(port, "POST", "/billing/withdraw", Some(&token), Some(wd))
+    });
+    assert!(killed_by_sigkill(api.wait_exit(60)));
+    assert_eq!(escrow_of(&db).await, (5000, 1), "moved, not recorded");
+    let mut api = Api::start(&conninfo, port, "");
+    let (code, w) = api.call("POST", "/billing/withdraw", Some(&token), Some(wd));
+    assert_eq!(code, 200, "{w}");
+    assert_eq!(w["balance_usd_cents"], 5000);
+    assert_eq!(escrow_of(&db).await, (5000, 2));
+
+    // Replays after a restart (SIGKILL, new process): the stored results, nothing moves.
+    api.kill9();
+    let api = Api::start(&conninfo, port, "");
+    for _ in 0..3 {
+        let (code, r) = api.call("POST", "/billing/withdraw", Some(&token), Some(wd));
+        assert_eq!((code, &r["replayed"]), (200, &Value::Bool(true)));
+        assert_eq!(r["tx_digest"], w["tx_digest"]);
+        let (code, r) = api.call("POST", "/billing/deposit", Some(&token), Some(dep));
+        assert_eq!((code, &r["replayed"]), (200, &Value::Bool(true)));
+        assert_eq!(r["tx_digest"], first["tx_digest"]);
+    }
+    assert_eq!(escrow_of(&db).await, (5000, 2));
+    let (_, b) = api.call("GET", "/billing/balance", Some(&token), None);
+    assert_eq!(b["balance_usd_cents"], 5000);
+    let (code, _) = api.call(
+        "POST",
+        "/billing/withdraw",
+        Some(&token),
+        Some(r#"{"amount_usd_cents": 4001, "idempotency_key": "wd-1"}"#),
+    );
+    assert_eq!(code, 409);
+    money_agrees(&db).await;
+}

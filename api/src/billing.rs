@@ -224,6 +224,7 @@ async fn movement_inner(
     };
     tx.commit().await?;
     drop(client);
+    suiftly_escrow::failpoint::hit("api_after_intent_commit");
 
     // 2 and 3 in their own task: a cancelled request does not stop them halfway.
     let st = state.clone();
@@ -248,6 +249,7 @@ async fn complete(state: &AppState, it: Intent, key: &str) -> Result<Response, A
     } else {
         None
     };
+    suiftly_escrow::failpoint::hit("api_after_escrow_call");
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let settled = match &outcome {

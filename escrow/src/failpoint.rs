@@ -18,6 +18,9 @@ pub const POINTS: &[&str] = &[
     "after_escrow_call",
     // the outcome transaction has run its statements but not committed
     "before_outcome_commit",
+    // the same two points in the API's deposit / withdraw
+    "api_after_intent_commit",
+    "api_after_escrow_call",
 ];
 
 pub const ENV: &str = "SUIFTLY_FAILPOINTS";
