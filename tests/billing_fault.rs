@@ -570,7 +570,10 @@ impl Api {
             .env("SUIFTLY_API_LISTEN", format!("127.0.0.1:{port}"))
             .env("MOCK_AUTH", "true")
             // Sessions outlive a restart only with a fixed secret.
-            .env("SUIFTLY_JWT_SECRET", "billing-fault-test-jwt-secret-0123456789")
+            .env(
+                "SUIFTLY_JWT_SECRET",
+                "billing-fault-test-jwt-secret-0123456789",
+            )
             .env("SUIFTLY_FAILPOINTS", failpoints)
             .env_remove("SUIFTLY_API_PRODUCTION")
             .env("RUST_LOG", "warn")
@@ -726,4 +729,52 @@ async fn api_idempotency_survives_crashes_and_restarts() {
     );
     assert_eq!(code, 409);
     money_agrees(&db).await;
+}
+
+/// Test traffic never bills anyone: `suiftly loadgen` refuses a database where the fixture's
+/// customer ids are customers (billing charges existing customers' usage only).
+#[tokio::test(flavor = "multi_thread")]
+async fn loadgen_refuses_to_bill_customers() {
+    let conninfo = fresh_db().await;
+    let db = connect(&conninfo).await;
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_suiftly"))
+            .args([
+                "loadgen",
+                "--udp",
+                "127.0.0.1:9",
+                "--count",
+                "1",
+                "--settle-secs",
+                "0",
+            ])
+            .args(["--database-url", &conninfo])
+            .args([
+                "--fixture",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/fixtures/haproxy/local-sf1.log"
+                ),
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    db.batch_execute(
+        "INSERT INTO customers (customer_id, wallet_address) VALUES (42, '0x' || lpad('2a', 64, '0'))",
+    )
+    .await
+    .unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("would be billed") && err.contains("[42]"),
+        "{err}"
+    );
+    assert_eq!(
+        i64_of(&db, "SELECT count(*) FROM haproxy_raw_logs").await,
+        0,
+        "nothing sent"
+    );
 }
