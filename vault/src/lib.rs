@@ -18,6 +18,7 @@ pub mod at_rest;
 pub mod content;
 pub mod runtime;
 pub mod secret;
+pub mod synth;
 pub mod word;
 pub mod writer;
 

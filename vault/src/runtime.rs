@@ -503,7 +503,10 @@ mod tests {
         let cs = chunks(lines.iter().map(|s| s.as_str()), overhead, CHUNK_BYTES).unwrap();
         assert!(cs.len() > 1);
         for c in &cs {
-            assert!(overhead + c.len() < CHUNK_BYTES, "payload and its end line fit");
+            assert!(
+                overhead + c.len() < CHUNK_BYTES,
+                "payload and its end line fit"
+            );
             assert!(c.ends_with('\n'));
         }
         let joined: Vec<&str> = cs.iter().flat_map(|c| c.lines()).collect();
