@@ -232,3 +232,28 @@ fn unchanged_input_writes_nothing_changed_input_writes_the_next_version() {
     ));
     assert_eq!(files.versions(), vec![1, 2]);
 }
+
+/// The shipped HAProxy config extracts the fields with the layout's constants, and the example
+/// map in the docs carries valid layout-1 words.
+#[test]
+fn shipped_config_and_example_match_the_layout() {
+    use suiftly_vault::word::haproxy as h;
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/haproxy");
+    let cfg = std::fs::read_to_string(docs.join("suiftly.cfg")).unwrap();
+    for needle in [
+        format!("hex2i,and({})\"", h::STATE_AND),
+        format!("and({}),div({})\"", h::SERVICE_AND, h::SERVICE_DIV),
+        format!("and({}),div({})\"", h::GUARANTEED_AND, h::GUARANTEED_DIV),
+        format!("and({}),div({})\"", h::CEILING_AND, h::CEILING_DIV),
+    ] {
+        assert!(cfg.contains(&needle), "suiftly.cfg lacks {needle}");
+    }
+    let example = std::fs::read_to_string(docs.join("suiftly-keys.map.example")).unwrap();
+    let mut n = 0;
+    for line in suiftly_vault::content::map_lines(&example) {
+        let word = line.split(' ').nth(1).unwrap().split(',').nth(1).unwrap();
+        ConfigWord::decode(ConfigWord::from_hex(word).unwrap()).unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 4);
+}
