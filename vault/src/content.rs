@@ -10,7 +10,7 @@
 //! Nothing here reads a database or a clock: the caller fills [`VaultInput`] (the vault stage
 //! from PostgreSQL, tests from fixtures) and gets bytes back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
@@ -182,18 +182,18 @@ struct Entry<'a> {
 
 /// Builds the content. Deterministic: the same input in any order gives the same bytes.
 pub fn build(input: &VaultInput, limits: &RateLimits) -> Result<VaultContent, ContentError> {
-    let customers: BTreeMap<u32, CustomerStatus> = input
+    let customers: HashMap<u32, CustomerStatus> = input
         .customers
         .iter()
         .map(|c| (c.customer_id, c.status))
         .collect();
-    let services: BTreeMap<(u32, u8), &ServiceRecord> = input
+    let services: HashMap<(u32, u8), &ServiceRecord> = input
         .services
         .iter()
         .map(|s| ((s.customer_id, s.service_type), s))
         .collect();
     let mut stats = BuildStats::default();
-    let mut by_key: BTreeMap<&str, Entry<'_>> = BTreeMap::new();
+    let mut all: Vec<Entry<'_>> = Vec::with_capacity(input.keys.len());
     for k in &input.keys {
         if !valid_key(&k.key) {
             stats.malformed_keys += 1;
@@ -217,58 +217,64 @@ pub fn build(input: &VaultInput, limits: &RateLimits) -> Result<VaultContent, Co
             ceiling_rps,
         }
         .encode()?;
-        let entry = Entry {
+        all.push(Entry {
             key: k,
             state,
             word,
-        };
-        match by_key.get(k.key.as_str()) {
-            None => {
-                by_key.insert(&k.key, entry);
-            }
-            Some(prev) => {
-                stats.duplicate_keys += 1;
-                // Most restrictive wins (Active = 0 is the least); ties keep the smaller word
-                // so the choice does not depend on input order.
-                if (
-                    entry.state != KeyState::Active,
-                    std::cmp::Reverse(entry.word),
-                ) > (prev.state != KeyState::Active, std::cmp::Reverse(prev.word))
-                {
-                    by_key.insert(&k.key, entry);
-                }
-            }
-        }
+        });
     }
+    // Sorted by key; among duplicates of a key the most restrictive entry comes first (not
+    // active before active, then the larger word), and every remaining field breaks ties, so
+    // the kept entry never depends on input order.
+    all.sort_unstable_by(|a, b| {
+        a.key
+            .key
+            .cmp(&b.key.key)
+            .then((b.state != KeyState::Active).cmp(&(a.state != KeyState::Active)))
+            .then(b.word.cmp(&a.word))
+            .then(a.key.customer_id.cmp(&b.key.customer_id))
+            .then(a.key.fingerprint.cmp(&b.key.fingerprint))
+            .then(a.key.metadata.cmp(&b.key.metadata))
+            .then(a.key.encrypted_key.cmp(&b.key.encrypted_key))
+    });
+    let before = all.len();
+    all.dedup_by(|later, first| later.key.key == first.key.key);
+    stats.duplicate_keys = before - all.len();
 
-    let mut entries = String::with_capacity(by_key.len() * 80);
-    let mut csv_rows: Vec<(u32, u8, String, u32, Tier)> = Vec::new();
-    for (key, e) in &by_key {
+    let mut entries = String::with_capacity(all.len() * 84);
+    let mut csv_rows: Vec<(u32, u8, &[u8], Tier)> = Vec::new();
+    for e in &all {
         let _ = writeln!(
             entries,
-            "{key} {},{},{},{}",
-            e.key.customer_id,
-            ConfigWord::to_hex(e.word),
-            e.key.fingerprint,
-            e.key.metadata
+            "{} {},{:016x},{},{}",
+            e.key.key, e.key.customer_id, e.word, e.key.fingerprint, e.key.metadata
         );
         if e.state == KeyState::Active {
             let s = services[&(e.key.customer_id, e.key.service_type)];
             csv_rows.push((
                 e.key.customer_id,
                 e.key.service_type,
-                hex::encode(&e.key.encrypted_key),
-                limits.region_rps(s.tier),
+                &e.key.encrypted_key,
                 s.tier,
             ));
         }
     }
-    csv_rows.sort();
-    let mut csv = String::with_capacity(CSV_HEADER.len() + 1 + csv_rows.len() * 120);
+    // Byte order of the ciphertext = order of its hex.
+    csv_rows.sort_unstable();
+    let mut csv = String::with_capacity(CSV_HEADER.len() + 1 + csv_rows.len() * 150);
     csv.push_str(CSV_HEADER);
     csv.push('\n');
-    for (cid, svc, enc, rate, tier) in &csv_rows {
-        let _ = writeln!(csv, "{cid},{enc},{rate},{},{svc}", tier.as_str());
+    let mut hex_buf = Vec::new();
+    for (cid, svc, enc, tier) in &csv_rows {
+        hex_buf.resize(enc.len() * 2, 0);
+        hex::encode_to_slice(enc, &mut hex_buf).expect("buffer is twice the input");
+        let hex = std::str::from_utf8(&hex_buf).expect("hex is ascii");
+        let _ = writeln!(
+            csv,
+            "{cid},{hex},{},{},{svc}",
+            limits.region_rps(*tier),
+            tier.as_str()
+        );
     }
 
     let mut h = Sha256::new();
@@ -277,7 +283,7 @@ pub fn build(input: &VaultInput, limits: &RateLimits) -> Result<VaultContent, Co
     h.update(b"\0");
     h.update(csv.as_bytes());
     Ok(VaultContent {
-        keys: by_key.len(),
+        keys: all.len(),
         csv_rows: csv_rows.len(),
         entries,
         csv,
