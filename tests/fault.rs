@@ -19,8 +19,8 @@ mod witness;
 use common::Suiftly as Ingestor;
 use witness::pgproxy::PgProxy;
 use witness::{
-    SpoolTail, UdpSender, UnixSender, assert_stored_exactly, read_spool, some, stored,
-    stored_count, udp_drained_drops, udp_socket_counters, unix_max_dgram_qlen,
+    SpoolTail, UdpSender, UnixSender, assert_accounted, assert_stored_exactly, read_spool, some,
+    stored, stored_count, udp_drained_drops, udp_socket_counters, unix_max_dgram_qlen,
 };
 
 fn port_for(slot: u16) -> u16 {
@@ -29,7 +29,13 @@ fn port_for(slot: u16) -> u16 {
 
 /// Writes the config and returns the (not yet started) ingestor and, for UDP, its port.
 /// `listener` is `Udp { receive_buffer_bytes }` or `Unix(path)`.
-fn setup(dir: &Path, conninfo: &str, slot: u16, extra: &str, listener: Listener) -> (Ingestor, u16) {
+fn setup(
+    dir: &Path,
+    conninfo: &str,
+    slot: u16,
+    extra: &str,
+    listener: Listener,
+) -> (Ingestor, u16) {
     let port = port_for(3 * slot);
     let mport = port_for(3 * slot + 1);
     let aport = port_for(3 * slot + 2);
@@ -84,7 +90,14 @@ fn rnd(s: &mut u64) -> u64 {
 /// exactly `start, start + 1, …` (one socket, read in order), and what is missing at the end
 /// of the period must fit in the window: the newest lines were in the kernel queue or in the
 /// listener when the process died. Returns how many lines this kill lost.
-fn check_period(before: &[i64], now: &[i64], start: u64, sent: u64, window: u64, what: &str) -> u64 {
+fn check_period(
+    before: &[i64],
+    now: &[i64],
+    start: u64,
+    sent: u64,
+    window: u64,
+    what: &str,
+) -> u64 {
     if let Some(i) = (0..before.len()).find(|&i| now.get(i) != Some(&before[i])) {
         panic!(
             "{what}: the spool lost what it had accepted: record {i} was line {}, now {:?} \
@@ -106,10 +119,7 @@ fn check_period(before: &[i64], now: &[i64], start: u64, sent: u64, window: u64,
         );
     }
     let accepted = start + new.len() as u64;
-    assert!(
-        accepted <= sent,
-        "{what}: the spool holds lines never sent"
-    );
+    assert!(accepted <= sent, "{what}: the spool holds lines never sent");
     let lost = sent - accepted;
     assert!(
         lost <= window,
@@ -147,7 +157,10 @@ fn sigkill_at_random_moments_and_a_torn_spool_tail_lose_and_duplicate_nothing() 
         .unwrap()
         .subsec_nanos() as u64)
         | 1;
-    eprintln!("seed {seed}, window {WINDOW}, unix max_dgram_qlen {}", unix_max_dgram_qlen());
+    eprintln!(
+        "seed {seed}, window {WINDOW}, unix max_dgram_qlen {}",
+        unix_max_dgram_qlen()
+    );
     let mut spool: Vec<i64> = Vec::new();
     let mut start = 0u64;
     let mut lost = Vec::new();
@@ -174,7 +187,10 @@ fn sigkill_at_random_moments_and_a_torn_spool_tail_lose_and_duplicate_nothing() 
             // A crash in the middle of an append leaves a torn record: simulate one.
             let last = spool_dir.join(format!("{:020}.seg", 0));
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&last)
+                .unwrap();
             f.write_all(b"SPRC\x40\x00\x00\x00garbage").unwrap();
         }
         spool = seqs;
@@ -182,7 +198,11 @@ fn sigkill_at_random_moments_and_a_torn_spool_tail_lose_and_duplicate_nothing() 
         drop(paused);
         ing.start();
     }
-    tx.wait_seen(start + 500, Duration::from_secs(60), "after the last restart");
+    tx.wait_seen(
+        start + 500,
+        Duration::from_secs(60),
+        "after the last restart",
+    );
     let total = tx.stop();
     // Nothing is lost at a graceful stop once everything sent is in the spool.
     let mut tail = SpoolTail::new(&spool_dir);
@@ -199,7 +219,14 @@ fn sigkill_at_random_moments_and_a_torn_spool_tail_lose_and_duplicate_nothing() 
     let end = read_spool(&spool_dir);
     assert_eq!(end.segments, 1, "one segment: nothing garbage-collected");
     assert_eq!(end.tail, None, "a graceful stop leaves whole frames");
-    check_period(&spool, &end.seqs(), start, total, 0, "after the graceful stop");
+    check_period(
+        &spool,
+        &end.seqs(),
+        start,
+        total,
+        0,
+        "after the graceful stop",
+    );
     let (stored, rejected) = stored(&pg.connection_string());
     eprintln!(
         "sent {total}, lost at the kills {lost:?}, accepted {}, stored {}, refused while down {}",
@@ -248,17 +275,14 @@ fn a_20_second_database_outage_mid_stream_loses_and_duplicates_nothing() {
     let (sent, retried) = tx.stop();
     // The backlog drains faster than real time: wait (bounded) until every line sent is
     // stored or counted as dropped by the socket.
+    // (On a timeout the checks below say which lines are missing.)
     let t0 = Instant::now();
     let drops = loop {
         let drops = udp_drained_drops(port, Duration::from_secs(30));
         let n = stored_count(&pg.connection_string()) as u64;
-        if n + drops >= sent {
+        if n + drops >= sent || t0.elapsed() > Duration::from_secs(60) {
             break drops;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{n} stored + {drops} dropped by the kernel of {sent} sent"
-        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let (code, body) = ing.health();
@@ -280,16 +304,8 @@ fn a_20_second_database_outage_mid_stream_loses_and_duplicates_nothing() {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "the spool holds the lines in the order sent (one socket, read in order)"
     );
+    assert_accounted(sent, &stored, drops, "after the outage");
     assert_stored_exactly(&seqs, &stored, "after the outage");
-    assert!(
-        stored.keys().all(|&s| (0..sent as i64).contains(&s)),
-        "stored lines were all sent"
-    );
-    assert_eq!(
-        stored.len() as u64 + drops,
-        sent,
-        "every line sent is stored, or was dropped by the kernel and counted on the socket"
-    );
 }
 
 /// A spool at its size limit during an outage: the listener stops reading, the kernel buffer
@@ -343,6 +359,7 @@ fn a_full_spool_during_an_outage_stops_reading_and_stores_what_it_accepted() {
     pg.start_again().unwrap();
     // Space frees as the backlog is stored; the listener then reads on (what the kernel
     // buffer still holds is accepted late). Wait until every line is stored or dropped.
+    // (On a timeout the checks below say which lines are missing.)
     let t0 = Instant::now();
     let drops = loop {
         let drops = udp_drained_drops(port, Duration::from_secs(60));
@@ -351,8 +368,8 @@ fn a_full_spool_during_an_outage_stops_reading_and_stores_what_it_accepted() {
             break drops;
         }
         if t0.elapsed() >= Duration::from_secs(60) {
-            let body = ing.metrics_body();
-            panic!("backlog not drained: {n} stored + {drops} dropped of {sent}\n{body}");
+            eprintln!("backlog not drained: {n} stored + {drops} dropped of {sent}");
+            break drops;
         }
         std::thread::sleep(Duration::from_millis(300));
     };
@@ -376,18 +393,10 @@ fn a_full_spool_during_an_outage_stops_reading_and_stores_what_it_accepted() {
         missing.len(),
         full.len()
     );
-    assert!(
-        stored.keys().all(|&s| (0..sent as i64).contains(&s)),
-        "stored lines were all sent"
-    );
+    assert_accounted(sent, &stored, drops, "after the full spool");
     assert!(
         stored.len() > full.len(),
         "the kernel buffer's lines were accepted once the spool had room"
-    );
-    assert_eq!(
-        stored.len() as u64 + drops,
-        sent,
-        "every line sent is stored, or was dropped by the kernel and counted on the socket"
     );
 }
 
@@ -438,13 +447,11 @@ fn a_lost_commit_reply_on_the_spool_path_stores_nothing_twice() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let total = tx.stop();
+    // (On a timeout the checks below say which lines are missing.)
     let t0 = Instant::now();
-    while (stored_count(&pg.connection_string()) as u64) < total {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "{} of {total} stored",
-            stored_count(&pg.connection_string())
-        );
+    while (stored_count(&pg.connection_string()) as u64) < total
+        && t0.elapsed() < Duration::from_secs(60)
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     ing.stop();
@@ -458,13 +465,12 @@ fn a_lost_commit_reply_on_the_spool_path_stores_nothing_twice() {
         get(&c.position_moved),
         get(&c.position_unmoved)
     );
-    assert_eq!(get(&c.cut_after_commit), CUTS, "the server committed each cut transaction");
-    assert_eq!(get(&c.cut_failed), 0);
     assert_eq!(
-        get(&c.position_unmoved),
+        get(&c.cut_after_commit),
         CUTS,
-        "each retry found the position already moved by its lost commit"
+        "the server committed each cut transaction"
     );
+    assert_eq!(get(&c.cut_failed), 0);
     let spool = read_spool(&spool_dir);
     let seqs = spool.seqs();
     assert_eq!(
@@ -475,4 +481,9 @@ fn a_lost_commit_reply_on_the_spool_path_stores_nothing_twice() {
     let (stored, rejected) = stored(&pg.connection_string());
     assert_eq!(rejected, 0);
     assert_stored_exactly(&seqs, &stored, "after lost COMMIT replies");
+    assert_eq!(
+        get(&c.position_unmoved),
+        CUTS,
+        "each retry found the position already moved by its lost commit"
+    );
 }

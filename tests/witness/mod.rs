@@ -322,23 +322,29 @@ impl UnixSender {
                     sh.seen.store(tail.poll(), Ordering::SeqCst);
                     last_poll = Instant::now();
                 }
-                let next = *sh.sent.lock().unwrap();
+                let next = *sh.sent.lock().unwrap_or_else(|e| e.into_inner());
                 let due = (t0.elapsed().as_secs_f64() * rate as f64) as u64;
                 if next >= due {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 }
-                let base = sh.seen.load(Ordering::SeqCst).max(sh.floor.load(Ordering::SeqCst));
+                let base = sh
+                    .seen
+                    .load(Ordering::SeqCst)
+                    .max(sh.floor.load(Ordering::SeqCst));
                 if next >= base + window {
                     sh.seen.store(tail.poll(), Ordering::SeqCst);
                     last_poll = Instant::now();
-                    let base = sh.seen.load(Ordering::SeqCst).max(sh.floor.load(Ordering::SeqCst));
+                    let base = sh
+                        .seen
+                        .load(Ordering::SeqCst)
+                        .max(sh.floor.load(Ordering::SeqCst));
                     if next >= base + window {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     continue;
                 }
-                let mut sent = sh.sent.lock().unwrap();
+                let mut sent = sh.sent.lock().unwrap_or_else(|e| e.into_inner());
                 let text = line(*sent);
                 match sock.send_to(text.as_bytes(), &path) {
                     Ok(n) => {
@@ -383,7 +389,7 @@ impl UnixSender {
     /// Holds the sender between two sends until the guard is dropped.
     pub fn pause(&self) -> Paused<'_> {
         Paused {
-            guard: self.shared.sent.lock().unwrap(),
+            guard: self.shared.sent.lock().unwrap_or_else(|e| e.into_inner()),
             shared: &self.shared,
         }
     }
@@ -407,7 +413,7 @@ impl UnixSender {
         if let Some(t) = self.thread.take() {
             t.join().expect("sender thread");
         }
-        *self.shared.sent.lock().unwrap()
+        *self.shared.sent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -603,8 +609,15 @@ pub fn assert_stored_exactly(want: &[i64], stored: &BTreeMap<i64, u32>, what: &s
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "{what}: stored twice: {}", some(twice));
     let want_set: std::collections::BTreeSet<i64> = want.iter().copied().collect();
-    assert_eq!(want_set.len(), want.len(), "{what}: the spool holds a line twice");
-    let missing: Vec<_> = want_set.iter().filter(|k| !stored.contains_key(k)).collect();
+    assert_eq!(
+        want_set.len(),
+        want.len(),
+        "{what}: the spool holds a line twice"
+    );
+    let missing: Vec<_> = want_set
+        .iter()
+        .filter(|k| !stored.contains_key(k))
+        .collect();
     assert!(
         missing.is_empty(),
         "{what}: accepted but not stored: {} ({} of {})",
@@ -617,5 +630,30 @@ pub fn assert_stored_exactly(want: &[i64], stored: &BTreeMap<i64, u32>, what: &s
         extra.is_empty(),
         "{what}: stored but never accepted: {}",
         some(extra)
+    );
+}
+
+/// Lines `0..sent` went to a UDP socket whose kernel counted `drops` drops: every line is
+/// stored, or one of the dropped (a line the ingestor read and lost shows up here).
+pub fn assert_accounted(sent: u64, stored: &BTreeMap<i64, u32>, drops: u64, what: &str) {
+    let extra: Vec<_> = stored
+        .keys()
+        .filter(|&&s| !(0..sent as i64).contains(&s))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "{what}: stored lines never sent: {}",
+        some(extra)
+    );
+    let missing: Vec<i64> = (0..sent as i64)
+        .filter(|s| !stored.contains_key(s))
+        .collect();
+    assert_eq!(
+        missing.len() as u64,
+        drops,
+        "{what}: every line sent is stored or counted as dropped by the socket; missing {} \
+         (e.g. {}), the kernel dropped {drops}",
+        missing.len(),
+        some(&missing)
     );
 }

@@ -218,7 +218,9 @@ fn relay(mut client: UnixStream, mut server: UnixStream, counters: Arc<Counters>
                             st.swallow = true;
                         }
                     }
-                    if q.starts_with("COMMIT") || q.starts_with("ROLLBACK") || q.starts_with("BEGIN")
+                    if q.starts_with("COMMIT")
+                        || q.starts_with("ROLLBACK")
+                        || q.starts_with("BEGIN")
                     {
                         st.position_tx = false;
                     }
