@@ -412,11 +412,12 @@ fn components() -> Value {
                 "replayed": { "type": "boolean", "description": "true: this idempotency_key was already applied" } } },
             "Quote": { "type": "object", "additionalProperties": false, "required": [
                     "service", "monthly_usd_cents", "current_monthly_usd_cents", "estimated_cost_usd_cents",
-                    "breakdown", "allowed", "refusal"], "properties": {
+                    "rate_limit_per_region", "breakdown", "allowed", "refusal"], "properties": {
                 "service": { "$ref": "#/components/schemas/ServiceName" },
                 "monthly_usd_cents": { "type": "integer", "format": "int64" },
                 "current_monthly_usd_cents": { "type": "integer", "format": "int64" },
                 "estimated_cost_usd_cents": { "type": "integer", "format": "int64" },
+                "rate_limit_per_region": { "type": "integer", "description": "guaranteed requests per second per region of the proposed tier" },
                 "breakdown": { "type": "object", "additionalProperties": false, "required": [
                         "tier_usd_cents", "burst_usd_cents", "extra_api_keys_usd_cents",
                         "extra_seal_keys_usd_cents", "extra_packages_usd_cents"], "properties": {
