@@ -4,7 +4,7 @@
  * becomes a menu opened from the header.
  */
 import { useQueryClient } from '@tanstack/react-query';
-import { Link, Outlet, useLocation, useNavigate } from '@tanstack/react-router';
+import { Link, Outlet, useLocation, useNavigate, useRouter } from '@tanstack/react-router';
 import { useEffect, useRef, useState } from 'react';
 import { serviceLabel } from '../api/client';
 import { useBalance } from '../api/queries';
@@ -59,7 +59,6 @@ function WalletWidget({ onFunds }: { onFunds: (k: FundsKind) => void }) {
   const balance = useBalance();
   const [open, setOpen] = useState(false);
   const panel = useRef<HTMLDivElement>(null);
-  const navigate = useNavigate();
   const qc = useQueryClient();
   const address = session.status === 'signedIn' ? session.walletAddress : '';
 
@@ -78,9 +77,8 @@ function WalletWidget({ onFunds }: { onFunds: (k: FundsKind) => void }) {
 
   async function doSignOut() {
     setOpen(false);
-    await signOut();
+    await signOut(); // AppShell sees the signed-out session and leaves for /signin
     qc.clear();
-    await navigate({ to: '/signin', search: {} });
   }
 
   const balanceText = balance.data ? formatCents(balance.data.balance_usd_cents) : balance.isError ? 'unavailable' : '…';
@@ -143,16 +141,19 @@ function WalletWidget({ onFunds }: { onFunds: (k: FundsKind) => void }) {
 export function AppShell() {
   const session = useSession();
   const navigate = useNavigate();
-  const location = useLocation();
+  const router = useRouter();
   const [menu, setMenu] = useState(false);
   const [funds, setFunds] = useState<FundsKind | null>(null);
+  const left = useRef(false);
 
-  // The session can end while a page is open (refresh refused): back to sign-in, then here.
+  // Signed out while a page is open: a sign-out leaves for /signin; a session that ended on
+  // its own (refresh refused) comes back to this page after signing in again.
   useEffect(() => {
-    if (session.status === 'signedOut') {
-      void navigate({ to: '/signin', search: { redirect: location.href }, replace: true });
-    }
-  }, [session.status, navigate, location.href]);
+    if (session.status !== 'signedOut' || left.current) return;
+    left.current = true;
+    const search = session.reason ? { redirect: router.state.location.href } : {};
+    void navigate({ to: '/signin', search, replace: true });
+  }, [session, navigate, router]);
 
   return (
     <div className="min-h-screen">
