@@ -1,8 +1,13 @@
 import type { Service } from '../api/client';
 import { Badge } from './ui';
 
-/** Active / disabled / not enabled. (Suspension arrives with the billing endpoints.) */
+/**
+ * Active / disabled / not enabled. A configured service that was never enabled (a refused
+ * first enable leaves its configuration behind) is "not enabled", not "disabled".
+ * (Suspension arrives with the billing endpoints.)
+ */
 export function ServiceStatus({ service }: { service: Service | undefined }) {
-  if (!service) return <Badge tone="gray">Not enabled</Badge>;
-  return service.is_enabled ? <Badge tone="green">Active</Badge> : <Badge tone="amber">Disabled</Badge>;
+  if (service?.is_enabled) return <Badge tone="green">Active</Badge>;
+  if (service?.disabled_at) return <Badge tone="amber">Disabled</Badge>;
+  return <Badge tone="gray">Not enabled</Badge>;
 }

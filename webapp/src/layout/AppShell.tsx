@@ -91,12 +91,14 @@ function WalletWidget({ onFunds }: { onFunds: (k: FundsKind) => void }) {
           {balanceText}
         </p>
       </div>
-      <Button variant="secondary" className="hidden md:inline-flex" onClick={() => onFunds('deposit')}>
-        Deposit
-      </Button>
-      <Button variant="secondary" className="hidden md:inline-flex" onClick={() => onFunds('withdraw')}>
-        Withdraw
-      </Button>
+      <div className="hidden gap-2 md:flex">
+        <Button variant="secondary" onClick={() => onFunds('deposit')}>
+          Deposit
+        </Button>
+        <Button variant="secondary" onClick={() => onFunds('withdraw')}>
+          Withdraw
+        </Button>
+      </div>
       <div className="relative">
         <Button
           variant="ghost"

@@ -128,7 +128,7 @@ function KeyTable({ keys, onRegenerate, onRevoke }: { keys: ApiKey[]; onRegenera
               <Button variant="secondary" onClick={() => onRegenerate(k)} aria-label={`Regenerate key ${k.preview}`}>
                 Regenerate
               </Button>
-              <Button variant="ghost" className="text-red-700" onClick={() => onRevoke(k)} aria-label={`Revoke key ${k.preview}`}>
+              <Button variant="ghostDanger" onClick={() => onRevoke(k)} aria-label={`Revoke key ${k.preview}`}>
                 Revoke
               </Button>
             </div>
