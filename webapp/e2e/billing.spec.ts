@@ -65,5 +65,5 @@ test('the wallet menu works at phone width', async ({ page, signIn }) => {
   await dialog.getByRole('button', { name: 'Deposit $5.00' }).click();
   await dialog.getByRole('button', { name: 'Done' }).click();
   await openWalletMenu(page);
-  await expect(page.getByText('$5.00', { exact: true })).toBeVisible();
+  await expect(page.getByTestId('menu-balance')).toHaveText('$5.00');
 });

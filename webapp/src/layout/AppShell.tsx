@@ -120,7 +120,9 @@ function WalletWidget({ onFunds }: { onFunds: (k: FundsKind) => void }) {
             <CopyButton text={address} label="Copy address" />
             <div className="sm:hidden">
               <p className="text-xs text-slate-500">Escrow balance</p>
-              <p className="text-sm font-semibold">{balanceText}</p>
+              <p className="text-sm font-semibold" data-testid="menu-balance">
+                {balanceText}
+              </p>
             </div>
             <div className="flex gap-2 md:hidden">
               <Button variant="secondary" className="flex-1" onClick={() => (setOpen(false), onFunds('deposit'))}>

@@ -114,7 +114,7 @@ function KeyTable({ keys, onRegenerate, onRevoke }: { keys: ApiKey[]; onRegenera
     <ul className="divide-y divide-slate-100" aria-label="API keys">
       {keys.map((k) => (
         <li key={k.key_id} className="flex flex-wrap items-center gap-x-4 gap-y-2 py-3" data-testid="api-key-row">
-          <div className="min-w-0 flex-1">
+          <div className="min-w-0 basis-full sm:basis-0 sm:grow">
             <p className="font-mono text-sm break-all text-slate-900">{k.preview}</p>
             <p className="text-xs text-slate-500">
               {serviceLabel(k.service)} · {k.network}
