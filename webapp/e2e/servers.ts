@@ -74,11 +74,11 @@ async function start(name: string, dir: string, env: Record<string, string>): Pr
   const proc = spawn(binary(), ['-c', config, 'api'], { env: childEnv, stdio: ['ignore', out, out] });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
-  let exited: number | null = null;
-  proc.on('exit', (code) => (exited = code ?? -1));
+  const exit: { code: number | null } = { code: null };
+  proc.on('exit', (code) => (exit.code = code ?? -1));
   for (;;) {
-    if (exited !== null) {
-      throw new Error(`suiftly api (${name}) exited with ${exited} during start-up:\n${fs.readFileSync(log, 'utf8').slice(-3000)}`);
+    if (exit.code !== null) {
+      throw new Error(`suiftly api (${name}) exited with ${exit.code} during start-up:\n${fs.readFileSync(log, 'utf8').slice(-3000)}`);
     }
     try {
       const r = await fetch(`${url}/health`);

@@ -88,17 +88,18 @@ function registerWallet({ address, publicKey, name }: { address: string; publicK
     features: {
       'standard:connect': {
         version: '1.0.0',
-        connect: async () => {
+        connect: () => {
           accounts = [account];
           changed();
-          return { accounts };
+          return Promise.resolve({ accounts });
         },
       },
       'standard:disconnect': {
         version: '1.0.0',
-        disconnect: async () => {
+        disconnect: () => {
           accounts = [];
           changed();
+          return Promise.resolve();
         },
       },
       'standard:events': {
@@ -114,9 +115,7 @@ function registerWallet({ address, publicKey, name }: { address: string; publicK
       },
       'sui:signTransaction': {
         version: '2.0.0',
-        signTransaction: async () => {
-          throw new Error('the test wallet signs no transactions');
-        },
+        signTransaction: () => Promise.reject(new Error('the test wallet signs no transactions')),
       },
     },
   };
@@ -126,5 +125,7 @@ function registerWallet({ address, publicKey, name }: { address: string; publicK
   } catch (e) {
     console.error('test wallet: register event failed', e);
   }
-  window.addEventListener('wallet-standard:app-ready', (e) => callback((e as CustomEvent).detail));
+  window.addEventListener('wallet-standard:app-ready', (e) =>
+    callback((e as CustomEvent<{ register: (w: unknown) => void }>).detail),
+  );
 }

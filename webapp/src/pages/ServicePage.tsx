@@ -12,7 +12,7 @@ import { FundsDialog } from '../components/FundsDialog';
 import { ServiceStatus } from '../components/ServiceStatus';
 import { Alert, Button, Card, Dialog, ErrorState, Field, PageHeader, Spinner, cx, formatDate, inputClass } from '../components/ui';
 import { formatMonthly, formatPrice } from '../lib/money';
-import { TIERS, describeRefusal, quoteLines, quoteSummary, rateLabel, tierLabel, type ErrorLike, type Tier } from '../lib/price';
+import { TIERS, describeRefusal, quoteLines, quoteSummary, rateLabel, tierLabel, type Tier } from '../lib/price';
 import { ComingSoon } from './ComingSoon';
 import { NotFound } from './NotFound';
 
@@ -98,8 +98,8 @@ function ServiceEditor({ service, current, monthStart }: { service: ServiceName;
   }
 
   const q: Quote | undefined = quote.data;
-  const refusal = q && !q.allowed && q.refusal ? describeRefusal(q.refusal as ErrorLike, monthStart) : null;
-  const saveError = save.error instanceof ApiError ? describeRefusal(save.error.body as ErrorLike, monthStart) : null;
+  const refusal = q && !q.allowed && q.refusal ? describeRefusal(q.refusal, monthStart) : null;
+  const saveError = save.error instanceof ApiError ? describeRefusal(save.error.body, monthStart) : null;
   const label = serviceLabel(service);
   const needsChange = !enabled || dirty;
 
@@ -317,7 +317,7 @@ function ServiceEditor({ service, current, monthStart }: { service: ServiceName;
 }
 
 function describeRefusalOrText(e: unknown, monthStart: string | undefined): string {
-  if (e instanceof ApiError) return describeRefusal(e.body as ErrorLike, monthStart).text;
+  if (e instanceof ApiError) return describeRefusal(e.body, monthStart).text;
   if (e instanceof TypeError) return 'Cannot reach the server: check your connection and try again.';
   return e instanceof Error ? e.message : 'Something went wrong.';
 }
