@@ -58,6 +58,19 @@ test('an expired access token is refreshed silently and the request retried', as
   await expect(page).not.toHaveURL(/signin/);
 });
 
+test('the session is refreshed before the access token expires', async ({ page, signIn }) => {
+  await page.clock.install();
+  await signIn();
+  await expect(page.getByRole('heading', { level: 1, name: 'Overview' })).toBeVisible();
+  // The access token lives 15 minutes; the timer refreshes a minute before.
+  const refreshed = page.waitForResponse((r) => r.url().endsWith('/auth/refresh') && r.status() === 200);
+  await page.clock.fastForward('14:01');
+  await refreshed;
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Billing' }).click();
+  await expect(page.getByTestId('billing-balance')).toHaveText('$0.00');
+  await expect(page).not.toHaveURL(/signin/);
+});
+
 test('sign-out revokes the refresh token and protects the pages again', async ({ page, context, signIn }) => {
   await signIn();
   const before = (await context.cookies()).find((c) => c.name === 'suiftly_refresh');
