@@ -61,7 +61,7 @@ async fn get(router: &axum::Router, path: &str) -> Resp {
     }
 }
 
-fn header<'a>(r: &'a Resp, name: header::HeaderName) -> &'a str {
+fn header(r: &Resp, name: header::HeaderName) -> &str {
     r.headers
         .get(&name)
         .map(|v| v.to_str().unwrap())
