@@ -77,11 +77,9 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
-    let prom = crate::pipeline::install_recorder()?;
+    let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
     let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
@@ -99,21 +97,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
     info!(addr = %listener.local_addr()?, "api listening");
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            prom.run_upkeep();
-        }
-    });
+    let stop_upkeep = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         info!("shutdown requested; draining in-flight requests");
     };
     suiftly_api::run(listener, state, shutdown).await?;
-    upkeep.abort();
+    stop_upkeep.cancel();
+    upkeep.await.context("metrics upkeep task")?;
     info!("api stopped");
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;

@@ -7,7 +7,7 @@
 //! Full-policy of that channel: **block**. A listener that cannot hand a batch over stops
 //! reading its socket; the kernel buffer then absorbs the burst and, when it overflows, the
 //! kernel drops and counts (`/proc/net/snmp` `Udp: RcvbufErrors`, exported by
-//! [`crate::metrics::spawn_kernel_drop_sampler`]). Dropping in user space instead would lose
+//! [`crate::metrics::run_kernel_drop_sampler`]). Dropping in user space instead would lose
 //! lines we could have kept, and would hide the loss from the kernel counter operators
 //! already watch.
 
