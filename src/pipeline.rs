@@ -436,17 +436,19 @@ async fn prepare_metering(
         persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
     }
     spool.set_gc_floor(persisted.restart_position);
-    let replay = (persisted.restart_position < copy_pos)
-        .then(|| {
-            spooled::SpoolBatches::new(
-                spool,
-                persisted.restart_position,
-                parsers(cfg)?,
-                cfg.limits(),
-            )
-            .map_err(anyhow::Error::from)
-        })
-        .transpose()?;
+    // The aggregator's recovery input: the spool from its restart position, parsed by the
+    // listeners' parsers exactly as the consumer parsed it.
+    let replay = if persisted.restart_position < copy_pos {
+        let batches = spooled::SpoolBatches::new(
+            spool,
+            persisted.restart_position,
+            parsers(cfg)?,
+            cfg.limits(),
+        )?;
+        Some(Box::new(batches) as Box<dyn suiftly_model::CommittedSource>)
+    } else {
+        None
+    };
     info!(?persisted, replay_to = copy_pos, "metering resumes");
     let (tap, rx) = mpsc::channel(cfg.aggregate.input_capacity);
     let sp = spool.clone();

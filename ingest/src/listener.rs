@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use suiftly_model::time::now_us;
 
 use ipnet::IpNet;
 use metrics::{Counter, counter, gauge};
@@ -412,13 +414,6 @@ struct Counters {
     bytes: Counter,
     denied: Counter,
     parsed: Counter,
-}
-
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Receives, parses and batches until `shutdown`; then drains what the kernel already queued
