@@ -84,12 +84,10 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
     let dashboard = api_cfg.dashboard_dir.is_some();
-    let prom = crate::pipeline::install_recorder()?;
+    let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
     let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
@@ -111,21 +109,15 @@ pub async fn run(cfg: Config) -> Result<()> {
     if dashboard {
         info!(url = %format!("http://{addr}/app/"), "dashboard served");
     }
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            prom.run_upkeep();
-        }
-    });
+    let stop_upkeep = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         info!("shutdown requested; draining in-flight requests");
     };
     suiftly_api::run(listener, state, shutdown).await?;
-    upkeep.abort();
+    stop_upkeep.cancel();
+    upkeep.await.context("metrics upkeep task")?;
     info!("api stopped");
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;

@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 /// Microseconds per minute.
-pub const US_PER_MIN: i64 = 60_000_000;
+pub use suiftly_model::time::US_PER_MIN;
 
 /// Grouping of the customer aggregates (`stats_per_min`); `minute` counts minutes since the
 /// Unix epoch.
