@@ -68,6 +68,13 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
             burst: s.customer_burst,
         },
         prices: PriceList::default(),
+        dashboard_dir: match suiftly_api::static_files::check(&s.dashboard_dir) {
+            Ok(()) => Some(s.dashboard_dir.clone()),
+            Err(e) => {
+                warn!("serving the api without the dashboard: {e}");
+                None
+            }
+        },
     };
     cfg.validate().context("api configuration")?;
     if cfg.mock_auth {
@@ -81,6 +88,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let api_cfg = api_config(&cfg.api)?;
+    let dashboard = api_cfg.dashboard_dir.is_some();
     let prom = crate::pipeline::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
@@ -98,7 +106,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
-    info!(addr = %listener.local_addr()?, "api listening");
+    let addr = listener.local_addr()?;
+    info!(%addr, "api listening");
+    if dashboard {
+        info!(url = %format!("http://{addr}/app/"), "dashboard served");
+    }
     let upkeep = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
