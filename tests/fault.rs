@@ -19,8 +19,9 @@ mod witness;
 use common::Suiftly as Ingestor;
 use witness::pgproxy::PgProxy;
 use witness::{
-    SpoolTail, UdpSender, UnixSender, assert_accounted, assert_stored_exactly, read_spool, some,
-    stored, stored_count, udp_drained_drops, udp_socket_counters, unix_max_dgram_qlen,
+    SpoolTail, UdpSender, UnixSender, assert_accounted, assert_stored_exactly, check_period,
+    clock_seed, read_spool, rnd, some, stored, stored_count, udp_drained_drops,
+    udp_socket_counters, unix_max_dgram_qlen,
 };
 
 fn port_for(slot: u16) -> u16 {
@@ -76,59 +77,6 @@ fn line(seq: u64) -> String {
     )
 }
 
-/// xorshift, seeded from the clock and printed so a failing run can be read back.
-fn rnd(s: &mut u64) -> u64 {
-    *s ^= *s << 13;
-    *s ^= *s >> 7;
-    *s ^= *s << 17;
-    *s
-}
-
-/// Lines `start..sent` went out while the ingestor was up (each send succeeded, so each
-/// datagram was queued on its socket); `before` is the spool as read after the previous kill
-/// and `now` as read after this one. The spool must still hold `before` unchanged, then
-/// exactly `start, start + 1, …` (one socket, read in order), and what is missing at the end
-/// of the period must fit in the window: the newest lines were in the kernel queue or in the
-/// listener when the process died. Returns how many lines this kill lost.
-fn check_period(
-    before: &[i64],
-    now: &[i64],
-    start: u64,
-    sent: u64,
-    window: u64,
-    what: &str,
-) -> u64 {
-    if let Some(i) = (0..before.len()).find(|&i| now.get(i) != Some(&before[i])) {
-        panic!(
-            "{what}: the spool lost what it had accepted: record {i} was line {}, now {:?} \
-             ({} records before, {} now)",
-            before[i],
-            now.get(i),
-            before.len(),
-            now.len()
-        );
-    }
-    let new = &now[before.len()..];
-    if let Some(i) = (0..new.len()).find(|&i| new[i] != (start + i as u64) as i64) {
-        panic!(
-            "{what}: line {} was sent while the ingestor was up and is not where the spool \
-             has line {} (lines {start}..{sent} sent, {} in the spool)",
-            start + i as u64,
-            new[i],
-            new.len()
-        );
-    }
-    let accepted = start + new.len() as u64;
-    assert!(accepted <= sent, "{what}: the spool holds lines never sent");
-    let lost = sent - accepted;
-    assert!(
-        lost <= window,
-        "{what}: {lost} lines sent while the ingestor was up are missing from the spool \
-         (lines {accepted}..{sent}); at most the window ({window}) can be in flight"
-    );
-    lost
-}
-
 /// SIGKILLs under load (a unix datagram socket: a send succeeds only once the ingestor's
 /// socket holds the line), one with a torn record appended to the spool before the restart.
 /// After each kill the spool, read here, must hold everything it held before and every line
@@ -152,11 +100,7 @@ fn sigkill_at_random_moments_and_a_torn_spool_tail_lose_and_duplicate_nothing() 
     ing.start();
     let spool_dir = tmp.path().join("data").join("spool");
     let mut tx = UnixSender::start(&sock, &spool_dir, 5_000, WINDOW, line);
-    let mut seed = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64)
-        | 1;
+    let mut seed = clock_seed();
     eprintln!(
         "seed {seed}, window {WINDOW}, unix max_dgram_qlen {}",
         unix_max_dgram_qlen()
