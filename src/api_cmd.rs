@@ -70,6 +70,13 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
             burst: s.customer_burst,
         },
         prices: PriceList::default(),
+        dashboard_dir: match suiftly_api::static_files::check(&s.dashboard_dir) {
+            Ok(()) => Some(s.dashboard_dir.clone()),
+            Err(e) => {
+                warn!("serving the api without the dashboard: {e}");
+                None
+            }
+        },
     };
     cfg.validate().context("api configuration")?;
     if cfg.mock_auth {
@@ -79,11 +86,9 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
-    let escrow_cfg = escrow_settings()?;
+    let escrow_cfg = escrow_settings(&cfg)?;
     escrow_cfg
         .validate(api_cfg.production)
         .context("escrow configuration")?;
@@ -91,7 +96,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     if !armed.is_empty() {
         warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
     }
-    let prom = crate::pipeline::install_recorder()?;
+    let dashboard = api_cfg.dashboard_dir.is_some();
+    let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
     let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
@@ -110,22 +116,20 @@ pub async fn run(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
-    info!(addr = %listener.local_addr()?, "api listening");
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            prom.run_upkeep();
-        }
-    });
+    let addr = listener.local_addr()?;
+    info!(%addr, "api listening");
+    if dashboard {
+        info!(url = %format!("http://{addr}/app/"), "dashboard served");
+    }
+    let stop_upkeep = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         info!("shutdown requested; draining in-flight requests");
     };
     suiftly_api::run(listener, state, shutdown).await?;
-    upkeep.abort();
+    stop_upkeep.cancel();
+    upkeep.await.context("metrics upkeep task")?;
     info!("api stopped");
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;
@@ -134,11 +138,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-/// The escrow: the persistent mock, on the network `SUIFTLY_ESCROW_NETWORK` names
-/// (`testnet`, `devnet`, `localnet`, `mainnet`); production mode accepts the mock only on a test
-/// network named explicitly.
-pub fn escrow_settings() -> Result<EscrowSettings> {
-    let mut s = EscrowSettings::default();
+/// The escrow: `[escrow]`, its network overridden by `SUIFTLY_ESCROW_NETWORK` (`testnet`,
+/// `devnet`, `localnet`, `mainnet`); production mode accepts the mock only on a test network
+/// named explicitly.
+pub fn escrow_settings(cfg: &Config) -> Result<EscrowSettings> {
+    let mut s = cfg.escrow.clone();
     if let Some(n) = env("SUIFTLY_ESCROW_NETWORK") {
         s.network = Some(match n.as_str() {
             "mainnet" => Network::Mainnet,

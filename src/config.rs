@@ -39,6 +39,13 @@ pub struct Config {
     /// `suiftly api`: the customer API (secrets come from the environment only).
     #[serde(default)]
     pub api: ApiSettings,
+    /// The manager (billing cycle, scheduled work), inside `suiftly run` unless disabled, and
+    /// `suiftly manager` (docs/BILLING.md).
+    #[serde(default)]
+    pub manager: suiftly_manager::ManagerSettings,
+    /// The escrow the API and the manager move money through.
+    #[serde(default)]
+    pub escrow: suiftly_escrow::EscrowSettings,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +73,10 @@ pub struct ApiSettings {
     pub customer_burst: u32,
     #[serde(default = "default_api_pool")]
     pub db_pool_size: usize,
+    /// The dashboard's build output, served under `/app/` (env `SUIFTLY_DASHBOARD_DIR`); when
+    /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
+    #[serde(default = "default_dashboard_dir")]
+    pub dashboard_dir: PathBuf,
 }
 
 impl Default for ApiSettings {
@@ -100,6 +111,9 @@ fn default_customer_burst() -> u32 {
 }
 fn default_api_pool() -> usize {
     16
+}
+fn default_dashboard_dir() -> PathBuf {
+    PathBuf::from("webapp/dist")
 }
 
 fn default_data_dir() -> PathBuf {
@@ -404,6 +418,11 @@ impl Config {
             && !m.is_empty()
         {
             cfg.api.listen = m;
+        }
+        if let Ok(d) = std::env::var("SUIFTLY_DASHBOARD_DIR")
+            && !d.is_empty()
+        {
+            cfg.api.dashboard_dir = d.into();
         }
         if let Ok(p) = std::env::var("SUIFTLY_API_PRODUCTION")
             && !p.is_empty()

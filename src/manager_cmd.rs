@@ -37,10 +37,9 @@ async fn database(cfg: &Config) -> Result<(String, Option<Database>)> {
     Ok((db.conninfo.clone(), Some(db)))
 }
 
-fn manager_settings() -> Result<ManagerSettings> {
-    let mut s = ManagerSettings::default();
-    // Test and operator overrides (the `[manager]` section joins the configuration file with
-    // the composition root of issue 10).
+/// `[manager]` with the environment's overrides (tests, operators).
+pub fn manager_settings(cfg: &Config) -> Result<ManagerSettings> {
+    let mut s = cfg.manager.clone();
     let num = |name: &str| -> Result<Option<u64>> {
         std::env::var(name)
             .ok()
@@ -90,13 +89,19 @@ fn manager_settings() -> Result<ManagerSettings> {
     Ok(s)
 }
 
-pub async fn run(cfg: Config) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+/// Guards, pools and the escrow; the manager itself is started by the caller with its stop
+/// token.
+struct Prepared {
+    settings: ManagerSettings,
+    pool: deadpool_postgres::Pool,
+    escrow: Arc<dyn Escrow>,
+    production: bool,
+}
+
+fn prepare(cfg: &Config, conninfo: &str) -> Result<Prepared> {
     let production = cfg.api.production;
-    let settings = manager_settings().context("manager configuration")?;
-    let escrow_cfg = crate::api_cmd::escrow_settings()?;
+    let settings = manager_settings(cfg).context("manager configuration")?;
+    let escrow_cfg = crate::api_cmd::escrow_settings(cfg)?;
     escrow_cfg
         .validate(production)
         .context("escrow configuration")?;
@@ -104,7 +109,52 @@ pub async fn run(cfg: Config) -> Result<()> {
     if !armed.is_empty() {
         tracing::warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
     }
-    let prom = crate::pipeline::install_recorder()?;
+    let pool = suiftly_manager::db::pool(
+        conninfo,
+        settings.db_pool_size,
+        settings.idle_in_transaction(),
+    )?;
+    let escrow: Arc<dyn Escrow> = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
+        conninfo,
+        escrow_cfg.pool_size,
+    )?));
+    Ok(Prepared {
+        settings,
+        pool,
+        escrow,
+        production,
+    })
+}
+
+/// The manager as a stage of `suiftly run` (`[manager] enabled`, the default): its task ends
+/// when the stage is stopped (the batch in progress finishes, the lease is released). Returns
+/// the admin routes, which join the process's admin endpoint.
+pub fn stage(
+    stages: &crate::stage::Stages,
+    cfg: &Config,
+    conninfo: &str,
+) -> Result<(crate::stage::Stage, axum::Router)> {
+    let p = prepare(cfg, conninfo)?;
+    let s = stages.stage("manager", crate::stage::OnFailure::KeepRunning);
+    let (handle, manager) = suiftly_manager::start(
+        p.settings.to_config(PriceList::default(), p.production),
+        p.pool,
+        p.escrow,
+        conninfo.to_owned(),
+        Vec::new(),
+        s.stop_token(),
+    );
+    info!(holder = %handle.status().holder, "manager started (leader election under way)");
+    s.spawn(async move {
+        manager.await?;
+        Ok(crate::stage::StageOutput::Nothing)
+    });
+    Ok((s, suiftly_manager::admin::router(handle)))
+}
+
+pub async fn run(cfg: Config) -> Result<()> {
+    let mut signals = crate::signals::Signals::new()?;
+    let prom = crate::servers::install_recorder()?;
     let (conninfo, own_db) = database(&cfg).await?;
     crate::database::Database {
         conninfo: conninfo.clone(),
@@ -112,20 +162,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     .migrate()
     .await?;
-    let pool = suiftly_manager::db::pool(
-        &conninfo,
-        settings.db_pool_size,
-        settings.idle_in_transaction(),
-    )?;
-    let escrow: Arc<dyn Escrow> = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
-        &conninfo,
-        escrow_cfg.pool_size,
-    )?));
+    let p = prepare(&cfg, &conninfo)?;
+    let settings = p.settings.clone();
     let stop = CancellationToken::new();
     let (handle, manager) = suiftly_manager::start(
-        settings.to_config(PriceList::default(), production),
-        pool,
-        escrow,
+        settings.to_config(PriceList::default(), p.production),
+        p.pool,
+        p.escrow,
         conninfo.clone(),
         Vec::new(),
         stop.clone(),
@@ -148,19 +191,20 @@ pub async fn run(cfg: Config) -> Result<()> {
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
     });
+    let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop.clone()));
     let mut manager = std::pin::pin!(manager);
     tokio::select! {
         r = &mut manager => {
             r?;
             anyhow::bail!("the manager stopped on its own");
         }
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = signals.recv() => {}
     }
     info!("shutdown requested: finishing the billing batch in progress, then releasing the lease");
     stop.cancel();
     manager.await?;
     admin_task.await??;
+    upkeep.await.context("metrics upkeep task")?;
     info!("manager stopped");
     if let Some(mut db) = own_db
         && let Some(c) = db.cluster.as_mut()

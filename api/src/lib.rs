@@ -20,6 +20,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
 pub mod services;
+pub mod static_files;
 pub mod sui;
 
 use std::future::Future;
@@ -60,6 +61,8 @@ pub struct ApiConfig {
     pub ip_rate: RateLimit,
     pub customer_rate: RateLimit,
     pub prices: PriceList,
+    /// The dashboard's build output, served under [`static_files::MOUNT`]; `None`: API only.
+    pub dashboard_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -83,6 +86,7 @@ impl ApiConfig {
                 burst: 60,
             },
             prices: PriceList::default(),
+            dashboard_dir: None,
         }
     }
 }
@@ -266,6 +270,7 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 /// The router with every cross-cutting layer.
 pub fn app(state: AppState) -> Router {
     let cfg = &state.config;
+    let dashboard = cfg.dashboard_dir.as_deref().map(static_files::router);
     let mut router: Router<AppState> = Router::new();
     for def in routes() {
         router = router.route(def.path, def.handler);
@@ -296,6 +301,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(cors)
         .with_state(state)
+        .merge(dashboard.unwrap_or_default())
 }
 
 /// Serves `app(state)` on an already-bound listener until `shutdown` resolves, then drains.

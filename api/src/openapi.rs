@@ -44,8 +44,9 @@ fn ops() -> Vec<Op> {
     let key = json!({ "$ref": "#/components/schemas/ApiKey" });
     let money = json!({ "$ref": "#/components/schemas/Balance" });
     let moves = json!({ "$ref": "#/components/schemas/MoveRequest" });
-    let movement = json!({ "$ref": "#/components/schemas/Movement" });
     let session = json!({ "$ref": "#/components/schemas/Session" });
+    let movement = json!({ "$ref": "#/components/schemas/Movement" });
+    let quote = json!({ "$ref": "#/components/schemas/Quote" });
     let o = |method,
              path,
              summary,
@@ -74,7 +75,9 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            obj.clone(),
+            json!({ "type": "object", "required": ["status", "database"], "additionalProperties": false, "properties": {
+                "status": { "type": "string", "enum": ["ok", "degraded"] },
+                "database": { "type": "string", "enum": ["ok", "unreachable"] } } }),
             &["503"],
         ),
         o(
@@ -96,7 +99,7 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            obj.clone(),
+            obj,
             &[],
         ),
         o(
@@ -110,7 +113,7 @@ fn ops() -> Vec<Op> {
                        "properties": { "walletAddress": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } } }),
             ),
             "200",
-            json!({ "type": "object", "required": ["nonce", "message", "expiresAt"],
+            json!({ "type": "object", "required": ["nonce", "message", "expiresAt"], "additionalProperties": false,
                          "properties": { "nonce": { "type": "string" }, "message": { "type": "string" }, "expiresAt": { "type": "string" } } }),
             &["400", "413", "429"],
         ),
@@ -158,11 +161,10 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "properties": { "services": { "type": "array", "items": svc.clone() },
-                "suspension": { "type": "object", "nullable": true, "description": "billing suspension of every enabled service",
-                    "properties": { "reason": { "type": "string", "enum": ["insufficient_balance", "monthly_limit_reached"] },
-                                    "since": { "type": "string", "format": "date-time" },
-                                    "until": { "type": "string", "format": "date-time", "nullable": true } } } } }),
+            json!({ "type": "object", "required": ["services", "suspension"], "additionalProperties": false, "properties": {
+                "services": { "type": "array", "items": svc.clone() },
+                "suspension": { "allOf": [{ "$ref": "#/components/schemas/Suspension" }], "nullable": true,
+                                "description": "billing suspension of every enabled service (null: not suspended)" } } }),
             &["401", "429"],
         ),
         o(
@@ -231,7 +233,7 @@ fn ops() -> Vec<Op> {
             vec![service_param()],
             Some(cfg),
             "200",
-            obj.clone(),
+            quote,
             &["400", "401", "404", "413", "422", "429"],
         ),
         o(
@@ -245,7 +247,7 @@ fn ops() -> Vec<Op> {
             ],
             None,
             "200",
-            json!({ "type": "object", "properties": { "keys": { "type": "array", "items": key.clone() } } }),
+            json!({ "type": "object", "required": ["keys"], "additionalProperties": false, "properties": { "keys": { "type": "array", "items": key.clone() } } }),
             &["400", "401", "404", "422", "429"],
         ),
         o(
@@ -343,23 +345,21 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "properties": { "invoices": { "type": "array", "items": { "$ref": "#/components/schemas/Invoice" } } } }),
+            json!({ "type": "object", "required": ["invoices"], "additionalProperties": false, "properties": {
+                "invoices": { "type": "array", "items": { "$ref": "#/components/schemas/Invoice" } } } }),
             &["401", "429"],
         ),
         o(
             "get",
             "/billing/invoices/{invoice_id}",
-            "One invoice with its lines (usage lines name the settled range and quantities they priced) and the charges that paid it",
+            "One invoice with its lines (usage lines name the settled range and the quantities they priced) and the charges that paid it",
             true,
             vec![
                 json!({ "name": "invoice_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } }),
             ],
             None,
             "200",
-            json!({ "allOf": [ { "$ref": "#/components/schemas/Invoice" }, { "type": "object", "properties": {
-                "lines": { "type": "array", "items": { "$ref": "#/components/schemas/InvoiceLine" } },
-                "payments": { "type": "array", "items": { "type": "object", "properties": {
-                    "tx_digest": { "type": "string" }, "amount_usd_cents": { "type": "integer" }, "at": { "type": "string", "format": "date-time" } } } } } } ] }),
+            json!({ "$ref": "#/components/schemas/InvoiceDetail" }),
             &["400", "401", "404", "429"],
         ),
         o(
@@ -370,13 +370,7 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "properties": {
-                "month": { "type": "string" }, "invoice": { "nullable": true, "allOf": [ { "$ref": "#/components/schemas/Invoice" } ] },
-                "invoiced_usd_cents": { "type": "integer" }, "unbilled_usage_usd_cents": { "type": "integer" },
-                "month_to_date_usd_cents": { "type": "integer" },
-                "usage": { "type": "array", "items": { "type": "object" } },
-                "usage_source": { "type": "string", "enum": ["settled"] },
-                "settled_before": { "type": "string", "format": "date-time", "nullable": true } } }),
+            json!({ "$ref": "#/components/schemas/MonthToDate" }),
             &["401", "429"],
         ),
         o(
@@ -389,81 +383,209 @@ fn ops() -> Vec<Op> {
             ],
             None,
             "200",
-            json!({ "type": "object", "properties": {
-                "transactions": { "type": "array", "items": { "type": "object", "properties": {
-                    "tx_digest": { "type": "string" }, "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
-                    "amount_usd_cents": { "type": "integer" }, "balance_after_usd_cents": { "type": "integer" },
-                    "at": { "type": "string", "format": "date-time" }, "invoice_id": { "type": "integer", "nullable": true } } } },
-                "pending": { "type": "array", "items": { "type": "object" } } } }),
+            json!({ "$ref": "#/components/schemas/Transactions" }),
             &["400", "401", "429"],
         ),
     ]
 }
 
 fn components() -> Value {
-    json!({
+    let invoice_props = json!({
+        "id": { "type": "integer", "format": "int64" },
+        "month": { "type": "string", "description": "YYYY-MM (UTC)" },
+        "status": { "type": "string", "enum": ["draft", "pending", "paid", "failed", "void"] },
+        "total_usd_cents": { "type": "integer", "format": "int64" },
+        "paid_usd_cents": { "type": "integer", "format": "int64" },
+        "due_usd_cents": { "type": "integer", "format": "int64" },
+        "created_at": { "type": "string", "format": "date-time" },
+        "finalized_at": { "type": "string", "format": "date-time", "nullable": true },
+        "paid_at": { "type": "string", "format": "date-time", "nullable": true } });
+    let mut detail_props = invoice_props.clone();
+    detail_props["lines"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/InvoiceLine" } });
+    detail_props["payments"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/Payment" } });
+    let mut doc = json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
-            "Error": { "type": "object", "required": ["error"], "properties": { "error": {
-                "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "type": "string", "enum": [
-                        "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
-                        "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
-                        "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
-                        "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
-                        "unavailable", "internal"] },
-                    "message": { "type": "string" },
-                    "details": { "type": "object" } } } } },
+            "Error": { "type": "object", "required": ["error"], "additionalProperties": false, "properties": {
+                "error": { "$ref": "#/components/schemas/ErrorBody" } } },
+            "ErrorBody": { "type": "object", "required": ["code", "message"], "additionalProperties": false, "properties": {
+                "code": { "type": "string", "enum": [
+                    "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
+                    "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
+                    "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
+                    "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
+                    "unavailable", "internal"] },
+                "message": { "type": "string" },
+                "details": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" },
+                             "description": "numbers that explain the refusal (all money in cents)" } } },
             "Tier": { "type": "string", "enum": ["starter", "pro", "enterprise"] },
+            "ServiceName": { "type": "string", "enum": ["seal", "grpc", "graphql"] },
             "ServiceConfig": { "type": "object", "required": ["tier"], "additionalProperties": false, "properties": {
                 "tier": { "$ref": "#/components/schemas/Tier" },
                 "burst": { "type": "boolean" },
                 "extra_api_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
                 "extra_seal_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
                 "extra_packages": { "type": "integer", "minimum": 0, "maximum": 1000 } } },
-            "Service": { "type": "object", "properties": {
-                "service": { "type": "string" }, "tier": { "type": "string" }, "is_enabled": { "type": "boolean" },
+            "Service": { "type": "object", "additionalProperties": false, "required": [
+                    "service", "tier", "is_enabled", "config", "monthly_price_usd_cents", "rate_limit_per_region",
+                    "api_key_limit", "active_api_keys", "enabled_at", "disabled_at", "suspended",
+                    "suspension_reason", "pending_change"], "properties": {
+                "suspended": { "type": "boolean", "description": "enabled but suspended by billing (the vault leaves it out)" },
+                "suspension_reason": { "allOf": [{ "$ref": "#/components/schemas/SuspensionReason" }], "nullable": true },
+                "pending_change": { "type": "object", "nullable": true, "additionalProperties": false,
+                    "description": "a downgrade scheduled for the 1st of next month (what was paid for stays in force until then)",
+                    "required": ["config", "tier", "monthly_price_usd_cents", "effective"], "properties": {
+                        "config": { "$ref": "#/components/schemas/ServiceConfig" },
+                        "tier": { "$ref": "#/components/schemas/Tier" },
+                        "monthly_price_usd_cents": { "type": "integer", "format": "int64" },
+                        "effective": { "type": "string", "format": "date" } } },
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "tier": { "$ref": "#/components/schemas/Tier" },
+                "is_enabled": { "type": "boolean" },
                 "config": { "$ref": "#/components/schemas/ServiceConfig" },
-                "monthly_price_usd_cents": { "type": "integer" }, "api_key_limit": { "type": "integer" },
-                "active_api_keys": { "type": "integer" },
-                "suspended": { "type": "boolean" },
-                "suspension_reason": { "type": "string", "nullable": true, "enum": ["insufficient_balance", "monthly_limit_reached"] },
-                "pending_change": { "type": "object", "nullable": true, "description": "a downgrade scheduled for the 1st of next month",
-                    "properties": { "config": { "$ref": "#/components/schemas/ServiceConfig" }, "tier": { "type": "string" },
-                                    "monthly_price_usd_cents": { "type": "integer" }, "effective": { "type": "string", "format": "date" } } } } },
-            "ApiKey": { "type": "object", "properties": {
-                "key_id": { "type": "integer" }, "service": { "type": "string" }, "preview": { "type": "string" },
-                "fingerprint": { "type": "integer" }, "is_active": { "type": "boolean" },
-                "api_key": { "type": "string", "description": "full key; only in create/regenerate responses" } } },
-            "Balance": { "type": "object", "properties": {
-                "balance_usd_cents": { "type": "integer" }, "max_monthly_usd_cents": { "type": "integer" },
-                "current_month_charged_usd_cents": { "type": "integer" },
-                "remaining_authorization_usd_cents": { "type": "integer" } } },
+                "monthly_price_usd_cents": { "type": "integer", "format": "int64" },
+                "rate_limit_per_region": { "type": "integer", "description": "guaranteed requests per second per region" },
+                "api_key_limit": { "type": "integer" },
+                "active_api_keys": { "type": "integer", "format": "int64" },
+                "enabled_at": { "type": "string", "format": "date-time", "nullable": true },
+                "disabled_at": { "type": "string", "format": "date-time", "nullable": true } } },
+            "ApiKey": { "type": "object", "additionalProperties": false, "required": [
+                    "key_id", "service", "preview", "fingerprint", "key_version", "network", "access", "source",
+                    "proc_group", "is_active", "created_at", "revoked_at"], "properties": {
+                "key_id": { "type": "integer", "format": "int64" },
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "preview": { "type": "string" },
+                "fingerprint": { "type": "integer", "format": "int64" },
+                "key_version": { "type": "integer" },
+                "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+                "access": { "type": "string", "enum": ["open", "permission"] },
+                "source": { "type": "string", "enum": ["derived", "imported"] },
+                "proc_group": { "type": "integer" },
+                "is_active": { "type": "boolean" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "revoked_at": { "type": "string", "format": "date-time", "nullable": true },
+                "api_key": { "type": "string", "description": "full key; only in create/regenerate responses" },
+                "replaces_key_id": { "type": "integer", "format": "int64", "description": "regenerate only: the revoked key" } } },
+            "Balance": { "type": "object", "additionalProperties": false, "required": [
+                    "balance_usd_cents", "max_monthly_usd_cents", "current_month_charged_usd_cents",
+                    "last_month_charged_usd_cents", "current_month_start", "remaining_authorization_usd_cents"], "properties": {
+                "balance_usd_cents": { "type": "integer", "format": "int64" },
+                "max_monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "current_month_charged_usd_cents": { "type": "integer", "format": "int64" },
+                "last_month_charged_usd_cents": { "type": "integer", "format": "int64" },
+                "current_month_start": { "type": "string", "format": "date" },
+                "remaining_authorization_usd_cents": { "type": "integer", "format": "int64" } } },
             "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
                 "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
                 "idempotency_key": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
-            "Movement": { "type": "object", "properties": {
-                "tx_digest": { "type": "string" }, "kind": { "type": "string", "enum": ["deposit", "withdraw"] },
-                "amount_usd_cents": { "type": "integer" }, "balance_usd_cents": { "type": "integer", "description": "the escrow balance right after this movement" },
-                "replayed": { "type": "boolean" } } },
-            "Invoice": { "type": "object", "properties": {
-                "id": { "type": "integer", "format": "int64" }, "month": { "type": "string", "example": "2026-11" },
-                "status": { "type": "string", "enum": ["draft", "pending", "paid", "failed", "void"] },
-                "total_usd_cents": { "type": "integer" }, "paid_usd_cents": { "type": "integer" }, "due_usd_cents": { "type": "integer" },
-                "created_at": { "type": "string", "format": "date-time" },
-                "finalized_at": { "type": "string", "format": "date-time", "nullable": true },
-                "paid_at": { "type": "string", "format": "date-time", "nullable": true } } },
-            "InvoiceLine": { "type": "object", "properties": {
-                "id": { "type": "integer" }, "kind": { "type": "string", "enum": ["fee", "usage", "adjustment", "credit"] },
-                "service": { "type": "string", "nullable": true }, "metric": { "type": "string", "nullable": true, "enum": ["requests", "bandwidth"] },
-                "for_month": { "type": "string" }, "description": { "type": "string" }, "amount_usd_cents": { "type": "integer" },
-                "quantity_before": { "type": "integer", "nullable": true }, "quantity_after": { "type": "integer", "nullable": true },
-                "usage_from": { "type": "string", "format": "date-time", "nullable": true },
-                "usage_to": { "type": "string", "format": "date-time", "nullable": true } } },
-            "Session": { "type": "object", "properties": {
-                "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
-                "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }
+            "Movement": { "type": "object", "additionalProperties": false, "required": [
+                    "tx_digest", "kind", "amount_usd_cents", "balance_usd_cents", "replayed"], "properties": {
+                "tx_digest": { "type": "string" },
+                "kind": { "type": "string", "enum": ["deposit", "withdraw"] },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "balance_usd_cents": { "type": "integer", "format": "int64" },
+                "replayed": { "type": "boolean", "description": "true: this idempotency_key was already applied" } } },
+            "Quote": { "type": "object", "additionalProperties": false, "required": [
+                    "service", "monthly_usd_cents", "current_monthly_usd_cents", "estimated_cost_usd_cents",
+                    "rate_limit_per_region", "breakdown", "allowed", "refusal"], "properties": {
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "current_monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "estimated_cost_usd_cents": { "type": "integer", "format": "int64" },
+                "rate_limit_per_region": { "type": "integer", "description": "guaranteed requests per second per region of the proposed tier" },
+                "breakdown": { "type": "object", "additionalProperties": false, "required": [
+                        "tier_usd_cents", "burst_usd_cents", "extra_api_keys_usd_cents",
+                        "extra_seal_keys_usd_cents", "extra_packages_usd_cents"], "properties": {
+                    "tier_usd_cents": { "type": "integer", "format": "int64" },
+                    "burst_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_api_keys_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_seal_keys_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_packages_usd_cents": { "type": "integer", "format": "int64" } } },
+                "allowed": { "type": "boolean" },
+                "refusal": { "allOf": [{ "$ref": "#/components/schemas/ErrorBody" }], "nullable": true,
+                             "description": "the error the change would get now (null when allowed)" } } },
+            "Session": { "type": "object", "additionalProperties": false, "required": [
+                    "accessToken", "tokenType", "expiresIn", "walletAddress"], "properties": {
+                "accessToken": { "type": "string" }, "tokenType": { "type": "string", "enum": ["Bearer"] },
+                "expiresIn": { "type": "integer", "description": "seconds" }, "walletAddress": { "type": "string" } } }
         }
+    });
+    // The billing schemas (issue 11), in a second macro call: one json! of every schema
+    // exceeds the macro's recursion limit.
+    let billing = billing_schemas(invoice_props, detail_props);
+    for (k, v) in billing.as_object().expect("object") {
+        doc["schemas"][k] = v.clone();
+    }
+    doc
+}
+
+fn billing_schemas(invoice_props: Value, detail_props: Value) -> Value {
+    json!({
+            "SuspensionReason": { "type": "string", "enum": ["insufficient_balance", "monthly_limit_reached"] },
+            "Suspension": { "type": "object", "additionalProperties": false, "required": ["reason", "since", "until"], "properties": {
+                "reason": { "$ref": "#/components/schemas/SuspensionReason" },
+                "since": { "type": "string", "format": "date-time" },
+                "until": { "type": "string", "format": "date-time", "nullable": true,
+                           "description": "monthly_limit_reached: the 1st of next month (unless the limit is raised)" } } },
+            "Invoice": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "month", "status", "total_usd_cents", "paid_usd_cents", "due_usd_cents", "created_at",
+                    "finalized_at", "paid_at"], "properties": invoice_props },
+            "InvoiceDetail": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "month", "status", "total_usd_cents", "paid_usd_cents", "due_usd_cents", "created_at",
+                    "finalized_at", "paid_at", "lines", "payments"], "properties": detail_props },
+            "InvoiceLine": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "kind", "service", "metric", "for_month", "description", "amount_usd_cents",
+                    "quantity_before", "quantity_after", "usage_from", "usage_to", "created_at"], "properties": {
+                "id": { "type": "integer", "format": "int64" },
+                "kind": { "type": "string", "enum": ["fee", "usage", "adjustment", "credit"] },
+                "service": { "allOf": [{ "$ref": "#/components/schemas/ServiceName" }], "nullable": true },
+                "metric": { "type": "string", "nullable": true, "enum": ["requests", "bandwidth"] },
+                "for_month": { "type": "string", "description": "YYYY-MM: the month the fee or usage belongs to (earlier than the invoice's for adjustments)" },
+                "description": { "type": "string" },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "quantity_before": { "type": "integer", "format": "int64", "nullable": true, "description": "usage: the month's cumulative quantity already priced" },
+                "quantity_after": { "type": "integer", "format": "int64", "nullable": true, "description": "usage: the cumulative quantity this line brings the pricing to" },
+                "usage_from": { "type": "string", "format": "date-time", "nullable": true },
+                "usage_to": { "type": "string", "format": "date-time", "nullable": true },
+                "created_at": { "type": "string", "format": "date-time" } } },
+            "Payment": { "type": "object", "additionalProperties": false, "required": ["tx_digest", "amount_usd_cents", "at"], "properties": {
+                "tx_digest": { "type": "string" },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "at": { "type": "string", "format": "date-time" } } },
+            "MonthToDate": { "type": "object", "additionalProperties": false, "required": [
+                    "month", "invoice", "invoiced_usd_cents", "unbilled_usage_usd_cents", "month_to_date_usd_cents",
+                    "usage", "usage_source", "settled_before"], "properties": {
+                "month": { "type": "string" },
+                "invoice": { "allOf": [{ "$ref": "#/components/schemas/Invoice" }], "nullable": true },
+                "invoiced_usd_cents": { "type": "integer", "format": "int64" },
+                "unbilled_usage_usd_cents": { "type": "integer", "format": "int64" },
+                "month_to_date_usd_cents": { "type": "integer", "format": "int64" },
+                "usage": { "type": "array", "items": { "type": "object", "additionalProperties": false,
+                    "required": ["service", "requests", "bytes", "usage_usd_cents", "unbilled_usd_cents"], "properties": {
+                        "service": { "$ref": "#/components/schemas/ServiceName" },
+                        "requests": { "type": "integer", "format": "int64" },
+                        "bytes": { "type": "integer", "format": "int64" },
+                        "usage_usd_cents": { "type": "integer", "format": "int64" },
+                        "unbilled_usd_cents": { "type": "integer", "format": "int64" } } } },
+                "usage_source": { "type": "string", "enum": ["settled"], "description": "settled: the minutes still open in the aggregator are not counted yet" },
+                "settled_before": { "type": "string", "format": "date-time", "nullable": true } } },
+            "Transactions": { "type": "object", "additionalProperties": false, "required": ["transactions", "pending"], "properties": {
+                "transactions": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": [
+                        "tx_digest", "kind", "amount_usd_cents", "balance_after_usd_cents", "at", "invoice_id"], "properties": {
+                    "tx_digest": { "type": "string" },
+                    "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
+                    "amount_usd_cents": { "type": "integer", "format": "int64" },
+                    "balance_after_usd_cents": { "type": "integer", "format": "int64" },
+                    "at": { "type": "string", "format": "date-time" },
+                    "invoice_id": { "type": "integer", "format": "int64", "nullable": true } } } },
+                "pending": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": [
+                        "kind", "amount_usd_cents", "since", "invoice_id"], "properties": {
+                    "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
+                    "amount_usd_cents": { "type": "integer", "format": "int64" },
+                    "since": { "type": "string", "format": "date-time" },
+                    "invoice_id": { "type": "integer", "format": "int64", "nullable": true } } } } } }
     })
 }
 
