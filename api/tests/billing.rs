@@ -542,7 +542,10 @@ async fn changes_are_journaled_and_notified() {
     {
         let v: serde_json::Value = serde_json::from_str(&p).unwrap();
         assert_eq!(v["customer_id"], s.customer_id);
-        events.push(v["event"].as_str().unwrap().to_string());
+        // (The vault's triggers add `access_changed` for key and service rows: migration V21.)
+        if v["event"] != "access_changed" {
+            events.push(v["event"].as_str().unwrap().to_string());
+        }
     }
     assert_eq!(events, ["deposit", "service", "service", "key", "limit"]);
     // The journal holds the state after each change.
