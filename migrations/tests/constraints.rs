@@ -32,7 +32,10 @@ async fn the_escrow_ledger_outlives_its_customer() {
         .expect_err("deleting a customer with ledger rows must fail");
     assert_eq!(e.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION), "{e:?}");
     let n: i64 = c
-        .query_one("SELECT count(*) FROM escrow_transactions WHERE customer_id = 42", &[])
+        .query_one(
+            "SELECT count(*) FROM escrow_transactions WHERE customer_id = 42",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
