@@ -298,6 +298,8 @@ async fn start_metering(
 pub struct SqlEndpoint {
     pub ctx: suiftly_aggregate::sql::Context,
     pub token: String,
+    /// Failed-token back-off shared by `POST /admin/sql` and the PostgreSQL port.
+    pub throttle: Arc<suiftly_aggregate::throttle::AuthThrottle>,
 }
 
 /// Operator SQL over the PostgreSQL wire protocol (see `suiftly_aggregate::pgwire`). A
@@ -328,6 +330,7 @@ async fn serve_pgwire(
         suiftly_aggregate::pgwire::PgWireOptions {
             token: sql.token.clone(),
             max_connections,
+            throttle: sql.throttle.clone(),
         },
         stop.clone(),
     ));
@@ -372,6 +375,7 @@ async fn serve_admin(
     );
     info!(%addr, "health at http://{addr}/health");
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -430,6 +434,7 @@ async fn serve_metrics(
     );
     info!(%addr, "metrics at http://{addr}/metrics");
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
@@ -465,6 +470,8 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     // Handlers first: a SIGTERM during start-up must not kill the process with the embedded
     // PostgreSQL still running; it is acted on once start-up completes.
     let mut signals = Signals::new()?;
+    // Before anything starts: a weak or exposed operator token is a start-up error.
+    let operator_token = cfg.operator_token(true)?;
     let prom = install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     let upkeep = CancellationToken::new();
@@ -473,11 +480,17 @@ pub async fn run_until_signal(cfg: Config) -> Result<()> {
     for (name, addr, path) in &pipeline.bound {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
-    let sql = match suiftly_aggregate::sql::context(pipeline.aggregator.clone(), &db.conninfo).await
+    let sql = match suiftly_aggregate::sql::context_with_limits(
+        pipeline.aggregator.clone(),
+        &db.conninfo,
+        cfg.admin.sql_limits(),
+    )
+    .await
     {
         Ok(ctx) => Some(Arc::new(SqlEndpoint {
             ctx,
-            token: cfg.operator_token(true)?,
+            token: operator_token,
+            throttle: Default::default(),
         })),
         Err(e) => {
             error!(error = %e, "operator SQL unavailable");
