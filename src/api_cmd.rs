@@ -68,6 +68,11 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
             burst: s.customer_burst,
         },
         prices: PriceList::default(),
+        server: suiftly_api::server::ServerLimits {
+            header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+            max_connections: s.max_connections,
+        },
     };
     cfg.validate().context("api configuration")?;
     if cfg.mock_auth {
@@ -98,7 +103,19 @@ pub async fn run(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
+    state.config.check_listen(listener.local_addr()?)?;
     info!(addr = %listener.local_addr()?, "api listening");
+    // /metrics on its own listener (loopback by default), never on the public port.
+    let metrics_listener = tokio::net::TcpListener::bind(&cfg.api.metrics_listen)
+        .await
+        .with_context(|| format!("binding api.metrics_listen {}", cfg.api.metrics_listen))?;
+    info!(addr = %metrics_listener.local_addr()?, "api metrics at /metrics");
+    let metrics_render = state.metrics.clone();
+    let metrics_server = tokio::spawn(async move {
+        if let Some(render) = metrics_render {
+            let _ = axum::serve(metrics_listener, suiftly_api::metrics_router(render)).await;
+        }
+    });
     let upkeep = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -114,6 +131,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     suiftly_api::run(listener, state, shutdown).await?;
     upkeep.abort();
+    metrics_server.abort();
     info!("api stopped");
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;

@@ -66,6 +66,30 @@ pub struct ApiSettings {
     pub customer_burst: u32,
     #[serde(default = "default_api_pool")]
     pub db_pool_size: usize,
+    /// A request head must be complete within this long of its first byte (slowloris).
+    #[serde(default = "default_api_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[serde(default = "default_api_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; beyond it new ones wait in the kernel's backlog.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Prometheus `/metrics` of `suiftly api` (not served on the public `listen` port).
+    #[serde(default = "default_api_metrics_listen")]
+    pub metrics_listen: String,
+}
+fn default_api_header_timeout() -> u64 {
+    10_000
+}
+fn default_api_idle_timeout() -> u64 {
+    5_000
+}
+fn default_api_max_connections() -> usize {
+    1024
+}
+fn default_api_metrics_listen() -> String {
+    "127.0.0.1:9471".into()
 }
 
 impl Default for ApiSettings {
@@ -460,6 +484,11 @@ impl Config {
         {
             cfg.api.listen = m;
         }
+        if let Ok(m) = std::env::var("SUIFTLY_API_METRICS_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.api.metrics_listen = m;
+        }
         if let Ok(p) = std::env::var("SUIFTLY_API_PRODUCTION")
             && !p.is_empty()
         {
@@ -561,6 +590,12 @@ impl Config {
         anyhow::ensure!(
             (1..=1000).contains(&a.db_pool_size),
             "api.db_pool_size must be within 1..=1000"
+        );
+        anyhow::ensure!(
+            (100..=300_000).contains(&a.header_read_timeout_ms)
+                && (100..=3_600_000).contains(&a.idle_timeout_ms)
+                && (1..=1_000_000).contains(&a.max_connections),
+            "api.header_read_timeout_ms must be within 100..=300000, idle_timeout_ms within 100..=3600000, max_connections within 1..=1000000"
         );
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();

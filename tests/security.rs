@@ -591,3 +591,71 @@ fn operator_sql_surfaces_refuse_every_write_or_escape_attempt() {
         ops.http_rows("SELECT count(*) AS n FROM usage_records")
     );
 }
+
+/// Items 6 and 9 through the binary: `suiftly api` refuses MOCK_AUTH on a non-loopback address
+/// (development mode), and serves `/metrics` on `api.metrics_listen`, not on the public port.
+#[test]
+fn suiftly_api_refuses_public_mock_auth_and_keeps_metrics_private() {
+    let pg = PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let dir = tempfile::tempdir().unwrap();
+    let api = |listen: String, metrics: u16, mock: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_suiftly"));
+        c.arg("api")
+            .env("DATABASE_URL", pg.connection_string())
+            .env("SUIFTLY_DATA_DIR", dir.path().join("data"))
+            .env("SUIFTLY_API_LISTEN", listen)
+            .env("SUIFTLY_API_METRICS_LISTEN", format!("127.0.0.1:{metrics}"))
+            .env_remove("SUIFTLY_API_PRODUCTION")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if mock {
+            c.env("MOCK_AUTH", "true");
+        } else {
+            c.env_remove("MOCK_AUTH");
+        }
+        c.spawn().unwrap()
+    };
+    let mut child = api(format!("0.0.0.0:{}", port_for(12)), port_for(13), true);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("MOCK_AUTH on 0.0.0.0 must stop start-up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success() && err.contains("non-loopback"), "{err}");
+
+    let (port, mport) = (port_for(14), port_for(15));
+    let mut child = api(format!("127.0.0.1:{port}"), mport, false);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "api did not come up"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "api exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = http(port, "GET", "/metrics", None, None);
+    assert_eq!(code, 404, "{}", short(&body));
+    let (code, body) = http(mport, "GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert!(body.contains("suiftly_api"), "{}", short(&body));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

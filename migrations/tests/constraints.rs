@@ -20,8 +20,8 @@ async fn the_escrow_ledger_outlives_its_customer() {
         "INSERT INTO customers (customer_id, wallet_address) VALUES (42, '0x{}');
          INSERT INTO escrow_transactions (customer_id, tx_digest, kind, amount_usd_cents, balance_after_cents, nonce)
          VALUES (42, 'digest-1', 'deposit', 500, 500, 'n1');
-         INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at)
-         VALUES ('\\x01', 42, now(), now() + interval '1 day');",
+         INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at, family_id)
+         VALUES ('\\x01', 42, now(), now() + interval '1 day', '\\x01');",
         "a".repeat(64)
     ))
     .await
@@ -43,8 +43,8 @@ async fn the_escrow_ledger_outlives_its_customer() {
     // A customer without ledger rows can still be deleted (their sessions go with them).
     c.batch_execute(&format!(
         "INSERT INTO customers (customer_id, wallet_address) VALUES (43, '0x{}');
-         INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at)
-         VALUES ('\\x02', 43, now(), now() + interval '1 day');
+         INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at, family_id)
+         VALUES ('\\x02', 43, now(), now() + interval '1 day', '\\x02');
          DELETE FROM customers WHERE customer_id = 43;",
         "b".repeat(64)
     ))
