@@ -73,6 +73,13 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
             idle_timeout: Duration::from_millis(s.idle_timeout_ms),
             max_connections: s.max_connections,
         },
+        dashboard_dir: match suiftly_api::static_files::check(&s.dashboard_dir) {
+            Ok(()) => Some(s.dashboard_dir.clone()),
+            Err(e) => {
+                warn!("serving the api without the dashboard: {e}");
+                None
+            }
+        },
     };
     cfg.validate().context("api configuration")?;
     if cfg.mock_auth {
@@ -82,11 +89,10 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 }
 
 pub async fn run(cfg: Config) -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
-    let prom = crate::pipeline::install_recorder()?;
+    let dashboard = api_cfg.dashboard_dir.is_some();
+    let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
     let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
@@ -104,7 +110,11 @@ pub async fn run(cfg: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
     state.config.check_listen(listener.local_addr()?)?;
-    info!(addr = %listener.local_addr()?, "api listening");
+    let addr = listener.local_addr()?;
+    info!(%addr, "api listening");
+    if dashboard {
+        info!(url = %format!("http://{addr}/app/"), "dashboard served");
+    }
     // /metrics on its own listener (loopback by default), never on the public port.
     let metrics_listener = tokio::net::TcpListener::bind(&cfg.api.metrics_listen)
         .await
@@ -116,22 +126,16 @@ pub async fn run(cfg: Config) -> Result<()> {
             let _ = axum::serve(metrics_listener, suiftly_api::metrics_router(render)).await;
         }
     });
-    let upkeep = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            prom.run_upkeep();
-        }
-    });
+    let stop_upkeep = tokio_util::sync::CancellationToken::new();
+    let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        signals.recv().await;
         info!("shutdown requested; draining in-flight requests");
     };
     suiftly_api::run(listener, state, shutdown).await?;
-    upkeep.abort();
     metrics_server.abort();
+    stop_upkeep.cancel();
+    upkeep.await.context("metrics upkeep task")?;
     info!("api stopped");
     if let Some(mut c) = db.cluster {
         tokio::task::block_in_place(|| c.stop())?;

@@ -78,6 +78,10 @@ pub struct ApiSettings {
     /// Prometheus `/metrics` of `suiftly api` (not served on the public `listen` port).
     #[serde(default = "default_api_metrics_listen")]
     pub metrics_listen: String,
+    /// The dashboard's build output, served under `/app/` (env `SUIFTLY_DASHBOARD_DIR`); when
+    /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
+    #[serde(default = "default_dashboard_dir")]
+    pub dashboard_dir: PathBuf,
 }
 fn default_api_header_timeout() -> u64 {
     10_000
@@ -124,6 +128,9 @@ fn default_customer_burst() -> u32 {
 }
 fn default_api_pool() -> usize {
     16
+}
+fn default_dashboard_dir() -> PathBuf {
+    PathBuf::from("webapp/dist")
 }
 
 fn default_data_dir() -> PathBuf {
@@ -488,6 +495,11 @@ impl Config {
             && !m.is_empty()
         {
             cfg.api.metrics_listen = m;
+        }
+        if let Ok(d) = std::env::var("SUIFTLY_DASHBOARD_DIR")
+            && !d.is_empty()
+        {
+            cfg.api.dashboard_dir = d.into();
         }
         if let Ok(p) = std::env::var("SUIFTLY_API_PRODUCTION")
             && !p.is_empty()

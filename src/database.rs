@@ -14,12 +14,17 @@ pub struct Database {
 }
 
 impl Database {
+    /// A database someone else runs (`DATABASE_URL`, a test's cluster): nothing to stop.
+    pub fn external(conninfo: impl Into<String>) -> Database {
+        Database {
+            conninfo: conninfo.into(),
+            cluster: None,
+        }
+    }
+
     pub fn open(cfg: &Config) -> Result<Database> {
         if let Some(url) = &cfg.database_url {
-            return Ok(Database {
-                conninfo: url.clone(),
-                cluster: None,
-            });
+            return Ok(Database::external(url.clone()));
         }
         std::fs::create_dir_all(&cfg.data_dir)
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
@@ -47,10 +52,7 @@ impl Database {
     /// A temporary cluster (demo) unless DATABASE_URL is set.
     pub fn temporary(cfg: &Config) -> Result<Database> {
         if let Some(url) = &cfg.database_url {
-            return Ok(Database {
-                conninfo: url.clone(),
-                cluster: None,
-            });
+            return Ok(Database::external(url.clone()));
         }
         let cluster = PgCluster::temporary().context("starting a temporary postgresql")?;
         Ok(Database {

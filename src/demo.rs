@@ -10,12 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::database::Database;
 use crate::loadgen::{now_us, read_lines, retime};
-use crate::pipeline::{Pipeline, prepare};
+use crate::pipeline::{Pipeline, Sockets};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -25,21 +24,27 @@ pub struct DemoArgs {
     /// Listener settings (frontend mapping of the captured HAProxy).
     #[arg(long, default_value = "fixtures/haproxy/ingest.toml")]
     pub listener_config: PathBuf,
+    /// Load the fixtures into this (scratch) database instead of a throwaway one, and leave
+    /// them there to look at. Named explicitly on purpose: DATABASE_URL is ignored.
+    #[arg(long, value_name = "URL")]
+    pub into_database: Option<String>,
 }
 
 pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
-    // Always a throwaway cluster, even with DATABASE_URL set: the fixtures carry real-looking
-    // customer ids and must never land in a production table.
-    if cfg.database_url.take().is_some() {
+    // A throwaway cluster even with DATABASE_URL set (the fixtures carry real-looking customer
+    // ids and must never land in a production table), unless a database is named explicitly.
+    if cfg.database_url.take().is_some() && args.into_database.is_none() {
         tracing::info!("demo ignores DATABASE_URL and uses a temporary postgresql");
     }
-    let db = tokio::task::block_in_place(|| Database::temporary(&cfg))?;
+    cfg.database_url = args.into_database.clone();
+    let mut db = tokio::task::block_in_place(|| Database::temporary(&cfg))?;
+    // The demo keeps its cluster until it has printed what landed; the pipeline gets the
+    // connection string only.
+    let cluster = db.cluster.take();
     // A fresh spool too: a spool left by another run would be replayed into this database.
     let spool_dir = std::env::temp_dir().join(format!("suiftly-demo-spool-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&spool_dir);
     cfg.spool.dir = Some(spool_dir.clone());
-    let upkeep = CancellationToken::new();
-    prepare(&cfg, &db, &upkeep).await?;
     let text = std::fs::read_to_string(&args.listener_config)
         .with_context(|| format!("reading {}", args.listener_config.display()))?;
     let file: Config = toml::from_str(&text)
@@ -50,10 +55,12 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         l.address = "127.0.0.1:0".into();
     }
     cfg.listeners.truncate(1);
-    let pipeline = Pipeline::start(&cfg, &db.conninfo).await?;
-    let addr = pipeline.bound[0]
+    let sockets = Sockets::listeners(&cfg)?;
+    let addr = sockets.addresses()[0]
         .1
         .context("demo listener has an address")?;
+    let conninfo = db.conninfo.clone();
+    let pipeline = Pipeline::start(&cfg, db, sockets, None).await?;
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&args.fixtures)
         .with_context(|| format!("reading {}", args.fixtures.display()))?
@@ -80,10 +87,14 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     }
     // Let the socket drain before asking listeners to stop.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (lstats, wstats) = pipeline.stop().await?;
-    upkeep.cancel();
+    let report = pipeline.stop().await;
+    if !report.failures.is_empty() {
+        let all: Vec<String> = report.failures.iter().map(|f| f.to_string()).collect();
+        bail!("{}", all.join("; "));
+    }
+    let (lstats, wstats) = (report.listeners(), report.writer().unwrap_or_default());
 
-    let client = suiftly_ingest::writer::connect(&db.conninfo).await?;
+    let client = suiftly_ingest::writer::connect(&conninfo).await?;
     let rows: i64 = client
         .query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
         .await?
@@ -158,7 +169,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
     println!("\nevery datagram accounted for: {rows} rows + {rejected} rejected = {sent} sent");
     drop(client);
     let _ = std::fs::remove_dir_all(&spool_dir);
-    if let Some(mut c) = db.cluster {
+    if let Some(mut c) = cluster {
         tokio::task::block_in_place(|| c.stop())?;
     }
     Ok(())

@@ -1,20 +1,11 @@
-//! `suiftly`: the one binary. It owns configuration, the embedded PostgreSQL default, metrics
-//! export, signal handling and the order in which stages start and stop; the stages live in
-//! the workspace crates (`parser`, `ingest`, …).
+//! `suiftly`: the one binary's command line. Everything it runs is in the `suiftly` library
+//! (`src/lib.rs`): configuration, the composition root and the subcommands.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-
-mod admin_sql;
-mod api_cmd;
-mod config;
-mod database;
-mod demo;
-mod loadgen;
-mod pipeline;
-mod replay;
+use suiftly::{admin_sql, api_cmd, config, database, demo, loadgen, pipeline, replay};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

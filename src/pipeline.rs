@@ -1,235 +1,431 @@
-//! The composition root: starts the stages in dependency order and stops them in reverse.
+//! The composition root: which stages run, in which order they start, and therefore (reversed)
+//! in which order they stop. [`Pipeline::start`] is the one place that wires stages together;
+//! `suiftly run`, `suiftly demo` and the in-process tests all call it with sockets they bound
+//! themselves ([`Sockets`]).
 //!
-//! Start: database (embedded or external) → migrations → partition upkeep → spool (recovered)
-//! → consumer/COPY writer → listeners → metrics exporter. Stop (first SIGTERM/ctrl-c):
-//! listeners stop reading and append what they hold → the spool is synced → the consumer
-//! stores everything durable and exits → upkeep stops → the embedded PostgreSQL is stopped.
-//! A second signal aborts the writer's retries; with the spool on, what was not stored stays
-//! in the spool and is stored at the next start.
+//! The stage list, in start order (spool on, the default):
+//!
+//! | stage | tasks | stop |
+//! |---|---|---|
+//! | `database` | — | stops the embedded PostgreSQL (nothing for `DATABASE_URL`) |
+//! | `upkeep` | partition maintenance, kernel-drop sampler, metrics-recorder upkeep | cancel |
+//! | `pgwire` | operator SQL over the PostgreSQL protocol (when configured) | sessions end |
+//! | `admin` | `GET /health`, `POST /admin/sql` | graceful: in-flight requests complete |
+//! | `metrics` | `GET /metrics` (listens last: reaching it means start-up is complete) | graceful |
+//! | `aggregator` | metering, the spool gc-floor follower | ends once the consumer closed its input: settles what is due |
+//! | `consumer` | spool → COPY (+ position), hands committed batches to the aggregator | told the listeners are done: stores everything durable, then ends |
+//! | `spool` | interval fsync, backlog gauges | final sync: everything accepted is durable |
+//! | `listeners` | one task per `[[listener]]` | stop reading, drain what the kernel queued (≤ 2 s), append |
+//!
+//! With `[spool] enabled = false`, `writer` (fed by the listeners over a bounded channel)
+//! takes the place of `aggregator`, `consumer` and `spool`.
+//!
+//! Stopping runs the list backwards and waits for each stage's tasks before the next
+//! ([`crate::stage::Stages::stop`]), so the servers have finished before the embedded
+//! PostgreSQL stops. A failed listener, consumer or writer stops the process (in that order);
+//! a failed aggregator or endpoint is logged with its stage name and the others go on (the
+//! consumer keeps storing and metering resumes from its committed position at the next
+//! start); either makes the exit status an error.
+//!
+//! **Adding a stage** (the billing manager, the vault writer): write a function that spawns
+//! its tasks on a [`Stage`] (`stages.stage("manager", OnFailure::KeepRunning)`, then
+//! `stage.spawn(…)` with `stage.stop_token()`), and push it in [`Pipeline::start`] after the
+//! stages it reads from (e.g. after `aggregator`, whose [`Aggregator::subscribe`] it takes) —
+//! one entry; it is then stopped before them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use std::sync::Arc;
-
-use suiftly_aggregate::service::{self as metering, Aggregator, Recovery};
+use futures_util::future::BoxFuture;
+use metrics_exporter_prometheus::PrometheusHandle;
+use suiftly_aggregate::service::{self as metering, AggregateError, Aggregator, Recovery};
 use suiftly_ingest::health::Health;
-use suiftly_ingest::listener::{self, ListenerStats};
+use suiftly_ingest::listener::{self, BoundListener};
 use suiftly_ingest::spooled::{self, SpoolHandle};
-use suiftly_ingest::writer::{self, Writer, WriterConfig, WriterStats};
+use suiftly_ingest::writer::{self, Writer, WriterConfig};
 use suiftly_parser::Parser;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::database::Database;
+pub use crate::servers::SqlEndpoint;
+use crate::servers::{self, install_recorder};
+use crate::signals::Signals;
+use crate::stage::{OnFailure, ShutdownReport, Stage, StageOutput, Stages};
 
-pub struct Pipeline {
-    listeners: Vec<(String, JoinHandle<std::io::Result<ListenerStats>>)>,
-    writer: JoinHandle<Result<WriterStats>>,
-    /// The metering stage (spool on and `[aggregate] enabled`); its task ends after the
-    /// consumer closed its input.
-    pub aggregator: Option<Aggregator>,
-    aggregator_task: Option<JoinHandle<Result<()>>>,
-    /// With the spool on: the spool (synced before the consumer is told to finish), the
-    /// consumer's "listeners are done" signal and the interval-fsync task's stop.
-    spool: Option<(SpoolHandle, CancellationToken, CancellationToken)>,
-    pub shutdown: CancellationToken,
-    pub abort: CancellationToken,
-    /// What `/health` reports.
-    pub health: Arc<Health>,
-    /// Fires when a listener task ends with an error.
-    pub failed: CancellationToken,
-    /// (listener name, UDP/TCP address, unix path) as bound.
-    pub bound: Vec<(String, Option<SocketAddr>, Option<PathBuf>)>,
+/// Every socket the pipeline serves, bound before it starts (tests and the demo bind port 0
+/// and read the addresses back). The endpoints' TCP sockets are bound but not yet listening:
+/// each starts listening when its stage starts, so a connection to `/metrics` succeeds only
+/// once start-up (migrations, spool recovery, metering state) is done — the signal the test
+/// harness and operators' scripts wait for.
+pub struct Sockets {
+    /// One per `[[listener]]`, in configuration order (the index is the spool's listener
+    /// index).
+    pub listeners: Vec<BoundListener>,
+    pub pgwire: Option<TcpSocket>,
+    pub admin: Option<TcpSocket>,
+    pub metrics: Option<TcpSocket>,
 }
 
-impl Pipeline {
-    /// Binds every listener and starts the writer (directly fed, or the spool consumer).
-    /// Migrations must have run.
-    pub async fn start(cfg: &Config, conninfo: &str) -> Result<Pipeline> {
-        let shutdown = CancellationToken::new();
-        let abort = CancellationToken::new();
-        let failed = CancellationToken::new();
-        let mut writer = Writer::new(WriterConfig::new(conninfo));
-        let mut listeners = Vec::new();
-        let mut health = Arc::new(Health::default());
-        let mut bound = Vec::new();
+/// A TCP socket bound to `listen` (not listening yet).
+pub fn bind_tcp(listen: &str, what: &str) -> Result<TcpSocket> {
+    let addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("{what} {listen:?} is not ip:port"))?;
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .with_context(|| format!("creating the {what} socket"))?;
+    s.set_reuseaddr(true)?;
+    s.bind(addr)
+        .with_context(|| format!("binding {what} on {addr}"))?;
+    Ok(s)
+}
 
-        let mut aggregator = None;
-        let mut aggregator_task = None;
-        let (spool, writer_task, tx) = if cfg.spool.enabled {
-            let dir = cfg.spool_dir();
-            let scfg = cfg.spool.spool_config()?;
-            let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
-                .with_context(|| format!("opening the spool at {}", dir.display()))?;
-            let make_parsers = || {
-                cfg.listeners
-                    .iter()
-                    .map(|l| {
-                        Ok((
-                            Arc::<str>::from(l.name.as_str()),
-                            Parser::new(l.source_config()?),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            };
-            let parsers = make_parsers()?;
-            let done = CancellationToken::new();
-            let sync_stop = CancellationToken::new();
-            let interval = match scfg.fsync {
-                suiftly_spool::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
-                _ => None,
-            };
-            tokio::spawn(spooled::run_syncer(
-                spool.clone(),
-                interval,
-                sync_stop.clone(),
-            ));
-            health = spool.health.clone();
-            let tap = if cfg.aggregate.enabled {
-                let (tx, agg, task) = start_metering(
-                    cfg,
-                    conninfo,
-                    &spool,
-                    make_parsers()?,
-                    abort.clone(),
-                    failed.clone(),
-                )
-                .await?;
-                aggregator = Some(agg);
-                aggregator_task = Some(task);
-                Some(tx)
-            } else {
-                None
-            };
-            let consumer = spooled::run_consumer(
-                spool.clone(),
-                writer.with_health(spool.health.clone()),
-                conninfo.to_owned(),
-                parsers,
-                cfg.limits(),
-                done.clone(),
-                abort.clone(),
-                tap,
-            );
-            let failed2 = failed.clone();
-            let task = tokio::spawn(async move {
-                let r = consumer.await;
-                if let Err(e) = &r {
-                    error!(error = %e, "spool consumer stopped");
-                    failed2.cancel();
-                }
-                r.map_err(anyhow::Error::from)
-            });
-            (Some((spool, done, sync_stop)), task, None)
-        } else {
-            let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
-            writer = writer.with_health(health.clone());
-            let w = writer.run(rx, abort.clone());
-            (None, tokio::spawn(async move { Ok(w.await) }), Some(tx))
-        };
+fn listen(s: TcpSocket) -> Result<TcpListener> {
+    s.listen(1024).context("listen(2)")
+}
 
-        for (i, lc) in cfg.listeners.iter().enumerate() {
-            let b = listener::bind(lc)?;
-            bound.push((
-                lc.name.clone(),
-                b.local_addr(),
-                b.unix_path().map(|p| p.to_path_buf()),
-            ));
-            let run: std::pin::Pin<
-                Box<dyn std::future::Future<Output = std::io::Result<ListenerStats>> + Send>,
-            > = match (&spool, &tx) {
-                (Some((sp, _, _)), _) => Box::pin(spooled::run_listener(
-                    b,
-                    i as u16,
-                    sp.clone(),
-                    shutdown.clone(),
-                )),
-                (None, Some(tx)) => {
-                    let parser = Parser::new(lc.source_config()?);
-                    Box::pin(listener::run(
-                        b,
-                        parser,
-                        cfg.limits(),
-                        tx.clone(),
-                        shutdown.clone(),
-                    ))
-                }
-                (None, None) => unreachable!("either the spool or the channel"),
-            };
-            let failed = failed.clone();
-            let h = tokio::spawn(async move {
-                let r = run.await;
-                if r.is_err() {
-                    // A listener that dies stops the process: running on with one gateway's
-                    // logs silently missing would be worse.
-                    failed.cancel();
-                }
-                r
-            });
-            listeners.push((lc.name.clone(), h));
+impl Sockets {
+    /// Binds every socket `cfg` names: the listeners, then the endpoints.
+    pub fn bind(cfg: &Config) -> Result<Sockets> {
+        let mut s = Self::listeners(cfg)?;
+        if let Some(l) = &cfg.admin.pgwire_listen {
+            s.pgwire = Some(bind_tcp(l, "admin.pgwire_listen")?);
         }
-        Ok(Pipeline {
+        s.admin = Some(bind_tcp(&cfg.admin.listen, "admin.listen")?);
+        s.metrics = Some(bind_tcp(&cfg.metrics.listen, "metrics.listen")?);
+        Ok(s)
+    }
+
+    /// Only the listeners: no endpoints (the demo, tests).
+    pub fn listeners(cfg: &Config) -> Result<Sockets> {
+        let listeners = cfg
+            .listeners
+            .iter()
+            .map(listener::bind)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Sockets {
             listeners,
-            writer: writer_task,
-            aggregator,
-            aggregator_task,
-            spool,
-            shutdown,
-            abort,
-            health,
-            failed,
-            bound,
+            pgwire: None,
+            admin: None,
+            metrics: None,
         })
     }
 
-    /// Ordered stop; returns what each stage did.
-    pub async fn stop(self) -> Result<(Vec<ListenerStats>, WriterStats)> {
-        info!("stopping listeners");
-        self.shutdown.cancel();
-        let mut stats = Vec::new();
-        for (name, h) in self.listeners {
-            match h.await.context("listener task panicked")? {
-                Ok(s) => stats.push(s),
-                Err(e) => warn!(listener = %name, error = %e, "listener ended with an error"),
-            }
-        }
-        if let Some((spool, done, sync_stop)) = &self.spool {
-            // Publish everything accepted, then let the consumer finish storing it.
-            tokio::task::block_in_place(|| spool.sync()).context("final spool sync")?;
-            done.cancel();
-            info!("listeners stopped; the consumer is storing what the spool holds");
-            let w = self.writer.await.context("consumer task panicked")?;
-            if let Some(t) = self.aggregator_task {
-                info!("consumer stopped; the aggregator settles what is due");
-                if let Err(e) = t.await.context("aggregator task panicked")? {
-                    warn!(error = %e, "aggregator stopped with an error (it resumes from its committed position at the next start)");
-                }
-            }
-            sync_stop.cancel();
-            return Ok((stats, w?));
-        }
-        info!("listeners stopped; waiting for the writer to commit queued batches");
-        let w = self.writer.await.context("writer task panicked")??;
-        Ok((stats, w))
+    /// (listener name, UDP/TCP address, unix path) as bound.
+    pub fn addresses(&self) -> Vec<(String, Option<SocketAddr>, Option<PathBuf>)> {
+        self.listeners
+            .iter()
+            .map(|b| {
+                (
+                    b.name.to_string(),
+                    b.local_addr(),
+                    b.unix_path().map(|p| p.to_path_buf()),
+                )
+            })
+            .collect()
     }
 }
 
-/// Starts the metering stage: loads its committed state, keeps the spool it still needs,
-/// replays the unsettled part, then takes the COPY consumer's committed batches.
-async fn start_metering(
+/// Where accepted lines go before the COPY writer: the two modes as one type.
+enum Storing {
+    /// The disk spool, read by the consumer; metering (optional) replays it after a restart.
+    Spooled {
+        spool: SpoolHandle,
+        metering: Option<Metering>,
+    },
+    /// Listeners parse and hand batches to the writer over a bounded channel.
+    Direct,
+}
+
+/// The metering stage, prepared (state loaded, replay range known) but not yet running.
+struct Metering {
+    handle: Aggregator,
+    task: BoxFuture<'static, Result<(), AggregateError>>,
+    tap: spooled::Tap,
+}
+
+/// The running stages.
+pub struct Pipeline {
+    stages: Stages,
+    abort: CancellationToken,
+    /// What `/health` reports.
+    pub health: Arc<Health>,
+    /// The metering stage's handle (spool on and `[aggregate] enabled`): live windows and
+    /// the settled-window subscription later stages take.
+    pub aggregator: Option<Aggregator>,
+}
+
+impl Pipeline {
+    /// Migrates `db`, then starts every stage in order (see the module doc). On an error the
+    /// stages already started are stopped again, the database last.
+    pub async fn start(
+        cfg: &Config,
+        db: Database,
+        sockets: Sockets,
+        recorder: Option<PrometheusHandle>,
+    ) -> Result<Pipeline> {
+        let mut stages = Stages::default();
+        let conninfo = db.conninfo.clone();
+        let migrated = db.migrate().await;
+        stages.push(database_stage(&stages, db));
+        if let Err(e) = migrated {
+            stages.stop().await;
+            return Err(e);
+        }
+        let abort = CancellationToken::new();
+        match start_stages(cfg, &conninfo, &mut stages, sockets, recorder, &abort).await {
+            Ok((health, aggregator)) => Ok(Pipeline {
+                stages,
+                abort,
+                health,
+                aggregator,
+            }),
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "start-up failed; stopping what was started");
+                stages.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stage names in start order.
+    pub fn stage_names(&self) -> Vec<&'static str> {
+        self.stages.names()
+    }
+
+    /// Fire to abandon a writer that is still retrying (the second signal): what was not
+    /// stored stays in the spool (or is counted lost without it).
+    pub fn abort_token(&self) -> CancellationToken {
+        self.abort.clone()
+    }
+
+    /// Resolves when a stage whose failure stops the process has failed.
+    pub fn fatal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.stages.fatal()
+    }
+
+    /// Stops every stage in reverse start order and reports what each did.
+    pub async fn stop(self) -> ShutdownReport {
+        let report = self.stages.stop().await;
+        info!(order = ?report.order, "every stage stopped");
+        report
+    }
+}
+
+/// The database stage: already open and migrated; stopping it stops the embedded cluster.
+fn database_stage(stages: &Stages, db: Database) -> Stage {
+    let cluster = db.cluster;
+    stages
+        .stage("database", OnFailure::StopProcess)
+        .after_stop(move || async move {
+            if let Some(mut c) = cluster {
+                tokio::task::spawn_blocking(move || c.stop())
+                    .await
+                    .context("stopping the embedded postgresql")??;
+                info!("embedded postgresql stopped");
+            }
+            Ok(())
+        })
+}
+
+/// Every stage after the database, in start order.
+async fn start_stages(
+    cfg: &Config,
+    conninfo: &str,
+    stages: &mut Stages,
+    sockets: Sockets,
+    recorder: Option<PrometheusHandle>,
+    abort: &CancellationToken,
+) -> Result<(Arc<Health>, Option<Aggregator>)> {
+    // upkeep
+    let (made, dropped) = writer::maintain_once(
+        conninfo,
+        cfg.retention(),
+        cfg.storage.partitions_ahead_hours,
+    )
+    .await?;
+    info!(ensured = made, dropped, "partitions ready");
+    let upkeep = stages.stage("upkeep", OnFailure::KeepRunning);
+    let (c, retention, ahead) = (
+        conninfo.to_owned(),
+        cfg.retention(),
+        cfg.storage.partitions_ahead_hours,
+    );
+    let every = Duration::from_secs(cfg.storage.maintenance_interval_secs.max(1));
+    let stop = upkeep.stop_token();
+    upkeep.spawn(async move {
+        writer::run_maintenance(c, retention, ahead, every, stop).await;
+        Ok(StageOutput::Nothing)
+    });
+    let stop = upkeep.stop_token();
+    upkeep.spawn(async move {
+        suiftly_ingest::metrics::run_kernel_drop_sampler(Duration::from_secs(5), stop).await;
+        Ok(StageOutput::Nothing)
+    });
+    if let Some(h) = recorder.clone() {
+        let stop = upkeep.stop_token();
+        upkeep.spawn(async move {
+            servers::recorder_upkeep(h, stop).await;
+            Ok(StageOutput::Nothing)
+        });
+    }
+    stages.push(upkeep);
+
+    // What the endpoints and the storing stages share.
+    let storing = if cfg.spool.enabled {
+        let dir = cfg.spool_dir();
+        let scfg = cfg.spool.spool_config()?;
+        let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
+            .with_context(|| format!("opening the spool at {}", dir.display()))?;
+        let metering = if cfg.aggregate.enabled {
+            Some(prepare_metering(cfg, conninfo, &spool, abort).await?)
+        } else {
+            None
+        };
+        Storing::Spooled { spool, metering }
+    } else {
+        Storing::Direct
+    };
+    let (health, aggregator) = match &storing {
+        Storing::Spooled { spool, metering } => (
+            spool.health.clone(),
+            metering.as_ref().map(|m| m.handle.clone()),
+        ),
+        Storing::Direct => (Arc::new(Health::default()), None),
+    };
+
+    // pgwire, admin, metrics. Everything that needs the database at start-up is done by
+    // now; `/metrics` starts listening last, so reaching it means start-up is complete.
+    let Sockets {
+        listeners,
+        pgwire,
+        admin,
+        metrics,
+    } = sockets;
+    let sql = if admin.is_some() || pgwire.is_some() {
+        match suiftly_aggregate::sql::context_with_limits(
+            aggregator.clone(),
+            conninfo,
+            cfg.admin.sql_limits(),
+        )
+        .await
+        {
+            Ok(ctx) => Some(Arc::new(SqlEndpoint {
+                ctx,
+                token: cfg.operator_token(true)?,
+                throttle: Default::default(),
+            })),
+            Err(e) => {
+                error!(error = %e, "operator SQL unavailable");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(l) = pgwire {
+        // A configured port that cannot be served is a start-up error, not a warning: the
+        // operator asked for it.
+        let sql = sql.clone().context("admin.pgwire_listen is set but the operator SQL context could not be built (see the error above)")?;
+        suiftly_aggregate::pgwire::prepare_context(&sql.ctx)?;
+        let s = stages.stage("pgwire", OnFailure::KeepRunning);
+        let (stop, max, l) = (s.stop_token(), cfg.admin.pgwire_max_connections, listen(l)?);
+        s.spawn(async move {
+            servers::serve_pgwire(l, sql, max, stop).await?;
+            Ok(StageOutput::Nothing)
+        });
+        stages.push(s);
+    }
+    if let Some(l) = admin {
+        let s = stages.stage("admin", OnFailure::KeepRunning);
+        let (stop, health, l) = (s.stop_token(), health.clone(), listen(l)?);
+        s.spawn(async move {
+            servers::serve_admin(l, health, sql, stop).await?;
+            Ok(StageOutput::Nothing)
+        });
+        stages.push(s);
+    }
+    if let Some(l) = metrics {
+        let h = recorder.context("a metrics socket needs the metrics recorder")?;
+        let s = stages.stage("metrics", OnFailure::KeepRunning);
+        let (stop, l) = (s.stop_token(), listen(l)?);
+        s.spawn(async move {
+            servers::serve_metrics(l, h, stop).await?;
+            Ok(StageOutput::Nothing)
+        });
+        stages.push(s);
+    }
+
+    // The storing stages, then the listeners that feed them.
+    let listener_stage = stages.stage("listeners", OnFailure::StopProcess);
+    let shutdown = listener_stage.stop_token();
+    match storing {
+        Storing::Spooled { spool, metering } => {
+            let tap = match metering {
+                Some(m) => {
+                    stages.push(aggregator_stage(stages, m.handle, m.task, &spool));
+                    Some(m.tap)
+                }
+                None => None,
+            };
+            stages.push(consumer_stage(stages, cfg, conninfo, &spool, tap, abort)?);
+            stages.push(spool_stage(stages, cfg, &spool)?);
+            for (i, b) in listeners.into_iter().enumerate() {
+                let run = spooled::run_listener(b, i as u16, spool.clone(), shutdown.clone());
+                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+            }
+        }
+        Storing::Direct => {
+            let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
+            let s = stages.stage("writer", OnFailure::StopProcess);
+            let w = Writer::new(WriterConfig::new(conninfo))
+                .with_health(health.clone())
+                .run(rx, abort.clone());
+            s.spawn(async move { Ok(StageOutput::Writer(w.await)) });
+            stages.push(s);
+            for (b, lc) in listeners.into_iter().zip(&cfg.listeners) {
+                let parser = Parser::new(lc.source_config()?);
+                let run = listener::run(b, parser, cfg.limits(), tx.clone(), shutdown.clone());
+                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+            }
+        }
+    }
+    stages.push(listener_stage);
+    Ok((health, aggregator))
+}
+
+/// Each listener's parser, by listener index (the spool records which listener a line came
+/// through; the consumer and the aggregator's replay parse it with that listener's settings).
+fn parsers(cfg: &Config) -> Result<Vec<(Arc<str>, Parser)>> {
+    cfg.listeners
+        .iter()
+        .map(|l| {
+            Ok((
+                Arc::<str>::from(l.name.as_str()),
+                Parser::new(l.source_config()?),
+            ))
+        })
+        .collect()
+}
+
+/// Loads the metering stage's committed state, keeps the spool it still needs and prepares
+/// the replay of the unsettled part; the task runs once the stage is pushed.
+async fn prepare_metering(
     cfg: &Config,
     conninfo: &str,
     spool: &SpoolHandle,
-    parsers: Vec<(Arc<str>, Parser)>,
-    abort: CancellationToken,
-    failed: CancellationToken,
-) -> Result<(spooled::Tap, Aggregator, JoinHandle<Result<()>>)> {
+    abort: &CancellationToken,
+) -> Result<Metering> {
     let acfg = cfg.aggregator_config();
     let copy_pos = spooled::committed_position(conninfo, spool).await?;
     let mut persisted = metering::load_state(conninfo, copy_pos, &acfg.window).await?;
@@ -247,16 +443,24 @@ async fn start_metering(
         persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
     }
     spool.set_gc_floor(persisted.restart_position);
-    let replay = (persisted.restart_position < copy_pos)
-        .then(|| {
-            spooled::SpoolBatches::new(spool, persisted.restart_position, parsers, cfg.limits())
-        })
-        .transpose()?;
+    // The aggregator's recovery input: the spool from its restart position, parsed by the
+    // listeners' parsers exactly as the consumer parsed it.
+    let replay = if persisted.restart_position < copy_pos {
+        let batches = spooled::SpoolBatches::new(
+            spool,
+            persisted.restart_position,
+            parsers(cfg)?,
+            cfg.limits(),
+        )?;
+        Some(Box::new(batches) as Box<dyn suiftly_model::CommittedSource>)
+    } else {
+        None
+    };
     info!(?persisted, replay_to = copy_pos, "metering resumes");
-    let (tx, rx) = mpsc::channel(cfg.aggregate.input_capacity);
+    let (tap, rx) = mpsc::channel(cfg.aggregate.input_capacity);
     let sp = spool.clone();
     let caught_up = Arc::new(move |pos: u64| pos >= sp.durable_end().0);
-    let (agg, task) = metering::start(
+    let (handle, task) = metering::start(
         acfg,
         conninfo.to_owned(),
         Recovery {
@@ -266,315 +470,136 @@ async fn start_metering(
         },
         rx,
         caught_up,
-        abort,
+        abort.clone(),
     );
-    // The spool keeps what the aggregator would replay after a crash.
-    let mut settled = agg.subscribe();
-    let (a2, sp) = (agg.clone(), spool.clone());
-    tokio::spawn(async move {
-        loop {
-            match settled.recv().await {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    sp.set_gc_floor(a2.persisted().restart_position)
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+    Ok(Metering {
+        handle,
+        task: Box::pin(task),
+        tap,
+    })
+}
+
+/// The aggregator and the follower that moves the spool's gc floor after each settlement
+/// (the spool keeps what the aggregator would replay after a crash).
+fn aggregator_stage(
+    stages: &Stages,
+    handle: Aggregator,
+    task: BoxFuture<'static, Result<(), AggregateError>>,
+    spool: &SpoolHandle,
+) -> Stage {
+    let s = stages.stage("aggregator", OnFailure::KeepRunning);
+    s.spawn(async move {
+        match task.await {
+            Ok(()) => {}
+            Err(AggregateError::Aborted) => {
+                warn!("aggregator aborted before its last settlement; it resumes from its committed position at the next start")
             }
+            Err(e) => return Err(e.into()),
         }
+        Ok(StageOutput::Nothing)
     });
-    let task = tokio::spawn(async move {
-        let r = task.await;
-        if let Err(e) = &r
-            && !matches!(e, suiftly_aggregate::service::AggregateError::Aborted)
-        {
-            error!(error = %e, "aggregator stopped");
-            failed.cancel();
-        }
-        r.map_err(anyhow::Error::from)
-    });
-    Ok((tx, agg, task))
-}
-
-/// Operator SQL on the admin port.
-pub struct SqlEndpoint {
-    pub ctx: suiftly_aggregate::sql::Context,
-    pub token: String,
-    /// Failed-token back-off shared by `POST /admin/sql` and the PostgreSQL port.
-    pub throttle: Arc<suiftly_aggregate::throttle::AuthThrottle>,
-}
-
-/// Operator SQL over the PostgreSQL wire protocol (see `suiftly_aggregate::pgwire`). A
-/// configured port that cannot be served is a start-up error, not a warning: the operator
-/// asked for it.
-async fn serve_pgwire(
-    listen: &str,
-    max_connections: usize,
-    sql: Option<&SqlEndpoint>,
-    stop: &CancellationToken,
-) -> Result<()> {
-    let sql = sql.context("admin.pgwire_listen is set but the operator SQL context could not be built (see the error above)")?;
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("admin.pgwire_listen {listen:?} is not ip:port"))?;
-    if !addr.ip().is_loopback() {
-        warn!(%addr, "operator SQL (pgwire) on a non-loopback address: authentication is SCRAM, but queries and results are not encrypted");
-    }
-    suiftly_aggregate::pgwire::prepare_context(&sql.ctx)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the PostgreSQL-protocol endpoint on {addr}"))?;
-    let bound = listener.local_addr()?;
-    info!(addr = %bound, "operator SQL over the PostgreSQL protocol: psql \"host={} port={} user=operator dbname=suiftly\" (password: the operator token)", bound.ip(), bound.port());
-    tokio::spawn(suiftly_aggregate::pgwire::serve(
-        listener,
-        sql.ctx.clone(),
-        suiftly_aggregate::pgwire::PgWireOptions {
-            token: sql.token.clone(),
-            max_connections,
-            throttle: sql.throttle.clone(),
-        },
-        stop.clone(),
-    ));
-    Ok(())
-}
-
-/// The admin endpoint: `GET /health` (JSON; 503 while degraded) and `POST /admin/sql`.
-async fn serve_admin(
-    listen: &str,
-    health: Arc<Health>,
-    sql: Option<Arc<SqlEndpoint>>,
-    stop: CancellationToken,
-) -> Result<()> {
-    use axum::{Json, Router, http::StatusCode, routing::get};
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("admin.listen {listen:?} is not ip:port"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the admin endpoint on {addr}"))?;
-    let mut app = Router::new();
-    if let Some(sql) = sql {
-        app = app.route(
-            "/admin/sql",
-            axum::routing::post(crate::admin_sql::handler).with_state(sql),
-        );
-    }
-    let app = app.route(
-        "/health",
-        get(move || {
-            let h = health.clone();
-            async move {
-                let snap = h.snapshot();
-                let code = if snap.status == "ok" {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                (code, Json(snap))
-            }
-        }),
-    );
-    info!(%addr, "health at http://{addr}/health");
-    tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            error!(error = %e, "admin endpoint failed");
-        }
-    });
-    Ok(())
-}
-
-/// Installs the Prometheus recorder process-wide. Must run before any stage registers its
-/// counters: a handle taken before a recorder exists stays a no-op forever.
-pub fn install_recorder() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("suiftly_ingest_copy_seconds".into()),
-            &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-            ],
-        )?
-        .build_recorder();
-    let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).context("installing the metrics recorder")?;
-    Ok(handle)
-}
-
-/// Serves `GET /metrics` (Prometheus text) on `listen`, and keeps the recorder's upkeep going.
-async fn serve_metrics(
-    listen: &str,
-    handle: metrics_exporter_prometheus::PrometheusHandle,
-    stop: CancellationToken,
-) -> Result<()> {
-    use axum::{Router, routing::get};
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("metrics.listen {listen:?} is not ip:port"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
-    let upkeep = handle.clone();
-    let stop2 = stop.clone();
-    tokio::spawn(async move {
+    let (mut settled, sp, stop) = (handle.subscribe(), spool.clone(), s.stop_token());
+    s.spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
         loop {
             tokio::select! {
-                _ = stop2.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+                _ = stop.cancelled() => break,
+                r = settled.recv() => match r {
+                    Ok(_) | Err(RecvError::Lagged(_)) => sp.set_gc_floor(handle.persisted().restart_position),
+                    Err(RecvError::Closed) => break,
+                },
             }
         }
+        Ok(StageOutput::Nothing)
     });
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let h = handle.clone();
-            async move { h.render() }
-        }),
+    s
+}
+
+/// The COPY consumer: its stop token is "the listeners are done and the spool is synced".
+fn consumer_stage(
+    stages: &Stages,
+    cfg: &Config,
+    conninfo: &str,
+    spool: &SpoolHandle,
+    tap: Option<spooled::Tap>,
+    abort: &CancellationToken,
+) -> Result<Stage> {
+    let s = stages.stage("consumer", OnFailure::StopProcess);
+    let run = spooled::run_consumer(
+        spool.clone(),
+        Writer::new(WriterConfig::new(conninfo)).with_health(spool.health.clone()),
+        conninfo.to_owned(),
+        parsers(cfg)?,
+        cfg.limits(),
+        s.stop_token(),
+        abort.clone(),
+        tap,
     );
-    info!(%addr, "metrics at http://{addr}/metrics");
-    tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            error!(error = %e, "metrics endpoint failed");
-        }
+    s.spawn(async move { Ok(StageOutput::Writer(run.await?)) });
+    Ok(s)
+}
+
+/// Interval fsyncs while running; on stop, one final sync so everything accepted is durable
+/// (and visible to the consumer) before the consumer is told to finish.
+fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Result<Stage> {
+    let interval = match cfg.spool.spool_config()?.fsync {
+        suiftly_spool::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
+        _ => None,
+    };
+    let s = stages.stage("spool", OnFailure::StopProcess);
+    let run = spooled::run_syncer(spool.clone(), interval, s.stop_token());
+    s.spawn(async move {
+        run.await;
+        Ok(StageOutput::Nothing)
     });
-    Ok(())
+    let sp = spool.clone();
+    Ok(s.after_stop(move || async move {
+        tokio::task::spawn_blocking(move || sp.sync())
+            .await
+            .context("final spool sync")??;
+        info!("spool synced: the consumer stores what it holds");
+        Ok(())
+    }))
 }
 
-/// Database + migrations + maintenance, shared by `run` and `demo`.
-pub async fn prepare(cfg: &Config, db: &Database, shutdown: &CancellationToken) -> Result<()> {
-    db.migrate().await?;
-    let (made, dropped) = writer::maintain_once(
-        &db.conninfo,
-        cfg.retention(),
-        cfg.storage.partitions_ahead_hours,
-    )
-    .await?;
-    info!(ensured = made, dropped, "partitions ready");
-    tokio::spawn(writer::run_maintenance(
-        db.conninfo.clone(),
-        cfg.retention(),
-        cfg.storage.partitions_ahead_hours,
-        Duration::from_secs(cfg.storage.maintenance_interval_secs.max(1)),
-        shutdown.clone(),
-    ));
-    suiftly_ingest::metrics::spawn_kernel_drop_sampler(Duration::from_secs(5), shutdown.clone());
-    Ok(())
-}
-
+/// `suiftly run`: start, wait for SIGTERM/ctrl-c (or a stage failure), stop in order.
 pub async fn run_until_signal(cfg: Config) -> Result<()> {
-    // Handlers first: a SIGTERM during start-up must not kill the process with the embedded
-    // PostgreSQL still running; it is acted on once start-up completes.
     let mut signals = Signals::new()?;
     // Before anything starts: a weak or exposed operator token is a start-up error.
-    let operator_token = cfg.operator_token(true)?;
+    cfg.operator_token(true)?;
     let prom = install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
-    let upkeep = CancellationToken::new();
-    prepare(&cfg, &db, &upkeep).await?;
-    let pipeline = Pipeline::start(&cfg, &db.conninfo).await?;
-    for (name, addr, path) in &pipeline.bound {
+    let sockets = Sockets::bind(&cfg)?;
+    for (name, addr, path) in sockets.addresses() {
         info!(listener = %name, addr = ?addr, path = ?path, "listening");
     }
-    let sql = match suiftly_aggregate::sql::context_with_limits(
-        pipeline.aggregator.clone(),
-        &db.conninfo,
-        cfg.admin.sql_limits(),
-    )
-    .await
-    {
-        Ok(ctx) => Some(Arc::new(SqlEndpoint {
-            ctx,
-            token: operator_token,
-            throttle: Default::default(),
-        })),
-        Err(e) => {
-            error!(error = %e, "operator SQL unavailable");
-            None
-        }
-    };
-    if let Some(listen) = &cfg.admin.pgwire_listen {
-        let served = serve_pgwire(
-            listen,
-            cfg.admin.pgwire_max_connections,
-            sql.as_deref(),
-            &upkeep,
-        )
-        .await;
-        if let Err(e) = served {
-            pipeline.stop().await?;
-            return Err(e);
-        }
-    }
-    // Last, so that a reachable /metrics also means "listeners are bound".
-    let admin = serve_admin(
-        &cfg.admin.listen,
-        pipeline.health.clone(),
-        sql,
-        upkeep.clone(),
-    )
-    .await;
-    let served = match admin {
-        Ok(()) => serve_metrics(&cfg.metrics.listen, prom, upkeep.clone()).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = served {
-        pipeline.stop().await?;
-        return Err(e);
-    }
-    let failed = pipeline.failed.clone();
+    let pipeline = Pipeline::start(&cfg, db, sockets, Some(prom)).await?;
     tokio::select! {
         _ = signals.recv() => info!("shutdown requested; signal again to abort uncommitted batches"),
-        _ = failed.cancelled() => error!("a listener failed; shutting down"),
+        _ = pipeline.fatal() => error!("a stage failed; shutting down"),
     }
-    let abort = pipeline.abort.clone();
-    tokio::spawn(async move {
-        signals.recv().await;
-        warn!("second signal: aborting writer retries");
-        abort.cancel();
-    });
-    let (listeners, writer) = pipeline.stop().await?;
-    upkeep.cancel();
-    info!(?listeners, ?writer, "ingest stopped");
-    if let Some(mut c) = db.cluster {
-        tokio::task::block_in_place(|| c.stop())?;
-        info!("embedded postgresql stopped");
-    }
+    let abort = pipeline.abort_token();
+    let stop = pipeline.stop();
+    tokio::pin!(stop);
+    let report = loop {
+        tokio::select! {
+            r = &mut stop => break r,
+            _ = signals.recv(), if !abort.is_cancelled() => {
+                warn!("second signal: aborting writer retries");
+                abort.cancel();
+            }
+        }
+    };
+    let writer = report.writer().unwrap_or_default();
+    info!(listeners = ?report.listeners(), ?writer, "ingest stopped");
     anyhow::ensure!(
         writer.lost == 0,
         "{} received lines were not committed (aborted)",
         writer.lost
     );
-    anyhow::ensure!(
-        !failed.is_cancelled(),
-        "a listener failed (see the log above)"
-    );
+    if !report.failures.is_empty() {
+        let all: Vec<String> = report.failures.iter().map(|f| f.to_string()).collect();
+        anyhow::bail!("{}", all.join("; "));
+    }
     Ok(())
-}
-
-/// SIGTERM and SIGINT, registered at construction.
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Self> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Self {
-            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
-        })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
-        }
-    }
 }

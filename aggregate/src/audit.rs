@@ -13,10 +13,7 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 
 use crate::settle::{infra_select, stats_hour_select, time_to_us, us_to_time};
-use crate::window::US_PER_MIN;
-
-const US_PER_HOUR: i64 = 60 * US_PER_MIN;
-const US_PER_DAY: i64 = 24 * US_PER_HOUR;
+use suiftly_model::time::{US_PER_DAY, US_PER_HOUR, US_PER_MIN};
 
 /// One table's comparison.
 #[derive(Clone, Debug)]
@@ -194,7 +191,7 @@ pub async fn audit(
     let sb = time_to_us(sb);
     let from = time_to_us(from);
     let to = time_to_us(to).min(sb);
-    let now = suiftly_ingest::listener::now_us();
+    let now = suiftly_model::time::now_us();
     let mut tables = Vec::new();
 
     // Minutes (24 h retention, counted back from the settled boundary like the purge does).

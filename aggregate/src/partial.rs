@@ -92,7 +92,7 @@ impl PartialAggregator {
         self.plans
             .get_or_try_init(|| async {
                 let table = Arc::new(SlotTable {
-                    schema: suiftly_ingest::schema::raw_logs_schema(),
+                    schema: suiftly_model::schema::raw_logs_schema(),
                     slot: self.slot.clone(),
                 });
                 let df = self.ctx.read_table(table)?;
@@ -417,7 +417,7 @@ pub(crate) mod tests {
     };
     use arrow_array::{ArrayRef, RecordBatch};
     use proptest::prelude::*;
-    use suiftly_ingest::schema::raw_logs_schema;
+    use suiftly_model::schema::raw_logs_schema;
 
     use super::*;
     use crate::window::tests::{Row, arb_row, brute_force};

@@ -2,8 +2,8 @@
 //! the COPY consumer; a settlement tick; the hand-off to downstream stages.
 //!
 //! Channels:
-//! - input (`mpsc`, bounded, from the COPY consumer): full-policy **block** — see
-//!   `suiftly_ingest::spooled::Tap`;
+//! - input (`mpsc`, bounded, from the COPY consumer): full-policy **block** — the consumer
+//!   waits (the spool absorbs the backlog); if this task is gone the consumer keeps storing;
 //! - output ([`Aggregator::subscribe`], `broadcast`, bounded): full-policy **drop oldest for
 //!   the slow subscriber** — settlement never waits for billing or the vault. A subscriber that
 //!   falls behind receives `RecvError::Lagged(n)` and must re-read `usage_records` (the
@@ -13,14 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use suiftly_ingest::spooled::{Committed, SpoolBatches};
+pub use suiftly_model::SettledWindow;
+use suiftly_model::time::now_us;
+use suiftly_model::{Committed, CommittedSource, SourceError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::partial::{PartialAggregator, PartialError};
-use crate::settle::{self, Outcome, SettleError, UsageRow};
+use crate::settle::{self, Outcome, SettleError};
 use crate::window::{LiveRows, Persisted, Settlement, US_PER_MIN, WindowConfig, WindowState};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,25 +33,10 @@ pub enum AggregateError {
     Settle(#[from] SettleError),
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("spool replay: {0}")]
-    Replay(#[from] suiftly_ingest::spooled::SpooledError),
+    #[error("recovery input: {0}")]
+    Recovery(SourceError),
     #[error("stopped before the settlement committed")]
     Aborted,
-}
-
-/// The typed message downstream stages (billing, vault) receive after each settlement commit.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SettledWindow {
-    /// Minutes before this instant (µs since the epoch) are settled.
-    pub settled_before_us: i64,
-    /// Minutes settled by this commit: `[from, to)` in µs (empty when only late rows moved).
-    pub newly_settled_us: (i64, i64),
-    /// Hours whose `stats_per_hour` / `usage_records` rows were written by this commit.
-    pub completed_hours_us: Vec<i64>,
-    /// `usage_records` rows inserted or adjusted (uncharged; billing re-reads them).
-    pub usage: Vec<UsageRow>,
-    /// Requests in this commit that arrived after their minute had settled.
-    pub late_requests: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -116,12 +103,15 @@ impl Aggregator {
     }
 }
 
-/// Where the aggregator resumes: its persisted state, and the spool range to replay.
+/// Where the aggregator resumes: its persisted state, and the already committed batches to
+/// re-read before taking new input.
 pub struct Recovery {
     pub persisted: Persisted,
-    /// Replay `[persisted.restart_position, replay_to)` from the spool before taking input.
+    /// Re-read `[persisted.restart_position, replay_to)` before taking input.
     pub replay_to: u64,
-    pub replay: Option<SpoolBatches>,
+    /// The re-read input (the binary passes the spool, parsed as the consumer parsed it);
+    /// `None` when there is nothing to re-read.
+    pub replay: Option<Box<dyn CommittedSource>>,
 }
 
 /// Loads (or creates) the aggregator's state. `copy_position` is the COPY consumer's committed
@@ -132,7 +122,7 @@ pub async fn load_state(
     cfg: &WindowConfig,
 ) -> Result<Persisted, AggregateError> {
     let client = settle::connect(conninfo).await?;
-    let now = suiftly_ingest::listener::now_us();
+    let now = now_us();
     let settled_before = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
     let (p, created) = settle::load_or_init(&client, copy_position, settled_before).await?;
     if created {
@@ -225,7 +215,8 @@ async fn run(
             } else {
                 recovery.replay_to
             };
-            let next = tokio::task::block_in_place(|| replay.next_batch(limit))?;
+            let next = tokio::task::block_in_place(|| replay.next_batch(limit))
+                .map_err(AggregateError::Recovery)?;
             let Some(c) = next else {
                 if limit == recovery.replay_to {
                     break;
@@ -286,7 +277,7 @@ async fn settle_due(
     caught_up: &Arc<dyn Fn(u64) -> bool + Send + Sync>,
     abort: &CancellationToken,
 ) -> Result<(), AggregateError> {
-    let now = suiftly_ingest::listener::now_us();
+    let now = now_us();
     let s = {
         let mut st = agg.lock();
         let up = caught_up(st.input_position());

@@ -7,7 +7,7 @@
 //! completed), with one additive upsert per target table: sums add, min/max take the least /
 //! greatest, averages are recomputed from the exact sums and weights.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Transaction};
@@ -28,16 +28,8 @@ pub enum SettleError {
     },
 }
 
-/// A usage row written or updated by a settlement (for billing).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsageRow {
-    pub customer_id: i32,
-    pub service_type: i16,
-    pub window_start_us: i64,
-    pub revision: i32,
-    pub request_count: i64,
-    pub bytes_transferred: i64,
-}
+pub use suiftly_model::UsageRow;
+pub use suiftly_model::time::{minute_to_time, time_to_us, us_to_time};
 
 /// What a commit did.
 #[derive(Clone, Debug, Default)]
@@ -62,25 +54,6 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
         .batch_execute("SET TIME ZONE 'UTC'; SET lock_timeout = '10s'")
         .await?;
     Ok(client)
-}
-
-pub fn minute_to_time(minute: i64) -> SystemTime {
-    us_to_time(minute * US_PER_MIN)
-}
-
-pub fn us_to_time(us: i64) -> SystemTime {
-    if us >= 0 {
-        UNIX_EPOCH + Duration::from_micros(us as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
-    }
-}
-
-pub fn time_to_us(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_micros() as i64,
-        Err(e) => -(e.duration().as_micros() as i64),
-    }
 }
 
 fn row_to_persisted(r: &tokio_postgres::Row) -> Persisted {
@@ -122,7 +95,7 @@ pub async fn reset(
     cfg: &crate::window::WindowConfig,
 ) -> Result<Persisted, SettleError> {
     let client = connect(conninfo).await?;
-    let now = suiftly_ingest::listener::now_us();
+    let now = suiftly_model::time::now_us();
     let sb = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
     let r = client
         .query_one(
@@ -336,8 +309,7 @@ async fn load_deltas(tx: &Transaction<'_>, s: &Settlement) -> Result<(), tokio_p
     Ok(())
 }
 
-const US_PER_HOUR: i64 = 60 * US_PER_MIN;
-const US_PER_DAY: i64 = 24 * US_PER_HOUR;
+use suiftly_model::time::{US_PER_DAY, US_PER_HOUR};
 
 /// Commits one settlement (see the module doc). Safe to call again with the same settlement
 /// after an error: it detects that it already committed.

@@ -8,17 +8,16 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
 use suiftly_ingest::batch::WriteBatch;
-use suiftly_ingest::spooled::Committed;
 use suiftly_ingest::writer::{Writer, WriterConfig};
+use suiftly_model::Committed;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::partial::tests::rows_to_batch;
 use crate::service::{self, AggregatorConfig, Recovery};
 use crate::window::tests::{Row, arb_row};
-use crate::window::{Persisted, US_PER_MIN, WindowConfig};
-
-const US_PER_HOUR: i64 = 60 * US_PER_MIN;
+use crate::window::{Persisted, WindowConfig};
+use suiftly_model::time::{US_PER_HOUR, US_PER_MIN};
 
 async fn store(w: &mut Writer, rows: &[Row]) {
     let batch = WriteBatch {
@@ -69,7 +68,7 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     suiftly_migrations::migrate(&mut c).await.unwrap();
 
     // Rows over the last three complete hours (out of order within batches).
-    let now = suiftly_ingest::listener::now_us();
+    let now = suiftly_model::time::now_us();
     let base = (now - 3 * US_PER_HOUR).div_euclid(US_PER_HOUR) * US_PER_HOUR;
     let mut runner = TestRunner::deterministic();
     let rows: Vec<Row> = prop::collection::vec(arb_row(base, 170), 3000)
@@ -253,7 +252,7 @@ async fn a_slow_subscriber_is_told_it_lagged() {
     let conninfo = pg.connection_string();
     let mut c = crate::settle::connect(&conninfo).await.unwrap();
     suiftly_migrations::migrate(&mut c).await.unwrap();
-    let now = suiftly_ingest::listener::now_us();
+    let now = suiftly_model::time::now_us();
     let start_minute = (now - 30 * US_PER_MIN).div_euclid(US_PER_MIN);
     crate::settle::load_or_init(&c, 0, start_minute)
         .await

@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod server;
 pub mod services;
+pub mod static_files;
 pub mod sui;
 
 use std::future::Future;
@@ -63,6 +64,8 @@ pub struct ApiConfig {
     pub prices: PriceList,
     /// Connection cap, header-read and idle timeouts of the socket server ([`run`]).
     pub server: server::ServerLimits,
+    /// The dashboard's build output, served under [`static_files::MOUNT`]; `None`: API only.
+    pub dashboard_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -87,6 +90,7 @@ impl ApiConfig {
             },
             prices: PriceList::default(),
             server: server::ServerLimits::default(),
+            dashboard_dir: None,
         }
     }
 }
@@ -283,6 +287,7 @@ pub fn route_table() -> Vec<(Method, &'static str)> {
 /// The router with every cross-cutting layer.
 pub fn app(state: AppState) -> Router {
     let cfg = &state.config;
+    let dashboard = cfg.dashboard_dir.as_deref().map(static_files::router);
     let mut router: Router<AppState> = Router::new();
     for def in routes() {
         router = router.route(def.path, def.handler);
@@ -313,6 +318,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(cors)
         .with_state(state)
+        .merge(dashboard.unwrap_or_default())
 }
 
 /// Serves `app(state)` on an already-bound listener until `shutdown` resolves, then drains,

@@ -58,8 +58,7 @@ async fn every_documented_route_is_served_and_nothing_else() {
     }
     // Documented error responses use the documented error codes.
     let doc = suiftly_api::openapi::document();
-    let codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]
-        ["enum"]
+    let codes = doc["components"]["schemas"]["ErrorBody"]["properties"]["code"]["enum"]
         .as_array()
         .unwrap()
         .clone();

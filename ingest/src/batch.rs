@@ -5,7 +5,6 @@
 //! line copies its borrowed fields into Arrow's growable buffers — the only copy a good
 //! line ever gets — and allocates nothing per line once the buffers have grown.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -15,7 +14,8 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use suiftly_parser::{ErrorKind, LogRecord};
 
-use crate::schema::raw_logs_schema;
+use suiftly_model::schema::{IP_BYTES, raw_logs_schema};
+pub use suiftly_model::schema::{ip_from_bytes, ip_to_bytes};
 
 /// Why a line was not turned into a row. `as_str` is both the stored reason and the metrics
 /// label, so the set is small and closed.
@@ -114,23 +114,6 @@ pub struct RawBatchBuilder {
     rejected: Vec<RejectedLine>,
 }
 
-/// IPv4 as IPv4-mapped IPv6 so both families fit one 16-byte column.
-pub fn ip_to_bytes(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// Inverse of [`ip_to_bytes`]: an IPv4-mapped address is reported as IPv4.
-pub fn ip_from_bytes(b: &[u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(*b);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
 impl RawBatchBuilder {
     pub fn with_capacity(rows: usize) -> Self {
         Self {
@@ -145,7 +128,7 @@ impl RawBatchBuilder {
             fe_type: Int16Builder::with_capacity(rows),
             traffic_type: Int16Builder::with_capacity(rows),
             event_type: Int16Builder::with_capacity(rows),
-            client_ip: FixedSizeBinaryBuilder::with_capacity(rows, crate::schema::IP_BYTES),
+            client_ip: FixedSizeBinaryBuilder::with_capacity(rows, IP_BYTES),
             key_metadata: Int16Builder::with_capacity(rows),
             status_code: Int16Builder::with_capacity(rows),
             bytes_sent: Int64Builder::with_capacity(rows),

@@ -17,7 +17,7 @@ use arrow_array::{
 };
 use bytes::{BufMut, BytesMut};
 
-use crate::schema::{COLUMNS, PgType};
+use suiftly_model::schema::{COLUMNS, PgType};
 
 const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
 /// Microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 UTC).
@@ -178,7 +178,7 @@ pub fn render_row(batch: &RecordBatch, row: usize) -> String {
             Col::Text(a) => (!a.is_null(row)).then(|| format!("{:?}", a.value(row))),
             Col::Inet(a) => (!a.is_null(row)).then(|| {
                 let b: [u8; 16] = a.value(row).try_into().unwrap_or([0; 16]);
-                crate::batch::ip_from_bytes(&b).to_string()
+                suiftly_model::schema::ip_from_bytes(&b).to_string()
             }),
         };
         out.push_str(v.as_deref().unwrap_or("NULL"));

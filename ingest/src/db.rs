@@ -46,7 +46,7 @@ pub async fn storage(client: &Client) -> Result<Storage, DbError> {
     }
 }
 
-pub const US_PER_HOUR: i64 = 3_600_000_000;
+pub use suiftly_model::time::US_PER_HOUR;
 
 /// Partition name for the hour starting at `hour` (hours since the Unix epoch), e.g.
 /// `haproxy_raw_logs_p2026112602`.

@@ -1,7 +1,6 @@
 //! Ingest stage: sockets → parser → Arrow batches → binary COPY into PostgreSQL.
 //!
 //! Layout:
-//! - [`schema`]: the one Arrow schema of a raw-log row, shared by builder and encoder.
 //! - [`batch`]: builds [`batch::WriteBatch`]es (Arrow rows + rejected lines).
 //! - [`copy`]: PostgreSQL binary COPY encoding straight from Arrow columns.
 //! - [`recv`]: `recvmmsg` batched receive into one reusable buffer.
@@ -25,7 +24,6 @@ pub mod listener;
 pub mod metrics;
 pub mod recv;
 pub mod replay;
-pub mod schema;
 pub mod spooled;
 pub mod tcp;
 pub mod writer;

@@ -7,7 +7,7 @@
 //! Full-policy of that channel: **block**. A listener that cannot hand a batch over stops
 //! reading its socket; the kernel buffer then absorbs the burst and, when it overflows, the
 //! kernel drops and counts (`/proc/net/snmp` `Udp: RcvbufErrors`, exported by
-//! [`crate::metrics::spawn_kernel_drop_sampler`]). Dropping in user space instead would lose
+//! [`crate::metrics::run_kernel_drop_sampler`]). Dropping in user space instead would lose
 //! lines we could have kept, and would hide the loss from the kernel counter operators
 //! already watch.
 
@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use suiftly_model::time::now_us;
 
 use ipnet::IpNet;
 use metrics::{Counter, counter, gauge};
@@ -412,13 +414,6 @@ struct Counters {
     bytes: Counter,
     denied: Counter,
     parsed: Counter,
-}
-
-pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
 }
 
 /// Receives, parses and batches until `shutdown`; then drains what the kernel already queued

@@ -32,21 +32,19 @@ pub fn read_snmp() -> Option<UdpSnmp> {
     parse_snmp(&std::fs::read_to_string("/proc/net/snmp").ok()?)
 }
 
-/// Exports the kernel's UDP receive-buffer drops every `every` until `shutdown`.
-pub fn spawn_kernel_drop_sampler(every: Duration, shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            if let Some(s) = read_snmp() {
-                metrics::counter!("suiftly_kernel_udp_rcvbuf_errors_total")
-                    .absolute(s.rcvbuf_errors);
-                metrics::counter!("suiftly_kernel_udp_in_errors_total").absolute(s.in_errors);
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
+/// Exports the kernel's UDP receive-buffer drops every `every` until `shutdown` (the caller
+/// spawns it, so its task is tracked with the rest of its stage).
+pub async fn run_kernel_drop_sampler(every: Duration, shutdown: CancellationToken) {
+    loop {
+        if let Some(s) = read_snmp() {
+            metrics::counter!("suiftly_kernel_udp_rcvbuf_errors_total").absolute(s.rcvbuf_errors);
+            metrics::counter!("suiftly_kernel_udp_in_errors_total").absolute(s.in_errors);
         }
-    });
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 
 use crate::batch::WriteBatch;
-use crate::listener::{BatchLimits, Batcher, ListenerStats, now_us};
+use suiftly_model::time::now_us;
+
+use crate::listener::{BatchLimits, Batcher, ListenerStats};
 use crate::recv::Source;
 
 /// A listener without a socket: lines go in one by one, batches come out on `tx` with the same

@@ -21,6 +21,9 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 use ipnet::IpNet;
 use metrics::{counter, gauge};
+pub use suiftly_model::Committed;
+use suiftly_model::time::now_us;
+use suiftly_model::{CommittedSource, SourceError};
 use suiftly_parser::Parser;
 use suiftly_spool::{
     DurableEnd, OwnedRecord, Position, Record, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
@@ -30,9 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::listener::{
-    BatchLimits, Batcher, BoundListener, ListenerStats, MessageSink, now_us, run_with,
-};
+use crate::listener::{BatchLimits, Batcher, BoundListener, ListenerStats, MessageSink, run_with};
 use crate::recv::Source;
 use crate::writer::{COPY_CONSUMER, Writer, WriterStats};
 
@@ -361,16 +362,6 @@ impl MessageSink for SpoolSink {
     }
 }
 
-/// A batch the COPY consumer has committed, as handed to a downstream stage (the aggregator):
-/// exactly the rows now in `haproxy_raw_logs` (rows the database refused are left out), and
-/// the spool range `[start, end)` they were read from.
-#[derive(Clone, Debug)]
-pub struct Committed {
-    pub rows: RecordBatch,
-    pub start: u64,
-    pub end: u64,
-}
-
 /// Where the consumer sends committed batches. Full-policy: **block** — the consumer waits
 /// (the spool is durable, so waiting loses nothing; listeners keep accepting into the spool).
 /// If the receiver is gone the consumer logs once and goes on storing: the aggregator
@@ -441,6 +432,17 @@ impl SpoolBatches {
 
     pub fn position(&self) -> u64 {
         self.pos
+    }
+}
+
+/// The aggregator's recovery input: the spool re-read from its restart position.
+impl CommittedSource for SpoolBatches {
+    fn next_batch(&mut self, limit: u64) -> Result<Option<Committed>, SourceError> {
+        SpoolBatches::next_batch(self, limit).map_err(Into::into)
+    }
+
+    fn position(&self) -> u64 {
+        SpoolBatches::position(self)
     }
 }
 

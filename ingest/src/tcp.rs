@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::framing::{Frame, FrameDecoder, leftover};
-use crate::listener::{ListenerStats, MessageSink, now_us};
+use suiftly_model::time::now_us;
+
+use crate::listener::{ListenerStats, MessageSink};
 use crate::recv::Source;
 
 /// Messages queued from connections to the batcher before connections stop reading.

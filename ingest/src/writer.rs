@@ -33,8 +33,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::batch::{RejectReason, RejectedLine, WriteBatch};
 use crate::copy::{encode_batch, render_row};
-use crate::db::{self, Storage, US_PER_HOUR};
-use crate::schema::copy_raw_statement;
+use suiftly_model::schema::copy_raw_statement;
+use suiftly_model::time::{US_PER_HOUR, now_us};
+
+use crate::db::{self, Storage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -439,7 +441,7 @@ impl Writer {
         let mut rejected: Vec<RejectedLine> = Vec::new();
         for &r in refused {
             rejected.push(RejectedLine {
-                received_at_us: crate::listener::now_us(),
+                received_at_us: now_us(),
                 listener: "writer".into(),
                 source_addr: None,
                 reason: RejectReason::DbRejected,

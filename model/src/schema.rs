@@ -1,9 +1,13 @@
 //! The one definition of the raw-log row as it travels between stages.
 //!
-//! The Arrow schema below is the contract between the batch builder, the binary COPY
-//! encoder and (later) the aggregator: column order here *is* the COPY column list, so
-//! adding a column means adding it in exactly one place plus a migration.
+//! The Arrow schema below is the contract between the batch builder (`ingest::batch`), the
+//! binary COPY encoder (`ingest::copy`), and the aggregator's DataFusion plans: column order
+//! here *is* the COPY column list. Adding a column: a [`COLUMNS`] entry here, the field in
+//! the parser's `LogRecord`, its builder in `ingest::batch::RawBatchBuilder` (append and
+//! finish, in this order), and a migration — the encoder and the COPY statement follow from
+//! [`COLUMNS`].
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -54,6 +58,23 @@ pub const COLUMNS: &[(&str, PgType, bool)] = &[
     ("termination_state", PgType::Text, true),
     ("repeat", PgType::Int4, false),
 ];
+
+/// IPv4 as IPv4-mapped IPv6 so both families fit one 16-byte column.
+pub fn ip_to_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Inverse of [`ip_to_bytes`]: an IPv4-mapped address is reported as IPv4.
+pub fn ip_from_bytes(b: &[u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*b);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
 
 fn arrow_type(t: PgType) -> DataType {
     match t {
