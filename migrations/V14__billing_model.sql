@@ -39,7 +39,9 @@ SELECT customer_id, service_type,
 FROM service_instances;
 
 -- Billing suspension (BILLING.md §6): every enabled service of the customer is suspended (the
--- vault leaves them out); `status` mirrors it for readers of the older column.
+-- vault leaves them out), while the account stays usable (`status` is the account's own state:
+-- a suspended *account* cannot log in, and a customer suspended for billing must be able to
+-- deposit and resume).
 ALTER TABLE customers
     ADD COLUMN suspension_reason TEXT
         CHECK (suspension_reason IN ('insufficient_balance', 'monthly_limit_reached')),

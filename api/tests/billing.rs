@@ -622,7 +622,7 @@ async fn a_downgrade_waits_for_the_first_and_suspension_is_visible() {
     assert_eq!(r.body["pending_change"], json!(null));
     // Suspension set by the manager is visible on every enabled service.
     t.db.execute(
-        "UPDATE customers SET suspension_reason = 'insufficient_balance', suspended_at = now(), status = 'suspended' WHERE customer_id = $1",
+        "UPDATE customers SET suspension_reason = 'insufficient_balance', suspended_at = now() WHERE customer_id = $1",
         &[&s.customer_id],
     )
     .await

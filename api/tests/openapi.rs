@@ -25,7 +25,7 @@ fn document_lists_exactly_the_route_table() {
         .map(|(m, p)| (m.as_str().to_string(), p.to_string()))
         .collect();
     assert_eq!(doc_routes(), table);
-    assert_eq!(table.len(), 26);
+    assert_eq!(table.len(), 25);
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ fn links_point_at_existing_operations() {
             }
         }
     }
-    assert_eq!(ids.len(), 26, "operation ids are unique");
+    assert_eq!(ids.len(), 25, "operation ids are unique");
     assert!(targets.len() >= 7);
     for t in targets {
         assert!(ids.contains(&t), "{t}");

@@ -611,7 +611,7 @@ async fn apply_suspension(
         SuspensionChange::Suspend(s) => {
             tx.execute(
                 "UPDATE customers SET suspension_reason = $2, suspended_at = $3, suspended_until = $4,
-                     status = 'suspended', updated_at = $5
+                     updated_at = $5
                  WHERE customer_id = $1",
                 &[&customer_id, &s.reason.as_str(), &s.since, &s.until, &now],
             )
@@ -628,7 +628,7 @@ async fn apply_suspension(
         SuspensionChange::Resume => {
             tx.execute(
                 "UPDATE customers SET suspension_reason = NULL, suspended_at = NULL, suspended_until = NULL,
-                     status = 'active', updated_at = $2
+                     updated_at = $2
                  WHERE customer_id = $1",
                 &[&customer_id, &now],
             )
