@@ -482,7 +482,11 @@ async fn insufficient_balance_suspends_and_a_deposit_resumes() {
     .await;
     assert_eq!((r.refused, r.suspended, r.charges), (1, 1, 0));
     let row = e.db.query_one("SELECT status, suspension_reason, suspended_until FROM customers WHERE customer_id = 51", &[]).await.unwrap();
-    assert_eq!(row.get::<_, String>(0), "active", "the account stays open: it must be able to deposit");
+    assert_eq!(
+        row.get::<_, String>(0),
+        "active",
+        "the account stays open: it must be able to deposit"
+    );
     assert_eq!(
         row.get::<_, Option<String>>(1).as_deref(),
         Some("insufficient_balance")
