@@ -2,12 +2,14 @@
 //!
 //! `cargo run --release -p suiftly-manager --example bill_bench -- [customers]` (default
 //! 10,000). Starts a private PostgreSQL (pgcluster, fsync on), seeds N customers, each with
-//! grpc pro enabled on 15 Oct 2026 and 720 hourly `usage_records` for November (about 2 M
-//! requests and 1 GiB each), a balance in the persistent escrow mock, and times:
-//! 1. the cycle of 30 Nov 12:00 (October finalized and charged, November's fee and usage past
-//!    the threshold charged: two charges per customer),
-//! 2. the cycle of 1 Dec 01:00 (rollover, November finalized with its remaining usage,
-//!    December's draft and fee: two charges per customer),
+//! grpc pro enabled on 15 Oct 2026 and hourly `usage_records` for November up to 30 Nov
+//! 11:00 (707 hours, about 2 M requests and 1 GiB each), a balance in the persistent escrow
+//! mock, and times:
+//! 1. the cycle of 30 Nov 12:00 (October finalized and charged, November's fee and the month's
+//!    usage so far charged: two charges per customer),
+//! 2. after the last 13 hours of November settle (inserted through the month-totals trigger,
+//!    as the aggregator's writes are), the cycle of 1 Dec 01:00 (rollover, November finalized
+//!    with its remaining usage, December's draft and fee: two charges per customer),
 //! 3. the same cycle again (nothing to do),
 //!
 //! Then it runs the audit of November.
@@ -55,7 +57,7 @@ async fn main() {
          INSERT INTO usage_records (customer_id, service_type, window_start, window_end, request_count, bytes_transferred)
          SELECT i, 2, h, h + interval '1 hour', 2000 + (i * 7 + extract(hour FROM h)::int * 13) % 1500, 1500000 + i % 1000
          FROM generate_series(1, {n}) i,
-              generate_series(timestamptz '2026-11-01 00:00+00', timestamptz '2026-11-30 23:00+00', interval '1 hour') h;
+              generate_series(timestamptz '2026-11-01 00:00+00', timestamptz '2026-11-30 10:00+00', interval '1 hour') h;
          ALTER TABLE usage_records ENABLE TRIGGER usage_records_month_totals;
          INSERT INTO usage_month_totals (customer_id, service_type, month, requests, bytes)
          SELECT customer_id, service_type, date_trunc('month', window_start AT TIME ZONE 'UTC')::date,
@@ -92,9 +94,9 @@ async fn main() {
     };
     let settings = BillingSettings::default();
     let cancel = CancellationToken::new();
-    for (label, now, wm) in [
+    for (i, (label, now, wm)) in [
         (
-            "30 Nov 12:00 (Oct final + Nov threshold)",
+            "30 Nov 12:00 (Oct final + Nov so far)",
             Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(2026, 11, 30, 11, 0, 0).unwrap(),
         ),
@@ -108,7 +110,29 @@ async fn main() {
             Utc.with_ymd_and_hms(2026, 12, 1, 1, 0, 0).unwrap(),
             Utc.with_ymd_and_hms(2026, 12, 1, 0, 30, 0).unwrap(),
         ),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i == 1 {
+            let t = Instant::now();
+            let late = db
+                .execute(
+                    &format!(
+                        "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, request_count, bytes_transferred)
+                         SELECT i, 2, h, h + interval '1 hour', 2000 + (i * 7 + extract(hour FROM h)::int * 13) % 1500, 1500000 + i % 1000
+                         FROM generate_series(1, {n}) i,
+                              generate_series(timestamptz '2026-11-30 11:00+00', timestamptz '2026-11-30 23:00+00', interval '1 hour') h"
+                    ),
+                    &[],
+                )
+                .await
+                .unwrap();
+            println!(
+                "settled the last hours of November: {late} usage_records in {:.1?}",
+                t.elapsed()
+            );
+        }
         let ctx = Ctx {
             pool: &pool,
             escrow: escrow.as_ref(),
