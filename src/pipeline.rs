@@ -261,7 +261,7 @@ async fn start_stages(
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,
     );
-    let every = Duration::from_secs(cfg.storage.maintenance_interval_secs.max(1));
+    let every = cfg.storage.maintenance_interval();
     let stop = upkeep.stop_token();
     upkeep.spawn(async move {
         writer::run_maintenance(c, retention, ahead, every, stop).await;
@@ -284,7 +284,7 @@ async fn start_stages(
     // What the endpoints and the storing stages share.
     let storing = if cfg.spool.enabled {
         let dir = cfg.spool_dir();
-        let scfg = cfg.spool.spool_config()?;
+        let scfg = cfg.spool.spool_config();
         let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
             .with_context(|| format!("opening the spool at {}", dir.display()))?;
         let metering = if cfg.aggregate.enabled {
@@ -372,7 +372,7 @@ async fn start_stages(
                 None => None,
             };
             stages.push(consumer_stage(stages, cfg, conninfo, &spool, tap, abort)?);
-            stages.push(spool_stage(stages, cfg, &spool)?);
+            stages.push(spool_stage(stages, cfg, &spool));
             for (i, b) in listeners.into_iter().enumerate() {
                 let run = spooled::run_listener(b, i as u16, spool.clone(), shutdown.clone());
                 listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
@@ -534,25 +534,21 @@ fn consumer_stage(
 
 /// Interval fsyncs while running; on stop, one final sync so everything accepted is durable
 /// (and visible to the consumer) before the consumer is told to finish.
-fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Result<Stage> {
-    let interval = match cfg.spool.spool_config()?.fsync {
-        suiftly_spool::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
-        _ => None,
-    };
+fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Stage {
     let s = stages.stage("spool", OnFailure::StopProcess);
-    let run = spooled::run_syncer(spool.clone(), interval, s.stop_token());
+    let run = spooled::run_syncer(spool.clone(), cfg.spool.sync_interval(), s.stop_token());
     s.spawn(async move {
         run.await;
         Ok(StageOutput::Nothing)
     });
     let sp = spool.clone();
-    Ok(s.after_stop(move || async move {
+    s.after_stop(move || async move {
         tokio::task::spawn_blocking(move || sp.sync())
             .await
             .context("final spool sync")??;
         info!("spool synced: the consumer stores what it holds");
         Ok(())
-    }))
+    })
 }
 
 /// `suiftly run`: start, wait for SIGTERM/ctrl-c (or a stage failure), stop in order.

@@ -136,6 +136,27 @@ pub enum ListenerError {
 }
 
 impl ListenerConfig {
+    /// A UDP listener with every other setting at its default (the configuration's default
+    /// listener: loopback only).
+    pub fn loopback_udp(name: &str, address: &str) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
+            kind: ListenerKind::Udp,
+            address: address.into(),
+            receive_buffer_bytes: default_rcvbuf(),
+            max_datagram_bytes: default_max_datagram(),
+            recv_batch: default_recv_batch(),
+            allow: Vec::new(),
+            socket_mode: default_socket_mode(),
+            framing: default_auto(),
+            payload: default_auto(),
+            server_id: None,
+            frontends: HashMap::new(),
+            default_frontend: None,
+            accept_date_utc_offset_secs: 0,
+        }
+    }
+
     /// Builds the parser settings this listener hands to its [`Parser`].
     pub fn source_config(&self) -> Result<SourceConfig, ListenerError> {
         let err = |msg: String| ListenerError::Config {
