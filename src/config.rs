@@ -615,7 +615,7 @@ mod tests {
     fn empty_config_has_loopback_default() {
         let cfg: Config = toml::from_str("").unwrap();
         assert_eq!(cfg.listeners.len(), 1);
-        assert_eq!(cfg.listeners[0].address, "127.0.0.1:5514");
+        assert_eq!(cfg.listeners[0].address(), "127.0.0.1:5514");
         assert_eq!(cfg.batch.max_rows, 5000);
         assert_eq!(cfg.batch.max_age_ms, 200);
     }

@@ -373,9 +373,12 @@ async fn start_stages(
             };
             stages.push(consumer_stage(stages, cfg, conninfo, &spool, tap, abort)?);
             stages.push(spool_stage(stages, cfg, &spool));
-            for (i, b) in listeners.into_iter().enumerate() {
-                let run = spooled::run_listener(b, i as u16, spool.clone(), shutdown.clone());
-                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+            for (index, b) in listeners.into_iter().enumerate() {
+                let run = spooled::run_listener(b, index as u16, spool.clone(), shutdown.clone());
+                listener_stage.spawn(async move {
+                    let stats = run.await?;
+                    Ok(StageOutput::Listener { index, stats })
+                });
             }
         }
         Storing::Direct => {
@@ -386,10 +389,13 @@ async fn start_stages(
                 .run(rx, abort.clone());
             s.spawn(async move { Ok(StageOutput::Writer(w.await)) });
             stages.push(s);
-            for (b, lc) in listeners.into_iter().zip(&cfg.listeners) {
+            for (index, (b, lc)) in listeners.into_iter().zip(&cfg.listeners).enumerate() {
                 let parser = Parser::new(lc.source_config()?);
                 let run = listener::run(b, parser, cfg.limits(), tx.clone(), shutdown.clone());
-                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+                listener_stage.spawn(async move {
+                    let stats = run.await?;
+                    Ok(StageOutput::Listener { index, stats })
+                });
             }
         }
     }
@@ -528,7 +534,12 @@ fn consumer_stage(
         abort.clone(),
         tap,
     );
-    s.spawn(async move { Ok(StageOutput::Writer(run.await?)) });
+    let outputs = s.outputs();
+    s.spawn(async move {
+        let stats = run.await?;
+        outputs.record(StageOutput::Decoded(stats.decoded));
+        Ok(StageOutput::Writer(stats.writer))
+    });
     Ok(s)
 }
 

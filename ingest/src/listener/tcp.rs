@@ -1,32 +1,35 @@
-//! Syslog over TCP: one accept loop, one task per connection, one shared [`Batcher`].
+//! Syslog over TCP: one accept loop, one task per connection, one sink.
 //!
 //! Connection tasks split the byte stream into messages ([`crate::framing`]) and hand them to
-//! the listener's batcher task over a bounded channel (capacity [`FRAME_QUEUE`]).
-//! Full-policy: **block** — a connection that cannot hand over its messages stops reading, its
-//! TCP window closes and the sender (HAProxy's ring) buffers or waits. Unlike UDP nothing is
-//! dropped on the way in; the sender's own buffer is where pressure shows.
+//! the listener's loop over a bounded channel (capacity [`FRAME_QUEUE`]), which pushes them
+//! into the sink. Full-policy: **block** — a connection that cannot hand over its messages
+//! stops reading, its TCP window closes and the sender (HAProxy's ring) buffers or waits.
+//! Unlike UDP nothing is dropped on the way in; the sender's own buffer is where pressure
+//! shows.
 //!
 //! Peers outside the listener's allowlist are refused at accept and counted
-//! (`suiftly_ingest_connections_denied_total`).
+//! (`suiftly_ingest_connections_denied_total`). Connection tasks are tracked: the listener
+//! returns only after every one of them has ended.
 
-use std::io;
 use std::net::SocketAddr;
 
 use bytes::{Bytes, BytesMut};
 use metrics::counter;
+use suiftly_model::time::now_us;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
 
+use super::bind::{BoundListener, BoundSocket};
+use super::{Admission, ListenerStats, LoopError};
 use crate::framing::{Frame, FrameDecoder, leftover};
-use suiftly_model::time::now_us;
-
-use crate::listener::{ListenerStats, MessageSink};
 use crate::recv::Source;
+use crate::sink::MessageSink;
 
-/// Messages queued from connections to the batcher before connections stop reading.
+/// Messages queued from connections to the listener's loop before connections stop reading.
 pub const FRAME_QUEUE: usize = 4096;
 
 /// At shutdown, how long a connection keeps reading what is already in flight.
@@ -38,24 +41,38 @@ struct Message {
     truncated: bool,
 }
 
-pub(crate) async fn run<S: MessageSink>(
-    listener: &TcpListener,
-    max_frame: usize,
-    mut b: S,
+impl Message {
+    fn push_into(self, admission: &mut Admission, sink: &mut impl MessageSink) {
+        // The peer was admitted at accept; this counts the message.
+        let source = Source::Inet(self.peer);
+        if admission.admit(self.bytes.len(), source) {
+            sink.push(&self.bytes, source, self.truncated, now_us());
+        }
+    }
+}
+
+pub(super) async fn run<S: MessageSink>(
+    listener: &BoundListener,
+    admission: &mut Admission,
+    mut sink: S,
     shutdown: CancellationToken,
-) -> io::Result<ListenerStats> {
+) -> Result<ListenerStats, LoopError> {
+    let BoundSocket::Tcp(socket) = &listener.socket else {
+        unreachable!("datagram listeners run in listener::datagram")
+    };
     let (tx, mut rx) = mpsc::channel::<Message>(FRAME_QUEUE);
-    let conns = CancellationToken::new();
-    let name = b.name().clone();
+    let conns = TaskTracker::new();
+    let stop_conns = CancellationToken::new();
+    let name = listener.name.clone();
     loop {
-        let deadline = b.deadline();
+        let deadline = sink.deadline();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                b.flush().await?;
+                sink.flush().await?;
             }
-            accepted = listener.accept() => {
+            accepted = socket.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -66,41 +83,43 @@ pub(crate) async fn run<S: MessageSink>(
                     }
                 };
                 let ip = Source::Inet(peer).ip().expect("inet peer");
-                if !b.allows(ip) {
+                if !admission.allows(ip) {
                     counter!("suiftly_ingest_connections_denied_total", "listener" => name.to_string()).increment(1);
                     warn!(listener = %name, %peer, "connection from outside the allowlist refused");
                     continue;
                 }
                 debug!(listener = %name, %peer, "syslog connection");
-                tokio::spawn(connection(stream, peer, max_frame, tx.clone(), conns.clone()));
+                conns.spawn(connection(stream, peer, listener.max_message_bytes, tx.clone(), stop_conns.clone()));
             }
             Some(m) = rx.recv() => {
-                b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us());
+                m.push_into(admission, &mut sink);
                 // Take whatever else is already queued, then flush once if the sink wants.
-                while !b.full() {
+                while !sink.full() {
                     match rx.try_recv() {
-                        Ok(m) => b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us()),
+                        Ok(m) => m.push_into(admission, &mut sink),
                         Err(_) => break,
                     }
                 }
-                if b.full() || b.flush_after_receive() {
-                    b.flush().await?;
+                if sink.full() || sink.flush_after_receive() {
+                    sink.flush().await?;
                 }
             }
         }
     }
-    // Stop the connections, then take what they already handed over.
-    conns.cancel();
+    // Stop the connections, then take what they already handed over: the channel closes
+    // once every connection task has dropped its sender.
+    stop_conns.cancel();
+    conns.close();
     drop(tx);
     while let Some(m) = rx.recv().await {
-        b.admit(&m.bytes, Source::Inet(m.peer), m.truncated, now_us());
-        if b.full() {
-            b.flush().await?;
+        m.push_into(admission, &mut sink);
+        if sink.full() {
+            sink.flush().await?;
         }
     }
-    b.flush().await?;
-    info!(listener = %name, stats = ?b.stats(), "listener stopped");
-    Ok(b.stats())
+    conns.wait().await;
+    sink.flush().await?;
+    Ok(admission.finish(&sink))
 }
 
 async fn connection(
