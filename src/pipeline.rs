@@ -42,10 +42,11 @@ use anyhow::{Context, Result};
 use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use suiftly_aggregate::service::{self as metering, AggregateError, Aggregator, Recovery};
+use suiftly_ingest::db;
 use suiftly_ingest::health::Health;
 use suiftly_ingest::listener::{self, BoundListener};
 use suiftly_ingest::spooled::{self, SpoolHandle};
-use suiftly_ingest::writer::{self, Writer, WriterConfig};
+use suiftly_ingest::writer::{Writer, WriterConfig};
 use suiftly_parser::Parser;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
@@ -248,7 +249,7 @@ async fn start_stages(
     abort: &CancellationToken,
 ) -> Result<(Arc<Health>, Option<Aggregator>)> {
     // upkeep
-    let (made, dropped) = writer::maintain_once(
+    let (made, dropped) = db::maintain_once(
         conninfo,
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,
@@ -264,7 +265,7 @@ async fn start_stages(
     let every = cfg.storage.maintenance_interval();
     let stop = upkeep.stop_token();
     upkeep.spawn(async move {
-        writer::run_maintenance(c, retention, ahead, every, stop).await;
+        db::run_maintenance(c, retention, ahead, every, stop).await;
         Ok(StageOutput::Nothing)
     });
     let stop = upkeep.stop_token();

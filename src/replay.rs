@@ -115,7 +115,7 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
     let parser = Parser::new(lc.source_config()?);
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
-    suiftly_ingest::writer::maintain_once(
+    suiftly_ingest::db::maintain_once(
         &db.conninfo,
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use metrics::gauge;
-use suiftly_model::Committed;
+use suiftly_model::{Backoff, Committed};
 use suiftly_parser::Parser;
 use suiftly_spool::Position;
 use tokio::sync::mpsc;
@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use super::{SpoolHandle, SpooledError, decode_record};
 use crate::decode::{DecodeStats, Decoder};
 use crate::listener::BatchLimits;
-use crate::writer::{COPY_CONSUMER, Writer, WriterStats};
+use crate::writer::{COPY_CONSUMER, WriteOutcome, Writer, WriterStats};
 
 /// What the consumer did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -87,20 +87,20 @@ pub async fn run_consumer(
     mut tap: Option<Tap>,
 ) -> Result<ConsumerStats, SpooledError> {
     // The database may be down at start-up too: accepting continues meanwhile, so wait.
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut pos = loop {
         match committed_position(&conninfo, &spool).await {
             Ok(p) => break p,
             Err(SpooledError::Postgres(e)) => {
-                warn!(error = %e, backoff_ms = backoff.as_millis() as u64,
+                let delay = backoff.next_delay();
+                warn!(error = %e, backoff_ms = delay.as_millis() as u64,
                     "cannot read the committed spool position yet; retrying");
                 gauge!("suiftly_ingest_degraded").set(1.0);
                 spool.health.set_degraded(true);
                 tokio::select! {
                     _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e),
         }
@@ -134,12 +134,16 @@ pub async fn run_consumer(
             first_at = None;
             let mut batch = d.take();
             batch.spool = Some((pos, end));
-            if !writer.write_with_retry(&batch, &abort).await {
-                return Err(SpooledError::WriterAborted);
-            }
+            let refused = match writer.write_with_retry(&batch, &abort).await {
+                WriteOutcome::Committed { refused } => refused,
+                WriteOutcome::Aborted => return Err(SpooledError::WriterAborted),
+                WriteOutcome::PositionConflict => {
+                    return Err(SpooledError::PositionConflict { start: pos });
+                }
+            };
             if let Some(t) = &tap {
                 let c = Committed {
-                    rows: without_rows(&batch.rows, &writer.last_refused),
+                    rows: without_rows(&batch.rows, &refused),
                     start: pos,
                     end,
                 };

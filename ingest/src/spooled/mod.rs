@@ -79,8 +79,12 @@ pub enum SpooledError {
         "the database says the spool was consumed up to {committed}, but the spool's oldest record is at {oldest}: accepted lines were removed before they were stored; refusing to start"
     )]
     PositionGone { committed: u64, oldest: u64 },
-    #[error("the writer gave up (aborted or position conflict)")]
+    #[error("the writer was aborted before everything accepted was stored (it stays in the spool)")]
     WriterAborted,
+    #[error(
+        "spool position conflict at {start}: the database's position moved elsewhere (is another ingestor consuming the same spool?)"
+    )]
+    PositionConflict { start: u64 },
 }
 
 /// The one spool writer, shared by every listener (appends are short; the lock is held for
