@@ -111,6 +111,22 @@ pub static ENV_OVERRIDES: &[EnvOverride] = &[
         },
     },
     EnvOverride {
+        var: "SUIFTLY_API_METRICS_LISTEN",
+        key: "api.metrics_listen",
+        apply: |c, v| {
+            c.api.metrics_listen = v;
+            Ok(())
+        },
+    },
+    EnvOverride {
+        var: "SUIFTLY_DASHBOARD_DIR",
+        key: "api.dashboard_dir",
+        apply: |c, v| {
+            c.api.dashboard_dir = v.into();
+            Ok(())
+        },
+    },
+    EnvOverride {
         var: "SUIFTLY_API_PRODUCTION",
         key: "api.production",
         apply: |c, v| {
@@ -162,6 +178,19 @@ pub struct AdminSection {
     pub pgwire_listen: Option<String>,
     /// Concurrent PostgreSQL-protocol sessions; further connections are closed at once.
     pub pgwire_max_connections: usize,
+    /// Memory pool shared by all operator queries (both front-ends); a query that needs more
+    /// fails (nothing spills to disk).
+    pub sql_memory_limit_bytes: usize,
+    /// Rows one operator query may return.
+    pub sql_max_result_rows: u64,
+    /// Bytes (Arrow in-memory size) one operator query may return.
+    pub sql_max_result_bytes: u64,
+    /// Wall time one operator statement may run.
+    pub sql_statement_timeout_ms: u64,
+    /// PostgreSQL connections operator table scans may hold at once.
+    pub sql_max_pg_connections: usize,
+    /// Longest `haproxy_raw_logs` time range one operator query may scan.
+    pub sql_raw_logs_max_range_hours: u64,
 }
 
 impl Default for AdminSection {
@@ -171,11 +200,28 @@ impl Default for AdminSection {
             operator_token_file: None,
             pgwire_listen: None,
             pgwire_max_connections: 16,
+            sql_memory_limit_bytes: 256 << 20,
+            sql_max_result_rows: 1_000_000,
+            sql_max_result_bytes: 64 << 20,
+            sql_statement_timeout_ms: 60_000,
+            sql_max_pg_connections: 4,
+            sql_raw_logs_max_range_hours: 24,
         }
     }
 }
 
 impl AdminSection {
+    pub fn sql_limits(&self) -> suiftly_aggregate::guard::SqlLimits {
+        suiftly_aggregate::guard::SqlLimits {
+            memory_limit_bytes: self.sql_memory_limit_bytes,
+            max_result_rows: self.sql_max_result_rows,
+            max_result_bytes: self.sql_max_result_bytes,
+            statement_timeout: Duration::from_millis(self.sql_statement_timeout_ms),
+            max_pg_connections: self.sql_max_pg_connections,
+            raw_logs_max_range: Duration::from_secs(self.sql_raw_logs_max_range_hours * 3600),
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         socket_addr(&self.listen, "admin.listen")?;
         if let Some(l) = &self.pgwire_listen {
@@ -184,6 +230,18 @@ impl AdminSection {
         ensure!(
             (1..=1000).contains(&self.pgwire_max_connections),
             "admin.pgwire_max_connections must be within 1..=1000"
+        );
+        ensure!(
+            (1 << 20..=64 << 30).contains(&self.sql_memory_limit_bytes)
+                && (1..=100_000_000).contains(&self.sql_max_result_rows)
+                && (1024..=4 << 30).contains(&self.sql_max_result_bytes),
+            "admin.sql_memory_limit_bytes must be within 1 MiB..=64 GiB, sql_max_result_rows within 1..=100000000, sql_max_result_bytes within 1024..=4 GiB"
+        );
+        ensure!(
+            (100..=3_600_000).contains(&self.sql_statement_timeout_ms)
+                && (1..=64).contains(&self.sql_max_pg_connections)
+                && (1..=24 * 366).contains(&self.sql_raw_logs_max_range_hours),
+            "admin.sql_statement_timeout_ms must be within 100..=3600000, sql_max_pg_connections within 1..=64, sql_raw_logs_max_range_hours within 1..=8784"
         );
         Ok(())
     }
@@ -440,6 +498,17 @@ pub struct ApiSection {
     pub customer_requests_per_second: u32,
     pub customer_burst: u32,
     pub db_pool_size: usize,
+    /// A request head must be complete within this long of its first byte (slowloris).
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; beyond it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Prometheus `/metrics` of `suiftly api` (not served on the public `listen` port).
+    pub metrics_listen: String,
+    /// The dashboard's build output, served under `/app/` (env `SUIFTLY_DASHBOARD_DIR`); when
+    /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
+    pub dashboard_dir: PathBuf,
 }
 
 impl Default for ApiSection {
@@ -455,6 +524,11 @@ impl Default for ApiSection {
             customer_requests_per_second: 20,
             customer_burst: 60,
             db_pool_size: 16,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            max_connections: 1024,
+            metrics_listen: "127.0.0.1:9471".into(),
+            dashboard_dir: PathBuf::from("webapp/dist"),
         }
     }
 }
@@ -472,6 +546,12 @@ impl ApiSection {
         ensure!(
             (1..=1000).contains(&self.db_pool_size),
             "api.db_pool_size must be within 1..=1000"
+        );
+        ensure!(
+            (100..=300_000).contains(&self.header_read_timeout_ms)
+                && (100..=3_600_000).contains(&self.idle_timeout_ms)
+                && (1..=1_000_000).contains(&self.max_connections),
+            "api.header_read_timeout_ms must be within 100..=300000, idle_timeout_ms within 100..=3600000, max_connections within 1..=1000000"
         );
         Ok(())
     }
@@ -540,6 +620,7 @@ impl Config {
         if let Ok(t) = std::env::var("SUIFTLY_OPERATOR_TOKEN")
             && !t.is_empty()
         {
+            crate::admin_sql::check_operator_token(&t, "SUIFTLY_OPERATOR_TOKEN")?;
             return Ok(t);
         }
         let path = self
@@ -548,7 +629,10 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("operator-token"));
         match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+            Ok(t) if !t.trim().is_empty() => {
+                crate::admin_sql::check_operator_token_file(&path, t.trim())?;
+                return Ok(t.trim().to_owned());
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

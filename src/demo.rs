@@ -25,14 +25,19 @@ pub struct DemoArgs {
     /// Listener settings (frontend mapping of the captured HAProxy).
     #[arg(long, default_value = "fixtures/haproxy/ingest.toml")]
     pub listener_config: PathBuf,
+    /// Load the fixtures into this (scratch) database instead of a throwaway one, and leave
+    /// them there to look at. Named explicitly on purpose: DATABASE_URL is ignored.
+    #[arg(long, value_name = "URL")]
+    pub into_database: Option<String>,
 }
 
 pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
-    // Always a throwaway cluster, even with DATABASE_URL set: the fixtures carry real-looking
-    // customer ids and must never land in a production table.
-    if cfg.database_url.take().is_some() {
+    // A throwaway cluster even with DATABASE_URL set (the fixtures carry real-looking customer
+    // ids and must never land in a production table), unless a database is named explicitly.
+    if cfg.database_url.take().is_some() && args.into_database.is_none() {
         tracing::info!("demo ignores DATABASE_URL and uses a temporary postgresql");
     }
+    cfg.database_url = args.into_database.clone();
     let mut db = tokio::task::block_in_place(|| Database::temporary(&cfg))?;
     // The demo keeps its cluster until it has printed what landed; the pipeline gets the
     // connection string only.

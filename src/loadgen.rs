@@ -51,11 +51,22 @@ pub struct LoadgenArgs {
 }
 
 /// Rewrites the payload timestamp of a fixture line to `now_us` and, for sf1 lines, its
-/// server id to `tag`. Returns `None` for lines it does not recognise (sent unchanged).
+/// server id to `tag`. Returns `None` for lines it does not recognise (sent unchanged),
+/// including an sf1 timestamp that is not `secs.mmm`: re-timing must not repair a malformed
+/// line into a row.
 pub fn retime(line: &[u8], now_us: i64, tag: Option<i16>) -> Option<Vec<u8>> {
     if let Some(p) = find(line, b"sf1 ") {
         let ts_start = p + 4;
         let ts_end = ts_start + line[ts_start..].iter().position(|&b| b == b' ')?;
+        let (secs, ms) = line[ts_start..ts_end]
+            .split_at(line[ts_start..ts_end].iter().position(|&b| b == b'.')?);
+        if secs.is_empty()
+            || !secs.iter().all(u8::is_ascii_digit)
+            || ms.len() != 4
+            || !ms[1..].iter().all(u8::is_ascii_digit)
+        {
+            return None;
+        }
         let mut out = Vec::with_capacity(line.len() + 8);
         out.extend_from_slice(&line[..ts_start]);
         write!(

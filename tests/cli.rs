@@ -108,12 +108,32 @@ fn run_starts_and_stops_its_embedded_postgres() {
     assert!(child.wait().unwrap().success());
 }
 
+/// Where `suiftly demo` rewrites a fixture line's time: the token after `sf1 `, or a stock
+/// line's `[dd/Mon/yyyy:…]` accept date.
+fn retimed_region(line: &[u8]) -> Option<(usize, usize)> {
+    if let Some(p) = line.windows(4).position(|w| w == b"sf1 ") {
+        let a = p + 4;
+        return Some((a, a + line[a..].iter().position(|&b| b == b' ')?));
+    }
+    let a = line.windows(4).position(|w| {
+        w[0] == b'[' && w[1].is_ascii_digit() && w[2].is_ascii_digit() && w[3] == b'/'
+    })? + 1;
+    Some((a, a + line[a..].iter().position(|&b| b == b']')?))
+}
+
+/// `suiftly demo` into a database the test owns: the test counts the fixture lines itself and
+/// reads PostgreSQL itself, so the demo's own "every datagram accounted for" is checked, not
+/// trusted. Every fixture datagram is a row or a rejected line, and every hand-written
+/// malformed line is among the rejected lines, verbatim (sf1 lines after the timestamp the
+/// demo re-times).
 #[test]
 fn demo_accounts_for_every_fixture_line() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let pg = pgcluster::PgCluster::temporary()
+        .unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
     let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
-        .arg("demo")
+        .args(["demo", "--into-database", &pg.connection_string()])
         .current_dir(root)
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_METRICS_LISTEN", "127.0.0.1:0")
@@ -125,22 +145,83 @@ fn demo_accounts_for_every_fixture_line() {
         "demo failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("every datagram accounted for"), "{stdout}");
-    // Every fixture datagram was sent.
-    let fixtures: usize = std::fs::read_dir(root.join("fixtures/haproxy"))
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-        .map(|e| {
-            std::fs::read(e.path())
-                .unwrap()
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .count()
-        })
-        .sum();
+    let fixtures: Vec<Vec<u8>> = {
+        let mut files: Vec<_> = std::fs::read_dir(root.join("fixtures/haproxy"))
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|p| {
+                std::fs::read(p)
+                    .unwrap()
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (rows, rejected_raw): (i64, Vec<Vec<u8>>) = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&pg.connection_string(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let rows: i64 = c
+            .query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let raw = c
+            .query("SELECT raw FROM haproxy_rejected_lines", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        (rows, raw)
+    });
+    let rejected = rejected_raw.len() as i64;
+    assert_eq!(
+        rows + rejected,
+        fixtures.len() as i64,
+        "every fixture datagram is a row or a rejected line ({rows} rows, {rejected} rejected)"
+    );
+    assert!(rows > 2_500, "{rows}");
+    // The hand-written malformed lines (the first is the empty datagram, which the demo does
+    // not send as a fixture line).
+    let malformed = std::fs::read(root.join("fixtures/haproxy/malformed.log")).unwrap();
+    let mut missing = Vec::new();
+    for line in malformed.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        // The demo re-times each line (the sf1 timestamp, or a stock line's accept date):
+        // everything else must be stored as sent.
+        let (head, tail) = match retimed_region(line) {
+            Some((a, b)) => (&line[..a], &line[b..]),
+            None => (line, &line[line.len()..]),
+        };
+        let found = rejected_raw.iter().any(|r| {
+            r.len() >= head.len() + tail.len() && r.starts_with(head) && r.ends_with(tail)
+        });
+        if !found {
+            missing.push(String::from_utf8_lossy(line).into_owned());
+        }
+    }
     assert!(
-        stdout.contains(&format!("sent {fixtures} datagrams")),
+        missing.is_empty(),
+        "malformed lines not stored as rejected: {missing:#?}"
+    );
+    // The demo's own summary agrees with what the test read.
+    assert!(
+        stdout.contains(&format!(
+            "every datagram accounted for: {rows} rows + {rejected} rejected = {} sent",
+            fixtures.len()
+        )),
         "{stdout}"
     );
 }

@@ -121,29 +121,42 @@ struct Key {
     metadata: u16,
 }
 
+/// The config words are layout-1 words (docs/haproxy/FORMAT.md) of active grpc keys, so the
+/// shipped config serves them (the key letters do not matter to HAProxy; the word's service
+/// type does). `config_words_are_valid` checks them with the vault crate.
 const KEYS: &[Key] = &[
     Key {
         key: "SAECAGBCF0GRYR341VCNXN4EDRVTWUIODBYV5",
         customer_id: 12345,
-        config_hex: 0xff,
+        config_hex: 0x1000_7d00_07d0_0230, // enterprise grpc, 2000 r/s
         fp: 16801928,
         metadata: 10496,
     },
     Key {
         key: "S3253536HAMVI6O65DDGSGZ7BAY4LUEO5WALR",
         customer_id: 2147483647,
-        config_hex: 0xdead_beef_0000_0001,
+        config_hex: 0x1000_3e80_01f4_1220, // pro grpc + burst, 500 / 1000 r/s
         fp: -558375432,
         metadata: 4608,
     },
     Key {
         key: "R7767777GAF3VVOD0HJLLFTR9R3T6CFHE7MUY",
         customer_id: 42,
-        config_hex: 0,
+        config_hex: 0x1000_0640_0064_0210, // starter grpc, 100 r/s
         fp: -4,
         metadata: 10496,
     },
 ];
+
+#[test]
+fn config_words_are_valid() {
+    for k in KEYS {
+        let w = suiftly_vault::ConfigWord::decode(k.config_hex).unwrap();
+        assert_eq!(w.state, suiftly_vault::KeyState::Active);
+        assert_eq!(w.service_type, 2, "the shipped frontend is grpc");
+        assert!(w.guaranteed_rps >= 100, "36 requests never hit the limit");
+    }
+}
 
 #[test]
 fn http_requests_through_haproxy_become_rows() {
@@ -239,6 +252,10 @@ fn e2e(transport: Transport) {
         .replace("127.0.0.1:8444", &format!("127.0.0.1:{}", free_tcp_port()))
         .replace("127.0.0.1:8445", &format!("127.0.0.1:{}", free_tcp_port()))
         .replace("/etc/haproxy/suiftly-keys.map", map_path.to_str().unwrap())
+        .replace(
+            "/run/haproxy/admin.sock",
+            tmp.path().join("admin.sock").to_str().unwrap(),
+        )
         // Every server of the shipped backend points at the test origin.
         .replace("127.0.0.1:9001", &format!("127.0.0.1:{backend}"))
         .replace("127.0.0.1:9002", &format!("127.0.0.1:{backend}"))

@@ -458,6 +458,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// A timer or size: mostly small, sometimes the edge values HAProxy logs (`-1` for a
+    /// phase never reached, 0) or very large ones (sums must not overflow or lose precision).
+    fn edgy_i32(small: i32) -> impl Strategy<Value = i32> {
+        prop_oneof![
+            8 => 0..small,
+            1 => Just(-1),
+            1 => Just(0),
+            1 => (i32::MAX / 4)..=i32::MAX,
+        ]
+    }
+
     pub fn arb_row(base_us: i64, span_min: i64) -> impl Strategy<Value = Row> {
         (
             (
@@ -468,18 +479,23 @@ pub(crate) mod tests {
                 1..4i16,
                 0..2i16,
                 1..9i16,
-                prop::sample::select(vec![200i16, 204, 404, 429, 500, 503]),
+                // 0 and -1: no status (client gone before a response).
+                prop::sample::select(vec![200i16, 204, 404, 429, 500, 503, 0, -1, 400, 408]),
             ),
             (
                 1..3i16,
                 proptest::option::of(0..3i16),
                 prop::sample::select(vec![0i16, 11, 52]),
             ),
-            (0..5_000i64, 0..3_000i32),
             (
-                proptest::option::of(0..50i32),
-                proptest::option::of(0..50i32),
-                proptest::option::of(0..900i32),
+                // Up to 2^45 bytes (32 TiB) per row: 3,000 rows still sum inside i64.
+                prop_oneof![8 => 0..5_000i64, 1 => Just(0i64), 1 => 5_000i64..(1 << 45)],
+                edgy_i32(3_000),
+            ),
+            (
+                proptest::option::of(edgy_i32(50)),
+                proptest::option::of(edgy_i32(50)),
+                proptest::option::of(edgy_i32(900)),
             ),
             1..4i32,
         )

@@ -45,6 +45,8 @@ fn ops() -> Vec<Op> {
     let money = json!({ "$ref": "#/components/schemas/Balance" });
     let moves = json!({ "$ref": "#/components/schemas/MoveRequest" });
     let session = json!({ "$ref": "#/components/schemas/Session" });
+    let movement = json!({ "$ref": "#/components/schemas/Movement" });
+    let quote = json!({ "$ref": "#/components/schemas/Quote" });
     let o = |method,
              path,
              summary,
@@ -73,19 +75,10 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            obj.clone(),
+            json!({ "type": "object", "required": ["status", "database"], "additionalProperties": false, "properties": {
+                "status": { "type": "string", "enum": ["ok", "degraded"] },
+                "database": { "type": "string", "enum": ["ok", "unreachable"] } } }),
             &["503"],
-        ),
-        o(
-            "get",
-            "/metrics",
-            "Prometheus metrics (text)",
-            false,
-            vec![],
-            None,
-            "200",
-            json!({ "type": "string" }),
-            &[],
         ),
         o(
             "get",
@@ -95,7 +88,7 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            obj.clone(),
+            obj,
             &[],
         ),
         o(
@@ -109,7 +102,7 @@ fn ops() -> Vec<Op> {
                        "properties": { "walletAddress": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } } }),
             ),
             "200",
-            json!({ "type": "object", "required": ["nonce", "message", "expiresAt"],
+            json!({ "type": "object", "required": ["nonce", "message", "expiresAt"], "additionalProperties": false,
                          "properties": { "nonce": { "type": "string" }, "message": { "type": "string" }, "expiresAt": { "type": "string" } } }),
             &["400", "413", "429"],
         ),
@@ -157,7 +150,7 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "properties": { "services": { "type": "array", "items": svc.clone() } } }),
+            json!({ "type": "object", "required": ["services"], "additionalProperties": false, "properties": { "services": { "type": "array", "items": svc.clone() } } }),
             &["401", "429"],
         ),
         o(
@@ -226,7 +219,7 @@ fn ops() -> Vec<Op> {
             vec![service_param()],
             Some(cfg),
             "200",
-            obj.clone(),
+            quote,
             &["400", "401", "404", "413", "422", "429"],
         ),
         o(
@@ -240,7 +233,7 @@ fn ops() -> Vec<Op> {
             ],
             None,
             "200",
-            json!({ "type": "object", "properties": { "keys": { "type": "array", "items": key.clone() } } }),
+            json!({ "type": "object", "required": ["keys"], "additionalProperties": false, "properties": { "keys": { "type": "array", "items": key.clone() } } }),
             &["400", "401", "404", "422", "429"],
         ),
         o(
@@ -302,7 +295,7 @@ fn ops() -> Vec<Op> {
             vec![],
             Some(moves.clone()),
             "200",
-            obj.clone(),
+            movement.clone(),
             &["400", "401", "409", "413", "429"],
         ),
         o(
@@ -313,7 +306,7 @@ fn ops() -> Vec<Op> {
             vec![],
             Some(moves),
             "200",
-            obj,
+            movement,
             &["400", "401", "402", "409", "413", "429"],
         ),
         o(
@@ -337,42 +330,98 @@ fn components() -> Value {
     json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
-            "Error": { "type": "object", "required": ["error"], "properties": { "error": {
-                "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "type": "string", "enum": [
-                        "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
-                        "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
-                        "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
-                        "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
-                        "unavailable", "internal"] },
-                    "message": { "type": "string" },
-                    "details": { "type": "object" } } } } },
+            "Error": { "type": "object", "required": ["error"], "additionalProperties": false, "properties": {
+                "error": { "$ref": "#/components/schemas/ErrorBody" } } },
+            "ErrorBody": { "type": "object", "required": ["code", "message"], "additionalProperties": false, "properties": {
+                "code": { "type": "string", "enum": [
+                    "invalid_request", "payload_too_large", "unauthorized", "invalid_signature", "invalid_nonce",
+                    "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
+                    "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
+                    "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
+                    "unavailable", "internal"] },
+                "message": { "type": "string" },
+                "details": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" },
+                             "description": "numbers that explain the refusal (all money in cents)" } } },
             "Tier": { "type": "string", "enum": ["starter", "pro", "enterprise"] },
+            "ServiceName": { "type": "string", "enum": ["seal", "grpc", "graphql"] },
             "ServiceConfig": { "type": "object", "required": ["tier"], "additionalProperties": false, "properties": {
                 "tier": { "$ref": "#/components/schemas/Tier" },
                 "burst": { "type": "boolean" },
                 "extra_api_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
                 "extra_seal_keys": { "type": "integer", "minimum": 0, "maximum": 1000 },
                 "extra_packages": { "type": "integer", "minimum": 0, "maximum": 1000 } } },
-            "Service": { "type": "object", "properties": {
-                "service": { "type": "string" }, "tier": { "type": "string" }, "is_enabled": { "type": "boolean" },
+            "Service": { "type": "object", "additionalProperties": false, "required": [
+                    "service", "tier", "is_enabled", "config", "monthly_price_usd_cents", "rate_limit_per_region",
+                    "api_key_limit", "active_api_keys", "enabled_at", "disabled_at"], "properties": {
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "tier": { "$ref": "#/components/schemas/Tier" },
+                "is_enabled": { "type": "boolean" },
                 "config": { "$ref": "#/components/schemas/ServiceConfig" },
-                "monthly_price_usd_cents": { "type": "integer" }, "api_key_limit": { "type": "integer" },
-                "active_api_keys": { "type": "integer" } } },
-            "ApiKey": { "type": "object", "properties": {
-                "key_id": { "type": "integer" }, "service": { "type": "string" }, "preview": { "type": "string" },
-                "fingerprint": { "type": "integer" }, "is_active": { "type": "boolean" },
-                "api_key": { "type": "string", "description": "full key; only in create/regenerate responses" } } },
-            "Balance": { "type": "object", "properties": {
-                "balance_usd_cents": { "type": "integer" }, "max_monthly_usd_cents": { "type": "integer" },
-                "current_month_charged_usd_cents": { "type": "integer" },
-                "remaining_authorization_usd_cents": { "type": "integer" } } },
+                "monthly_price_usd_cents": { "type": "integer", "format": "int64" },
+                "rate_limit_per_region": { "type": "integer", "description": "guaranteed requests per second per region" },
+                "api_key_limit": { "type": "integer" },
+                "active_api_keys": { "type": "integer", "format": "int64" },
+                "enabled_at": { "type": "string", "format": "date-time", "nullable": true },
+                "disabled_at": { "type": "string", "format": "date-time", "nullable": true } } },
+            "ApiKey": { "type": "object", "additionalProperties": false, "required": [
+                    "key_id", "service", "preview", "fingerprint", "key_version", "network", "access", "source",
+                    "proc_group", "is_active", "created_at", "revoked_at"], "properties": {
+                "key_id": { "type": "integer", "format": "int64" },
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "preview": { "type": "string" },
+                "fingerprint": { "type": "integer", "format": "int64" },
+                "key_version": { "type": "integer" },
+                "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+                "access": { "type": "string", "enum": ["open", "permission"] },
+                "source": { "type": "string", "enum": ["derived", "imported"] },
+                "proc_group": { "type": "integer" },
+                "is_active": { "type": "boolean" },
+                "created_at": { "type": "string", "format": "date-time" },
+                "revoked_at": { "type": "string", "format": "date-time", "nullable": true },
+                "api_key": { "type": "string", "description": "full key; only in create/regenerate responses" },
+                "replaces_key_id": { "type": "integer", "format": "int64", "description": "regenerate only: the revoked key" } } },
+            "Balance": { "type": "object", "additionalProperties": false, "required": [
+                    "balance_usd_cents", "max_monthly_usd_cents", "current_month_charged_usd_cents",
+                    "last_month_charged_usd_cents", "current_month_start", "remaining_authorization_usd_cents"], "properties": {
+                "balance_usd_cents": { "type": "integer", "format": "int64" },
+                "max_monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "current_month_charged_usd_cents": { "type": "integer", "format": "int64" },
+                "last_month_charged_usd_cents": { "type": "integer", "format": "int64" },
+                "current_month_start": { "type": "string", "format": "date" },
+                "remaining_authorization_usd_cents": { "type": "integer", "format": "int64" } } },
             "MoveRequest": { "type": "object", "required": ["amount_usd_cents"], "additionalProperties": false, "properties": {
                 "amount_usd_cents": { "type": "integer", "format": "int64", "minimum": 1, "maximum": 100_000_000 },
                 "idempotency_key": { "type": "string", "nullable": true, "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$" } } },
-            "Session": { "type": "object", "properties": {
-                "accessToken": { "type": "string" }, "tokenType": { "type": "string" },
-                "expiresIn": { "type": "integer" }, "walletAddress": { "type": "string" } } }
+            "Movement": { "type": "object", "additionalProperties": false, "required": [
+                    "tx_digest", "kind", "amount_usd_cents", "balance_usd_cents", "replayed"], "properties": {
+                "tx_digest": { "type": "string" },
+                "kind": { "type": "string", "enum": ["deposit", "withdraw"] },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "balance_usd_cents": { "type": "integer", "format": "int64" },
+                "replayed": { "type": "boolean", "description": "true: this idempotency_key was already applied" } } },
+            "Quote": { "type": "object", "additionalProperties": false, "required": [
+                    "service", "monthly_usd_cents", "current_monthly_usd_cents", "estimated_cost_usd_cents",
+                    "rate_limit_per_region", "breakdown", "allowed", "refusal"], "properties": {
+                "service": { "$ref": "#/components/schemas/ServiceName" },
+                "monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "current_monthly_usd_cents": { "type": "integer", "format": "int64" },
+                "estimated_cost_usd_cents": { "type": "integer", "format": "int64" },
+                "rate_limit_per_region": { "type": "integer", "description": "guaranteed requests per second per region of the proposed tier" },
+                "breakdown": { "type": "object", "additionalProperties": false, "required": [
+                        "tier_usd_cents", "burst_usd_cents", "extra_api_keys_usd_cents",
+                        "extra_seal_keys_usd_cents", "extra_packages_usd_cents"], "properties": {
+                    "tier_usd_cents": { "type": "integer", "format": "int64" },
+                    "burst_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_api_keys_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_seal_keys_usd_cents": { "type": "integer", "format": "int64" },
+                    "extra_packages_usd_cents": { "type": "integer", "format": "int64" } } },
+                "allowed": { "type": "boolean" },
+                "refusal": { "allOf": [{ "$ref": "#/components/schemas/ErrorBody" }], "nullable": true,
+                             "description": "the error the change would get now (null when allowed)" } } },
+            "Session": { "type": "object", "additionalProperties": false, "required": [
+                    "accessToken", "tokenType", "expiresIn", "walletAddress"], "properties": {
+                "accessToken": { "type": "string" }, "tokenType": { "type": "string", "enum": ["Bearer"] },
+                "expiresIn": { "type": "integer", "description": "seconds" }, "walletAddress": { "type": "string" } } }
         }
     })
 }
@@ -425,8 +474,6 @@ pub fn document() -> Value {
         let mut responses = Map::new();
         let success = if op.response.is_null() {
             json!({ "description": "no content" })
-        } else if op.path == "/metrics" {
-            json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
         } else {
             ok("success", op.response)
         };

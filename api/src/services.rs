@@ -297,6 +297,7 @@ pub async fn quote(
         "monthly_usd_cents": monthly,
         "current_monthly_usd_cents": current_monthly,
         "estimated_cost_usd_cents": cost.max(0),
+        "rate_limit_per_region": prices.rate_per_region(config.tier),
         "breakdown": {
             "tier_usd_cents": prices.tier_cents(config.tier),
             "burst_usd_cents": if config.burst { prices.burst_monthly_cents } else { 0 },

@@ -175,20 +175,44 @@ async fn money_is_per_customer() {
     let t = test_app().await;
     let a = t.login(6).await;
     let b = t.login(7).await;
-    t.deposit(&a, 1_234).await;
+    let r = t
+        .post(
+            "/billing/deposit",
+            &a.token,
+            json!({ "amount_usd_cents": 1_234, "idempotency_key": "a-dep" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(
         t.get("/billing/balance", &b.token).await.body["balance_usd_cents"],
         0
     );
-    // b cannot withdraw a's money, even with a's idempotency key.
+    // b cannot withdraw a's money, even with a's idempotency key: keys are per customer, so
+    // the key neither replays a's deposit for b nor reaches a's escrow.
+    for body in [
+        json!({ "amount_usd_cents": 1_000, "idempotency_key": "a-dep" }),
+        json!({ "amount_usd_cents": 1_000 }),
+    ] {
+        let r = t.post("/billing/withdraw", &b.token, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::PAYMENT_REQUIRED, "insufficient_escrow_funds"),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    // b's own deposit with the same key is a new deposit, not a replay of a's.
     let r = t
         .post(
-            "/billing/withdraw",
+            "/billing/deposit",
             &b.token,
-            json!({ "amount_usd_cents": 1_000 }),
+            json!({ "amount_usd_cents": 1_234, "idempotency_key": "a-dep" }),
         )
         .await;
-    assert_eq!(r.code(), "insufficient_escrow_funds");
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["replayed"], false);
+    assert_eq!(t.escrow.balance_now(b.customer_id), 1_234);
+    assert_eq!(t.escrow.balance_now(a.customer_id), 1_234);
     assert_eq!(
         t.get("/billing/balance", &a.token).await.body["balance_usd_cents"],
         1_234

@@ -77,9 +77,31 @@ async fn enable_without_balance_is_insufficient_balance_with_details() {
     assert_eq!(r.body["tier"], "starter");
     assert_eq!(r.body["monthly_price_usd_cents"], 2000);
     assert_eq!(r.body["api_key_limit"], 2);
-    // Enabling again costs nothing more (idempotent).
+    // Enabling again costs nothing more (idempotent). With less than the price left (the
+    // balance equalled it so far), a re-enable priced again would be refused.
+    let balance = |b: &serde_json::Value| b["balance_usd_cents"].as_i64().unwrap();
+    let bal = balance(&t.get("/billing/balance", &s.token).await.body);
+    if bal >= 2000 {
+        let r = t
+            .post(
+                "/billing/withdraw",
+                &s.token,
+                json!({ "amount_usd_cents": bal - 1999 }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let before = t.get("/billing/balance", &s.token).await.body;
+    assert!(balance(&before) < 2000, "{before}");
     let r = t.post("/services/seal/enable", &s.token, json!({})).await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["is_enabled"], true);
+    assert_eq!(r.body["tier"], "starter");
+    assert_eq!(
+        t.get("/billing/balance", &s.token).await.body,
+        before,
+        "nothing charged or reserved"
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn appended_sequence_reads_back_exactly(batches in batches(), segment_kib in 2u64..64) {
+    fn appended_sequence_reads_back_exactly(
+        batches in batches(),
+        segment_kib in 2u64..64,
+        pick in any::<prop::sample::Index>(),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let cfg = small_cfg(segment_kib * 1024);
         let (mut w, report) = SpoolWriter::open(dir.path(), cfg).unwrap();
@@ -117,11 +121,22 @@ proptest! {
             let next = expected.get(i + 1).map_or(w.end_position(), |e| e.0);
             prop_assert_eq!(*gnext, next);
         }
-        // Reading from any returned position yields the exact suffix.
-        if let Some((mid, _)) = expected.get(expected.len() / 2) {
-            let end = w.close().unwrap();
-            let suffix = read_all(dir.path(), *mid, end);
-            prop_assert_eq!(suffix.len(), expected.len() - expected.len() / 2);
+        // Reading from a returned position (first, middle, last, one picked by the strategy)
+        // yields exactly the suffix from there: the same records at the same positions.
+        let end = w.close().unwrap();
+        let n = expected.len();
+        let mut starts = vec![0, n / 2, n.saturating_sub(1), pick.index(n.max(1))];
+        starts.sort_unstable();
+        starts.dedup();
+        for i in starts.into_iter().filter(|&i| i < n) {
+            let suffix = read_all(dir.path(), expected[i].0, end);
+            prop_assert_eq!(suffix.len(), n - i, "records from record {}", i);
+            for (j, ((gp, grec, gnext), (ep, erec))) in suffix.iter().zip(&expected[i..]).enumerate() {
+                prop_assert_eq!(gp, ep, "position of record {} read from record {}", i + j, i);
+                prop_assert_eq!(grec, erec, "record {} read from record {}", i + j, i);
+                let next = expected.get(i + j + 1).map_or(end, |e| e.0);
+                prop_assert_eq!(*gnext, next);
+            }
         }
     }
 }

@@ -1,0 +1,370 @@
+//! Putting a version on disk so that a reader (HAProxy at start or reload, an rsync, an
+//! operator) only ever sees a complete version, whatever moment the writer dies at.
+//!
+//! Per file: write a temporary file in the same directory → `fsync` → `rename` over the live
+//! name → `fsync` the directory. `rename(2)` within one filesystem is atomic, so the live name
+//! points at the old inode or at the new, complete one; the two `fsync`s make the content and
+//! then the new name durable in that order, so a power cut cannot leave the name pointing at
+//! unwritten blocks.
+//!
+//! Layout of the directory:
+//!
+//! ```text
+//! <dir>/suiftly-keys.map             live map (HAProxy's `map(...)` path)
+//! <dir>/ma_vault.csv                 live MA_VAULT CSV
+//! <dir>/versions/suiftly-keys.<seq>.map, ma_vault.<seq>.csv   the last `keep` versions
+//! ```
+//!
+//! Each version is written once into `versions/` and hard-linked to the live name (no second
+//! copy of the bytes). The CSV goes live before the map, and the map's header is what says
+//! which version is current: after a crash between the two renames the CSV may be one
+//! version ahead of the map, each file complete; the next write repeats the version.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::content::{MapFileError, MapHeader, VaultContent};
+
+/// Prefix of temporary files; stale ones (from a writer killed mid-write) are removed by the
+/// next writer.
+const TMP_PREFIX: &str = ".suiftly-vault-tmp-";
+/// A temporary file older than this is stale (no write takes this long).
+const STALE_TMP: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("vault io on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("live vault map {path} is not a valid vault map: {source}")]
+    LiveMap {
+        path: PathBuf,
+        #[source]
+        source: MapFileError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
+    move |source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What [`VaultFiles::write`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The live map already has this content hash: nothing was written.
+    Unchanged { seq: u64 },
+    /// A new version is live.
+    Written {
+        seq: u64,
+        map_bytes: u64,
+        csv_bytes: u64,
+    },
+}
+
+impl WriteOutcome {
+    pub fn seq(&self) -> u64 {
+        match self {
+            WriteOutcome::Unchanged { seq } | WriteOutcome::Written { seq, .. } => *seq,
+        }
+    }
+}
+
+/// The vault directory of one writer.
+#[derive(Debug, Clone)]
+pub struct VaultFiles {
+    dir: PathBuf,
+    map_name: String,
+    csv_name: String,
+    keep: usize,
+}
+
+impl VaultFiles {
+    /// `keep` versions stay in `versions/` (at least 1: the live one).
+    pub fn new(dir: impl Into<PathBuf>, keep: usize) -> VaultFiles {
+        VaultFiles {
+            dir: dir.into(),
+            map_name: "suiftly-keys.map".into(),
+            csv_name: "ma_vault.csv".into(),
+            keep: keep.max(1),
+        }
+    }
+
+    /// Overrides the live file names (the map's must match the HAProxy config).
+    pub fn with_names(mut self, map_name: &str, csv_name: &str) -> VaultFiles {
+        self.map_name = map_name.into();
+        self.csv_name = csv_name.into();
+        self
+    }
+
+    pub fn map_path(&self) -> PathBuf {
+        self.dir.join(&self.map_name)
+    }
+
+    pub fn csv_path(&self) -> PathBuf {
+        self.dir.join(&self.csv_name)
+    }
+
+    fn versions_dir(&self) -> PathBuf {
+        self.dir.join("versions")
+    }
+
+    fn version_name(name: &str, seq: u64) -> String {
+        match name.rsplit_once('.') {
+            Some((stem, ext)) => format!("{stem}.{seq:010}.{ext}"),
+            None => format!("{name}.{seq:010}"),
+        }
+    }
+
+    /// The live map's header, `None` when there is no live map yet. Reads only the header
+    /// (the rename makes the file complete; [`MapHeader::verify`] checks the body too).
+    pub fn current(&self) -> Result<Option<MapHeader>, WriteError> {
+        let path = self.map_path();
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let mut head = Vec::with_capacity(512);
+        (&mut f)
+            .take(1024)
+            .read_to_end(&mut head)
+            .map_err(io_err(&path))?;
+        let text = String::from_utf8_lossy(&head);
+        // Only the two header lines are needed; drop a partial third.
+        let cut = text
+            .match_indices('\n')
+            .nth(1)
+            .map_or(text.len(), |(i, _)| i + 1);
+        MapHeader::parse(&text[..cut])
+            .map(|(h, _)| Some(h))
+            .map_err(|source| WriteError::LiveMap { path, source })
+    }
+
+    /// Writes `content` as the next version unless the live map already has its hash.
+    /// The sequence number is the live one + 1, and at least `min_seq` (the caller passes
+    /// what PostgreSQL has recorded, so a wiped directory does not reuse numbers).
+    pub fn write(&self, content: &VaultContent, min_seq: u64) -> Result<WriteOutcome, WriteError> {
+        let versions = self.versions_dir();
+        fs::create_dir_all(&versions).map_err(io_err(&versions))?;
+        // A live file that is not a vault map (a hand-made example, a stray copy) is replaced:
+        // the vault stage owns this path.
+        let current = match self.current() {
+            Err(WriteError::LiveMap { .. }) => None,
+            other => other?,
+        };
+        if let Some(h) = &current
+            && h.hash == content.hash_hex()
+        {
+            return Ok(WriteOutcome::Unchanged { seq: h.seq });
+        }
+        self.remove_stale_tmp();
+        let seq = current.map_or(1, |h| h.seq + 1).max(min_seq).max(1);
+        let map = content.render_map(seq);
+
+        let csv_version = versions.join(Self::version_name(&self.csv_name, seq));
+        let map_version = versions.join(Self::version_name(&self.map_name, seq));
+        write_atomic(&versions, &csv_version, content.csv().as_bytes())?;
+        write_atomic(&versions, &map_version, map.as_bytes())?;
+        sync_dir(&versions)?;
+        publish(
+            &self.dir,
+            &csv_version,
+            &self.csv_path(),
+            content.csv().as_bytes(),
+        )?;
+        publish(&self.dir, &map_version, &self.map_path(), map.as_bytes())?;
+        sync_dir(&self.dir)?;
+        self.prune(seq);
+        Ok(WriteOutcome::Written {
+            seq,
+            map_bytes: map.len() as u64,
+            csv_bytes: content.csv().len() as u64,
+        })
+    }
+
+    /// Keeps versions `seq - keep + 1 ..= seq`; failures only leave extra files.
+    fn prune(&self, seq: u64) {
+        let Ok(rd) = fs::read_dir(self.versions_dir()) else {
+            return;
+        };
+        let oldest_kept = seq.saturating_sub(self.keep as u64 - 1);
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let v = name
+                .split('.')
+                .find(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok());
+            if let Some(v) = v
+                && v < oldest_kept
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn remove_stale_tmp(&self) {
+        for dir in [self.dir.clone(), self.versions_dir()] {
+            let Ok(rd) = fs::read_dir(&dir) else { continue };
+            for e in rd.flatten() {
+                let stale = e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+                    && e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > STALE_TMP);
+                if stale {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    /// Version numbers present in `versions/`, ascending (for operators and tests).
+    pub fn versions(&self) -> Vec<u64> {
+        let mut out: Vec<u64> = fs::read_dir(self.versions_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let rest = name.strip_prefix(
+                    self.map_name
+                        .rsplit_once('.')
+                        .map_or(&*self.map_name, |x| x.0),
+                )?;
+                rest.split('.').nth(1)?.parse().ok()
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
+
+/// temp file in `dir` → write → fsync → rename to `dest` (the caller fsyncs `dir`).
+fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+    tmp.as_file().sync_all().map_err(io_err(dest))?;
+    tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
+    Ok(())
+}
+
+/// Makes `version` (already durable) the live `dest`: a hard link under a temporary name in
+/// `dir`, renamed over `dest`. Falls back to writing the bytes where links are not supported.
+fn publish(dir: &Path, version: &Path, dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{}-{}",
+        std::process::id(),
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("live")
+    ));
+    let _ = fs::remove_file(&tmp);
+    match fs::hard_link(version, &tmp) {
+        Ok(()) => fs::rename(&tmp, dest).map_err(io_err(dest)),
+        Err(_) => write_atomic(dir, dest, bytes),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::{KeyRecord, RateLimits, ServiceRecord, VaultInput, build};
+    use crate::word::Tier;
+
+    fn content(n: usize, revoked: usize) -> VaultContent {
+        let mut input = VaultInput::default();
+        input.services.push(ServiceRecord {
+            customer_id: 9,
+            service_type: 2,
+            tier: Tier::Pro,
+            burst: true,
+            enabled: true,
+            suspended: None,
+        });
+        for i in 0..n {
+            input.keys.push(KeyRecord {
+                customer_id: 9,
+                service_type: 2,
+                key: format!("R{i:036}"),
+                encrypted_key: vec![i as u8; 8],
+                fingerprint: i as i32,
+                metadata: 0,
+                revoked: i < revoked,
+            });
+        }
+        build(&input, &RateLimits::default()).unwrap()
+    }
+
+    #[test]
+    fn write_skip_unchanged_and_keep_n() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = VaultFiles::new(dir.path(), 3);
+        assert_eq!(files.current().unwrap(), None);
+        let c1 = content(5, 0);
+        let w = files.write(&c1, 0).unwrap();
+        assert!(matches!(w, WriteOutcome::Written { seq: 1, .. }), "{w:?}");
+        let mtime = fs::metadata(files.map_path()).unwrap().modified().unwrap();
+        // unchanged input writes nothing
+        assert_eq!(
+            files.write(&c1, 0).unwrap(),
+            WriteOutcome::Unchanged { seq: 1 }
+        );
+        assert_eq!(
+            fs::metadata(files.map_path()).unwrap().modified().unwrap(),
+            mtime
+        );
+        for r in 1..=5 {
+            let w = files.write(&content(5, r), 0).unwrap();
+            assert_eq!(w.seq(), 1 + r as u64);
+        }
+        assert_eq!(files.versions(), vec![4, 5, 6]);
+        let live = fs::read_to_string(files.map_path()).unwrap();
+        let h = MapHeader::verify(&live).unwrap();
+        assert_eq!((h.seq, h.hash.clone()), (6, content(5, 5).hash_hex()));
+        assert_eq!(
+            fs::read_to_string(files.csv_path()).unwrap(),
+            content(5, 5).csv()
+        );
+        // the live files are the version files (hard links)
+        assert_eq!(
+            fs::read_to_string(dir.path().join("versions/suiftly-keys.0000000006.map")).unwrap(),
+            live
+        );
+        // min_seq from the database wins when ahead
+        assert_eq!(files.write(&content(6, 0), 100).unwrap().seq(), 100);
+        // no temporary files left
+        for d in [dir.path().to_path_buf(), dir.path().join("versions")] {
+            for e in fs::read_dir(d).unwrap() {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                assert!(!name.starts_with(TMP_PREFIX), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_live_file_that_is_not_a_vault_map_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = VaultFiles::new(dir.path(), 2);
+        fs::write(files.map_path(), "R123 1,2,3,4\n").unwrap();
+        assert!(matches!(files.current(), Err(WriteError::LiveMap { .. })));
+        assert_eq!(files.write(&content(1, 0), 0).unwrap().seq(), 1);
+        assert_eq!(files.current().unwrap().unwrap().seq, 1);
+    }
+}

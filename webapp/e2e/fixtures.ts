@@ -1,0 +1,92 @@
+/**
+ * Shared fixtures: the base URL of the server started by `servers.ts`, a test wallet with a
+ * seed derived from the test's title (one customer per test, so tests run in parallel), a
+ * `signIn()` that goes through the real UI, an `api()` helper that calls the API as the signed-in
+ * customer (to set up state quickly), and a guard that fails a test on any page error or CSP
+ * violation.
+ */
+import { test as base, expect, type Page } from '@playwright/test';
+import { createHmac, randomBytes } from 'node:crypto';
+import { TEST_JWT_SECRET } from './servers';
+import { installWallet, seedFor, type TestWallet, type WalletMode } from './wallet';
+
+export { expect };
+
+export interface Customer {
+  wallet: TestWallet;
+  /** The access token of the UI's sign-in (captured from /auth/verify). */
+  token: () => string;
+  api: <T = unknown>(method: string, path: string, body?: unknown) => Promise<{ status: number; body: T }>;
+}
+
+type Fixtures = {
+  walletMode: WalletMode;
+  wallet: TestWallet;
+  signIn: (opts?: { from?: string }) => Promise<Customer>;
+  consoleGuard: void;
+};
+
+export const test = base.extend<Fixtures>({
+  baseURL: async ({}, use) => {
+    await use(process.env.E2E_BASE_URL);
+  },
+  walletMode: ['valid', { option: true }],
+  wallet: async ({ page, walletMode }, use, info) => {
+    await use(await installWallet(page, seedFor(`${info.titlePath.join(' > ')} #${info.repeatEachIndex}`), walletMode));
+  },
+  consoleGuard: [
+    async ({ page }, use) => {
+      const problems: string[] = [];
+      page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+      page.on('console', (m) => {
+        // 4xx answers the test provokes are logged by Chromium as "Failed to load resource".
+        if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) problems.push(`console: ${m.text()}`);
+      });
+      await use();
+      expect(problems, 'page errors or CSP violations').toEqual([]);
+    },
+    { auto: true },
+  ],
+  signIn: async ({ page, wallet }, use) => {
+    await use(async (opts) => {
+      let token = '';
+      page.on('response', async (r) => {
+        if ((r.url().endsWith('/auth/verify') || r.url().endsWith('/auth/refresh')) && r.ok()) {
+          token = ((await r.json()) as { accessToken: string }).accessToken;
+        }
+      });
+      await page.goto(opts?.from ?? '/app/');
+      await expect(page).toHaveURL(/\/app\/signin/);
+      await page.getByRole('button', { name: wallet.name }).click();
+      await page.getByRole('button', { name: 'Sign in', exact: true }).click();
+      await expect(page.getByRole('button', { name: /^Wallet 0x/ })).toBeVisible();
+      await expect.poll(() => token).not.toBe('');
+      const api: Customer['api'] = async (method, path, body) => {
+        const r = await page.request.fetch(path, {
+          method,
+          headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+          data: body === undefined ? undefined : JSON.stringify(body),
+        });
+        const text = await r.text();
+        return { status: r.status(), body: (text ? JSON.parse(text) : null) as never };
+      };
+      return { wallet, token: () => token, api };
+    });
+  },
+});
+
+/** An HS256 access token for `customerId` that expired a minute ago (same secret as the server). */
+export function expiredAccessToken(validToken: string): string {
+  const payload = JSON.parse(Buffer.from(validToken.split('.')[1]!, 'base64url').toString()) as { sub: string };
+  const now = Math.floor(Date.now() / 1000);
+  const enc = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = enc({ alg: 'HS256', typ: 'JWT' });
+  const body = enc({ sub: payload.sub, iat: now - 1000, exp: now - 60, typ: 'access', jti: randomBytes(16).toString('hex') });
+  const sig = createHmac('sha256', TEST_JWT_SECRET).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+/** Opens the wallet menu in the header. */
+export async function openWalletMenu(page: Page) {
+  await page.getByRole('button', { name: /^Wallet 0x/ }).click();
+}

@@ -1,0 +1,103 @@
+/**
+ * Every page at desktop and phone width: nothing wider than the viewport (no horizontal
+ * scrolling, nothing cut off at the right edge), and a full-page screenshot of each. With
+ * SUIFTLY_UPDATE_SCREENSHOTS=1 they are written to docs/dashboard/ (committed; look at them
+ * after a visual change), otherwise to test-results/screenshots/.
+ */
+import type { Page } from '@playwright/test';
+import path from 'node:path';
+import { expect, test } from './fixtures';
+
+const widths = [
+  { name: 'desktop', width: 1280, height: 800 },
+  { name: 'phone', width: 390, height: 844 },
+];
+
+const outDir = process.env.SUIFTLY_UPDATE_SCREENSHOTS
+  ? path.resolve(import.meta.dirname, '../../docs/dashboard')
+  : path.resolve(import.meta.dirname, '../test-results/screenshots');
+
+async function shoot(page: Page, name: string, viewport: string) {
+  // Let lazy chunks, fonts and queries settle.
+  await page.waitForLoadState('networkidle');
+  await expect(page.locator('[role=status] .animate-spin')).toHaveCount(0);
+  const overflow = await page.evaluate(() => {
+    const vw = document.documentElement.clientWidth;
+    const wide = [...document.querySelectorAll('body *')]
+      .filter((el) => {
+        const r = el.getBoundingClientRect();
+        return r.width > 0 && (r.right > vw + 1 || r.left < -1) && getComputedStyle(el).position !== 'fixed';
+      })
+      .map((el) => `${el.tagName.toLowerCase()}.${(el.getAttribute('class') ?? '').split(' ').slice(0, 3).join('.')}`);
+    return { scroll: document.documentElement.scrollWidth - vw, wide: wide.slice(0, 5) };
+  });
+  expect(overflow, `${name} at ${viewport} overflows horizontally`).toEqual({ scroll: 0, wide: [] });
+  await page.screenshot({ path: path.join(outDir, `${name}-${viewport}.png`), fullPage: true });
+}
+
+for (const vp of widths) {
+  test(`every page at ${vp.name} width`, async ({ page, signIn }) => {
+    await page.setViewportSize({ width: vp.width, height: vp.height });
+    await page.goto('/app/');
+    await expect(page.getByRole('heading', { name: 'Sign in to Suiftly' })).toBeVisible();
+    await shoot(page, 'signin', vp.name);
+
+    const c = await signIn();
+    expect((await c.api('POST', '/billing/deposit', { amount_usd_cents: 25_000 })).status).toBe(200);
+    expect((await c.api('PUT', '/services/seal/config', { tier: 'pro', burst: true, extra_api_keys: 1 })).status).toBe(200);
+    expect((await c.api('POST', '/services/seal/enable')).status).toBe(200);
+    expect((await c.api('POST', '/keys', { service: 'seal', network: 'mainnet' })).status).toBe(201);
+    expect((await c.api('POST', '/keys', { service: 'seal', network: 'testnet', access: 'permission' })).status).toBe(201);
+
+    await page.goto('/app/');
+    await expect(page.getByRole('heading', { level: 1, name: 'Overview' })).toBeVisible();
+    await shoot(page, 'overview', vp.name);
+
+    await page.goto('/app/services/seal');
+    await expect(page.getByText('Active', { exact: true })).toBeVisible();
+    await page.getByRole('radio', { name: /Enterprise/ }).check();
+    await expect(page.getByTestId('quote-monthly')).toHaveText('$91/month');
+    await shoot(page, 'service-seal', vp.name);
+
+    await page.goto('/app/services/grpc');
+    await expect(page.getByTestId('quote-monthly')).toHaveText('$20/month');
+    await shoot(page, 'service-grpc', vp.name);
+
+    await page.goto('/app/services/ssfn');
+    await expect(page.getByText('Coming soon')).toBeVisible();
+    await shoot(page, 'coming-soon', vp.name);
+
+    await page.goto('/app/keys');
+    await expect(page.getByTestId('api-key-row')).toHaveCount(2);
+    await shoot(page, 'keys', vp.name);
+    await page.getByRole('button', { name: 'Create key' }).click();
+    await page.getByRole('dialog', { name: 'Create an API key' }).getByRole('button', { name: 'Create key' }).click();
+    await expect(page.getByRole('dialog', { name: 'Your new API key' })).toBeVisible();
+    await shoot(page, 'keys-new-key', vp.name);
+    await page.getByRole('button', { name: 'I have saved it' }).click();
+
+    await page.goto('/app/billing');
+    await expect(page.getByTestId('billing-balance')).toHaveText('$250.00');
+    await shoot(page, 'billing', vp.name);
+
+    await page.getByRole('main').getByRole('button', { name: 'Deposit' }).click();
+    await page.getByLabel('Amount (USD)').fill('100');
+    await shoot(page, 'deposit', vp.name);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+
+    if (vp.name === 'phone') {
+      await page.getByRole('button', { name: 'Menu' }).click();
+      await shoot(page, 'menu', vp.name);
+      await page.getByRole('button', { name: 'Menu' }).click();
+      await page.getByRole('button', { name: /^Wallet 0x/ }).click();
+      await shoot(page, 'wallet-menu', vp.name);
+    } else {
+      await page.getByRole('button', { name: /^Wallet 0x/ }).click();
+      await shoot(page, 'wallet-menu', vp.name);
+    }
+
+    await page.goto('/app/no/such/page');
+    await expect(page.getByRole('heading', { name: 'Page not found' })).toBeVisible();
+    await shoot(page, 'not-found', vp.name);
+  });
+}
