@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use common::{MIN_TOTAL, read_writer, rec, small_cfg};
 use suiftly_spool::format::{list_segments, segment_path};
 use suiftly_spool::{
-    DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader,
-    SpoolWriter,
+    DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
 };
 
 #[test]
