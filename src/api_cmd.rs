@@ -12,11 +12,11 @@ use anyhow::{Context, Result};
 use suiftly_api::ratelimit::RateLimit;
 use suiftly_api::{ApiConfig, AppState};
 use suiftly_billing::PriceList;
-use suiftly_escrow::{EscrowSettings, Network, PgMockEscrow};
+use suiftly_escrow::PgMockEscrow;
 use suiftly_vault::Secret;
 use tracing::{info, warn};
 
-use crate::config::{ApiSettings, Config};
+use crate::config::{ApiSection, Config};
 use crate::database::Database;
 
 fn env(name: &str) -> Option<String> {
@@ -25,7 +25,7 @@ fn env(name: &str) -> Option<String> {
 
 /// Builds the API configuration from `[api]` and the secret environment variables. Missing
 /// secrets fall back to development values outside production and are an error in it.
-pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
+pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
     let production = s.production;
     let hex_secret = |name: &str, dev: Secret| -> Result<Secret> {
         match env(name) {
@@ -93,9 +93,9 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 pub async fn run(cfg: Config) -> Result<()> {
     let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
-    let escrow_cfg = escrow_settings(&cfg)?;
+    let escrow_cfg = &cfg.escrow;
     escrow_cfg
-        .validate(api_cfg.production)
+        .check_production(api_cfg.production)
         .context("escrow configuration")?;
     let armed = suiftly_escrow::failpoint::arm_from_env(api_cfg.production)?;
     if !armed.is_empty() {
@@ -154,23 +154,4 @@ pub async fn run(cfg: Config) -> Result<()> {
         info!("embedded postgresql stopped");
     }
     Ok(())
-}
-
-/// The escrow: `[escrow]`, its network overridden by `SUIFTLY_ESCROW_NETWORK` (`testnet`,
-/// `devnet`, `localnet`, `mainnet`); production mode accepts the mock only on a test network
-/// named explicitly.
-pub fn escrow_settings(cfg: &Config) -> Result<EscrowSettings> {
-    let mut s = cfg.escrow.clone();
-    if let Some(n) = env("SUIFTLY_ESCROW_NETWORK") {
-        s.network = Some(match n.as_str() {
-            "mainnet" => Network::Mainnet,
-            "testnet" => Network::Testnet,
-            "devnet" => Network::Devnet,
-            "localnet" => Network::Localnet,
-            other => anyhow::bail!(
-                "SUIFTLY_ESCROW_NETWORK must be mainnet, testnet, devnet or localnet, not {other:?}"
-            ),
-        });
-    }
-    Ok(s)
 }

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use suiftly_billing::{Escrow, Month, PriceList};
 use suiftly_escrow::{PgMockEscrow, failpoint};
-use suiftly_manager::ManagerSettings;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, ManagerSection};
 use crate::database::Database;
 
 /// The database of the running process (external, or the embedded one it advertises), else an
@@ -37,62 +36,10 @@ async fn database(cfg: &Config) -> Result<(String, Option<Database>)> {
     Ok((db.conninfo.clone(), Some(db)))
 }
 
-/// `[manager]` with the environment's overrides (tests, operators).
-pub fn manager_settings(cfg: &Config) -> Result<ManagerSettings> {
-    let mut s = cfg.manager.clone();
-    let num = |name: &str| -> Result<Option<u64>> {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse::<u64>().with_context(|| name.to_string()))
-            .transpose()
-    };
-    if let Some(v) = num("SUIFTLY_MANAGER_CYCLE_INTERVAL_MS")? {
-        s.cycle_interval_ms = v;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_LEASE_MS")? {
-        s.lease_ms = v;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_RENEW_INTERVAL_MS")? {
-        s.renew_interval_ms = v;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_IDLE_IN_TRANSACTION_MS")? {
-        s.idle_in_transaction_ms = v;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_PENDING_INTENT_AGE_MS")? {
-        s.pending_intent_age_ms = v;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_USAGE_THRESHOLD_CENTS")? {
-        s.usage_threshold_cents = v as i64;
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_BATCH_SIZE")? {
-        s.batch_size = v as usize;
-    }
-    if let Ok(v) = std::env::var("SUIFTLY_MANAGER_WATERMARK") {
-        s.watermark = match v.as_str() {
-            "metering" => suiftly_manager::WatermarkKind::Metering,
-            "clock" => suiftly_manager::WatermarkKind::Clock,
-            other => {
-                anyhow::bail!("SUIFTLY_MANAGER_WATERMARK must be metering or clock, not {other:?}")
-            }
-        };
-    }
-    if let Some(v) = num("SUIFTLY_MANAGER_CLOCK_LATENESS_MS")? {
-        s.clock_lateness_ms = v;
-    }
-    if let Ok(v) = std::env::var("SUIFTLY_MANAGER_ADMIN_LISTEN")
-        && !v.is_empty()
-    {
-        s.admin_listen = v;
-    }
-    s.validate()?;
-    Ok(s)
-}
-
 /// Guards, pools and the escrow; the manager itself is started by the caller with its stop
 /// token.
 struct Prepared {
-    settings: ManagerSettings,
+    settings: ManagerSection,
     pool: deadpool_postgres::Pool,
     escrow: Arc<dyn Escrow>,
     production: bool,
@@ -100,10 +47,10 @@ struct Prepared {
 
 fn prepare(cfg: &Config, conninfo: &str) -> Result<Prepared> {
     let production = cfg.api.production;
-    let settings = manager_settings(cfg).context("manager configuration")?;
-    let escrow_cfg = crate::api_cmd::escrow_settings(cfg)?;
+    let settings = cfg.manager.clone();
+    let escrow_cfg = &cfg.escrow;
     escrow_cfg
-        .validate(production)
+        .check_production(production)
         .context("escrow configuration")?;
     let armed = failpoint::arm_from_env(production)?;
     if !armed.is_empty() {
@@ -137,7 +84,8 @@ pub fn stage(
     let p = prepare(cfg, conninfo)?;
     let s = stages.stage("manager", crate::stage::OnFailure::KeepRunning);
     let (handle, manager) = suiftly_manager::start(
-        p.settings.to_config(PriceList::default(), p.production),
+        p.settings
+            .manager_config(PriceList::default(), p.production),
         p.pool,
         p.escrow,
         conninfo.to_owned(),
@@ -166,7 +114,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let settings = p.settings.clone();
     let stop = CancellationToken::new();
     let (handle, manager) = suiftly_manager::start(
-        settings.to_config(PriceList::default(), p.production),
+        settings.manager_config(PriceList::default(), p.production),
         p.pool,
         p.escrow,
         conninfo.clone(),

@@ -1,7 +1,7 @@
 //! Money at the escrow boundary, in PostgreSQL: the intent journal every money-moving call goes
 //! through ([`intent`]: intent committed before the escrow call, outcome after), the persistent
 //! escrow mock ([`PgMockEscrow`]: the contract's behaviour over its own tables), the `[escrow]`
-//! settings with the production guard ([`settings`]) and test-only crash points
+//! values with the production guard ([`settings`]) and test-only crash points
 //! ([`failpoint`]).
 //!
 //! Used by the API (deposits, withdrawals) and the manager (charges). The billing rules are in
@@ -14,4 +14,4 @@ pub mod settings;
 
 pub use intent::{Intent, IntentError, IntentState, Outcome};
 pub use mock::{PgMockEscrow, mock_digest};
-pub use settings::{EscrowConfigError, EscrowKind, EscrowSettings, Network};
+pub use settings::{EscrowConfigError, EscrowKind, Network, check_production};

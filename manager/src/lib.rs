@@ -20,11 +20,9 @@ pub mod clock;
 pub mod db;
 pub mod lease;
 pub mod service;
-pub mod settings;
 
 pub use clock::ManagerClock;
 pub use lease::{Fence, FenceError};
 pub use service::{
     CHANNEL, ManagerConfig, ManagerHandle, Scope, Task, TaskCtx, TaskFuture, WatermarkSource, start,
 };
-pub use settings::{ManagerSettings, WatermarkKind};
