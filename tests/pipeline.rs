@@ -118,6 +118,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "aggregator",
             "metrics",
             "admin",
+            "manager",
             "upkeep",
             "database"
         ]
@@ -144,6 +145,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "writer",
             "metrics",
             "admin",
+            "manager",
             "upkeep",
             "database"
         ]
