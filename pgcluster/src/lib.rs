@@ -51,6 +51,12 @@
 //! Temporary clusters (and the template) live in `/dev/shm` when it is a
 //! roomy tmpfs, since a cluster's start writes tens of megabytes that nobody
 //! needs on disk; `PGCLUSTER_TMPDIR` overrides the location.
+//!
+//! # TimescaleDB
+//!
+//! [`timescaledb`]: whether the extension is installed for these binaries, an option to
+//! preload it, the embedded default's start that prefers it, and `SUIFTLY_TEST_STORAGE`, which
+//! makes temporary clusters preload it (the storage-mode test matrix).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
@@ -63,6 +69,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
+
+pub mod timescaledb;
 
 /// Name of the superuser created by `initdb` (and of the system user the
 /// server runs as when we are root).
@@ -210,6 +218,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    #[error(transparent)]
+    Timescaledb(#[from] timescaledb::TimescaledbError),
 
     #[error("{context}: {source}")]
     Io {
@@ -671,6 +682,7 @@ impl PgCluster {
     pub fn temporary_with(configure: impl FnOnce(&mut ClusterOptions)) -> Result<PgCluster, Error> {
         let mut opts = ClusterOptions::new(PathBuf::new());
         opts.fsync = false;
+        timescaledb::apply_test_storage(&mut opts)?;
         configure(&mut opts);
         Self::launch(opts, true)
     }
