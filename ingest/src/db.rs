@@ -15,6 +15,10 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("unknown raw_logs_storage setting {0:?}")]
     UnknownStorage(String),
+    #[error(
+        "haproxy_raw_logs is a timescaledb hypertable, but this postgresql server does not preload timescaledb (shared_preload_libraries = {preload:?}); install timescaledb for this postgresql version, add it to shared_preload_libraries and restart postgresql (README, \"TimescaleDB\")"
+    )]
+    TimescaledbNotLoaded { preload: String },
 }
 
 /// How `haproxy_raw_logs` is partitioned, as decided by the first migration.

@@ -11,6 +11,7 @@
 //! - [`spooled`]: the zero-loss path through the disk spool (accept, consume, commit position).
 //! - [`writer`]: one transaction per batch, retries, partition upkeep.
 //! - [`db`]: migrations and hourly partitions.
+//! - [`timescale`]: the hypertable's start-up check and its retention policy from configuration.
 //! - [`metrics`]: kernel drop sampling.
 //!
 //! This crate knows tokio and PostgreSQL; it does not know DataFusion, axum or billing.
@@ -26,4 +27,5 @@ pub mod recv;
 pub mod replay;
 pub mod spooled;
 pub mod tcp;
+pub mod timescale;
 pub mod writer;

@@ -614,7 +614,7 @@ pub async fn maintain_once(
     retention: Duration,
     ahead_hours: i64,
 ) -> Result<(usize, usize), WriteError> {
-    let client = connect(conninfo).await?;
+    let mut client = connect(conninfo).await?;
     client.batch_execute("SET lock_timeout = '10s'").await?;
     // Batch ids only need to outlive the retries of their batch.
     client
@@ -624,12 +624,8 @@ pub async fn maintain_once(
         )
         .await?;
     if db::storage(&client).await? == Storage::Timescale {
-        if retention != Duration::from_secs(7 * 24 * 3600) {
-            warn!(
-                retention_hours = retention.as_secs() / 3600,
-                "timescaledb keeps the 7-day retention policy of the migration; storage.retention_hours is not applied"
-            );
-        }
+        // Chunks are TimescaleDB's; only the retention policy follows the configuration.
+        crate::timescale::apply_retention(&mut client, retention).await?;
         return Ok((0, 0));
     }
     let now = SystemTime::now()

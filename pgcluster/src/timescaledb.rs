@@ -212,7 +212,9 @@ impl PgCluster {
     /// installed but the server refuses to start with it, the cluster is started without it
     /// (logged as a warning) and the returned [`Status`] says why; a database that already
     /// holds a hypertable then fails at its own start-up check, with that reason at hand.
-    pub fn start_preferring_timescaledb(opts: ClusterOptions) -> Result<(PgCluster, Status), Error> {
+    pub fn start_preferring_timescaledb(
+        opts: ClusterOptions,
+    ) -> Result<(PgCluster, Status), Error> {
         let Some(found) = installed()? else {
             return Ok((PgCluster::start(opts)?, Status::NotInstalled));
         };
@@ -266,8 +268,10 @@ mod tests {
             ("shared_preload_libraries".into(), "timescaledb".into())
         );
         let mut o = ClusterOptions::new("/x");
-        o.extra_settings
-            .push(("shared_preload_libraries".into(), "pg_stat_statements".into()));
+        o.extra_settings.push((
+            "shared_preload_libraries".into(),
+            "pg_stat_statements".into(),
+        ));
         o.preload_timescaledb().preload_timescaledb();
         assert_eq!(o.extra_settings[0].1, "pg_stat_statements,timescaledb");
         assert!(!ClusterOptions::new("/x").preloads_timescaledb());
