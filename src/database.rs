@@ -74,16 +74,19 @@ impl Database {
         let mut client = suiftly_ingest::writer::connect(&self.conninfo)
             .await
             .with_context(|| format!("connecting to postgresql ({})", redact(&self.conninfo)))?;
-        suiftly_ingest::db::migrate(&mut client).await?;
-        let storage = match suiftly_ingest::timescale::check(&client).await {
+        let checked = match suiftly_ingest::db::migrate(&mut client).await {
+            Ok(_) => suiftly_ingest::timescale::check(&client).await,
+            Err(e) => Err(e),
+        };
+        let storage = match checked {
             Ok(s) => s,
-            Err(e) => {
-                // The embedded default started without a library it could not load: say why.
-                if let Some(ts @ timescaledb::Status::Unloadable { .. }) = &self.timescaledb {
+            // The embedded default started without a library it could not load: say why.
+            Err(e) => match &self.timescaledb {
+                Some(ts @ timescaledb::Status::Unloadable { .. }) => {
                     return Err(anyhow::Error::new(e).context(format!("embedded postgresql: {ts}")));
                 }
-                return Err(e.into());
-            }
+                _ => return Err(e.into()),
+            },
         };
         info!(storage = %storage, "raw log storage");
         Ok(())

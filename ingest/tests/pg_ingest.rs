@@ -608,3 +608,33 @@ async fn hypertable_upkeep_is_retention_from_configuration(conninfo: &str) {
     );
     assert_eq!(retention_policies(&client).await, vec![(240.0, 60.0)]);
 }
+
+/// Two ingestors starting at once on a fresh database: one applies the migrations, the other
+/// waits on the migration lock and finds nothing left (refinery alone would run V1 twice and
+/// fail half-way). In the timescaledb pass V1's hypertable branch is among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_migrations_at_once_apply_each_version_once() {
+    let cluster = tokio::task::spawn_blocking(pgcluster::PgCluster::temporary)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the test postgresql: {e}"));
+    let conninfo = cluster.connection_string();
+    let mut a = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    let mut b = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        suiftly_ingest::db::migrate(&mut a),
+        suiftly_ingest::db::migrate(&mut b)
+    );
+    let (mut ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(
+        ra.is_empty() || rb.is_empty(),
+        "one of them applied everything: {ra:?} / {rb:?}"
+    );
+    ra.extend(rb);
+    assert!(ra.contains(&1) && ra.contains(&26), "{ra:?}");
+    let mut dedup = ra.clone();
+    dedup.dedup();
+    assert_eq!(dedup, ra, "each version applied once");
+    let storage = suiftly_ingest::timescale::check(&a).await.unwrap();
+    eprintln!("storage: {storage}");
+}

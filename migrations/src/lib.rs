@@ -16,10 +16,29 @@ mod embedded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    #[error("migration failed: {0}")]
+    #[error("migration failed: {0}{causes}", causes = causes(.0))]
     Refinery(#[from] refinery::Error),
-    #[error("migration lock: {0}")]
-    Lock(#[from] tokio_postgres::Error),
+    /// The checks and the lock around refinery.
+    #[error("migration: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The database holds the TimescaleDB extension, but the server does not preload it: every
+    /// DDL statement (even refinery's own bookkeeping) would fail inside the extension.
+    #[error(
+        "this database uses timescaledb (haproxy_raw_logs is a hypertable), but the postgresql server does not preload it (shared_preload_libraries = {preload:?}); install timescaledb for this postgresql version, set shared_preload_libraries = 'timescaledb' and restart postgresql (README, \"TimescaleDB\")"
+    )]
+    TimescaledbNotPreloaded { preload: String },
+}
+
+/// The error's sources (refinery's own message omits the server's).
+fn causes(e: &refinery::Error) -> String {
+    let mut out = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Key of the session advisory lock held while migrating.
@@ -31,6 +50,17 @@ const MIGRATION_LOCK: i64 = 0x5375_6966_746c_7901; // "Suiftly" + 1
 /// both run V1 and one would fail half-way. A session advisory lock makes the second wait and
 /// then find nothing left to apply.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrateError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), \
+                    current_setting('shared_preload_libraries')",
+            &[],
+        )
+        .await?;
+    let preload: String = row.get(1);
+    if row.get::<_, bool>(0) && !preload.split(',').any(|l| l.trim() == "timescaledb") {
+        return Err(MigrateError::TimescaledbNotPreloaded { preload });
+    }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
