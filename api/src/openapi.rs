@@ -82,17 +82,6 @@ fn ops() -> Vec<Op> {
         ),
         o(
             "get",
-            "/metrics",
-            "Prometheus metrics (text)",
-            false,
-            vec![],
-            None,
-            "200",
-            json!({ "type": "string" }),
-            &[],
-        ),
-        o(
-            "get",
             "/openapi.json",
             "This document",
             false,
@@ -485,8 +474,6 @@ pub fn document() -> Value {
         let mut responses = Map::new();
         let success = if op.response.is_null() {
             json!({ "description": "no content" })
-        } else if op.path == "/metrics" {
-            json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
         } else {
             ok("success", op.response)
         };
