@@ -1,7 +1,7 @@
 //! What only a hypertable has: compression (the policy job run by hand, rows read back
 //! unchanged, a late row into a compressed chunk stored and metered once, the audit clean), and
 //! the migration run twice, on a native-partitioned database that later gains TimescaleDB, and
-//! on a hypertable whose server lost the preload.
+//! on a hypertable whose server lost the preload; the native-to-hypertable conversion script.
 //!
 //! These tests need TimescaleDB installed for the machine's PostgreSQL, so they are ignored by
 //! default; the CI's TimescaleDB pass runs them
@@ -10,6 +10,8 @@
 //! against a hypertable in that same pass (the storage matrix, `.ci/run`).
 
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgcluster::PgCluster;
@@ -412,9 +414,10 @@ fn storage_setting(conninfo: &str) -> String {
 /// native-partitioned database whose server has since started preloading TimescaleDB it leaves
 /// the table native with its rows, and ingest goes on; on a hypertable whose server no longer
 /// preloads TimescaleDB both the migration and the start-up check refuse, saying what to do.
+/// Then the operator's conversion script turns the native table into a hypertable, rows intact.
 #[test]
 #[ignore = "needs TimescaleDB (see the module doc)"]
-fn migration_runs_twice_and_leaves_what_it_cannot_convert() {
+fn migration_runs_twice_leaves_native_alone_and_the_script_converts() {
     // 1. A hypertable: V26 again, then the whole migration set again.
     let mut pg = timescale_cluster();
     let conninfo = pg.connection_string();
@@ -542,4 +545,68 @@ fn migration_runs_twice_and_leaves_what_it_cannot_convert() {
         q_i64(&conninfo, "SELECT count(*) FROM haproxy_raw_logs"),
         11
     );
+
+    // 4. The operator converts it (README): the script moves every row into a hypertable with
+    // V26's settings; a second run refuses (nothing to convert) and changes nothing.
+    let before = fingerprint(&conninfo);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert-to-hypertable.sql");
+    let psql = |c: &str| {
+        Command::new(psql_bin())
+            .args(["-X", "-q", "-d", c, "-f"])
+            .arg(&script)
+            .output()
+            .unwrap()
+    };
+    let out = psql(&conninfo);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(storage_setting(&conninfo), "timescaledb");
+    assert_eq!(fingerprint(&conninfo), before, "every row moved unchanged");
+    assert!(partitions(&conninfo).is_empty(), "native partitions gone");
+    let converted = hypertable_state(&conninfo);
+    assert!(converted.starts_with("01:00:00\n"), "{converted}");
+    assert!(
+        converted.contains("\"compress_after\": \"06:00:00\"")
+            && converted.contains("server_id:1:0")
+            && converted.ends_with("\n\n"),
+        "{converted}"
+    );
+    let again = psql(&conninfo);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to convert"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(fingerprint(&conninfo), before);
+    // Ingest goes on the hypertable way: no partitions, retention from configuration.
+    let (made, dropped) = block_on(async {
+        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(48 * 3600), 3)
+            .await
+            .unwrap()
+    });
+    assert_eq!((made, dropped), (0, 0));
+    assert!(hypertable_state(&conninfo).contains("\"drop_after\": \"48:00:00\""));
+    exec(
+        &conninfo,
+        "INSERT INTO haproxy_raw_logs (\"timestamp\", network, server_id, service_type, api_key_fp, fe_type, traffic_type, event_type, client_ip, status_code, bytes_sent, time_total) VALUES (now(), 1, 1, 1, 100, 1, 1, 1, '10.0.0.1', 200, 1, 1)",
+    );
+    assert_eq!(
+        q_i64(&conninfo, "SELECT count(*) FROM haproxy_raw_logs"),
+        12
+    );
+}
+
+/// The newest installed psql (Debian keeps one per major version).
+fn psql_bin() -> std::path::PathBuf {
+    let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL client binaries under /usr/lib/postgresql")
+        .filter_map(|e| Some(e.ok()?.path().join("bin/psql")))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop().expect("psql must be installed")
 }
