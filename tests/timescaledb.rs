@@ -481,7 +481,7 @@ fn migration_runs_twice_leaves_native_alone_and_the_script_converts() {
     migrate(&conninfo).unwrap();
     assert_eq!(storage_setting(&conninfo), "native");
     block_on(async {
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 2)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 2)
             .await
             .unwrap()
     });
@@ -532,7 +532,7 @@ fn migration_runs_twice_leaves_native_alone_and_the_script_converts() {
     assert!(info.to_string().contains("not converted"), "{info}");
     // Ingest goes on the native way: maintenance makes partitions, rows go in.
     let (made, _) = block_on(async {
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 3)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 3)
             .await
             .unwrap()
     });
@@ -584,7 +584,7 @@ fn migration_runs_twice_leaves_native_alone_and_the_script_converts() {
     assert_eq!(fingerprint(&conninfo), before);
     // Ingest goes on the hypertable way: no partitions, retention from configuration.
     let (made, dropped) = block_on(async {
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(48 * 3600), 3)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(48 * 3600), 3)
             .await
             .unwrap()
     });

@@ -303,7 +303,7 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
         suiftly_ingest::db::Storage::Native
     );
     let (made, dropped) =
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
             .await
             .unwrap();
     assert_eq!((made, dropped), (8, 0), "this hour - 1 ..= this hour + 6");
@@ -317,7 +317,7 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
         .await
         .unwrap();
     let (_, dropped) =
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
             .await
             .unwrap();
     assert_eq!(dropped, 1);
@@ -529,7 +529,7 @@ async fn hypertable_upkeep_is_retention_from_configuration(conninfo: &str) {
     let mut client = suiftly_ingest::writer::connect(conninfo).await.unwrap();
     // V1 left its hard-coded 7 days; the first pass sets the configured 48 hours.
     let (made, dropped) =
-        suiftly_ingest::writer::maintain_once(conninfo, Duration::from_secs(48 * 3600), 6)
+        suiftly_ingest::db::maintain_once(conninfo, Duration::from_secs(48 * 3600), 6)
             .await
             .unwrap();
     assert_eq!(
