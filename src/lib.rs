@@ -14,7 +14,8 @@
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
 //! - [`config`], [`database`], [`signals`].
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`; the manager's steps
+//!   from this crate: [`vault_task`]).
 
 pub mod admin_sql;
 pub mod api_cmd;
@@ -28,3 +29,4 @@ pub mod replay;
 pub mod servers;
 pub mod signals;
 pub mod stage;
+pub mod vault_task;
