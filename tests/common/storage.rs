@@ -15,20 +15,27 @@ pub fn mode() -> String {
 }
 
 /// Panics unless the migrated database at `conninfo` uses the storage [`mode`] names.
+/// Callable from a `#[tokio::test]` too: the check runs on its own thread and runtime.
 pub fn expect(conninfo: &str) {
-    let info = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-                .await
-                .expect("connecting to the test database");
-            tokio::spawn(conn);
-            suiftly_ingest::timescale::check(&client)
-                .await
-                .expect("the storage check")
-        });
+    let info = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+                        .await
+                        .expect("connecting to the test database");
+                    tokio::spawn(conn);
+                    suiftly_ingest::timescale::check(&client)
+                        .await
+                        .expect("the storage check")
+                })
+        })
+        .join()
+        .expect("storage check thread")
+    });
     let want = match mode().as_str() {
         "timescaledb" => Storage::Timescale,
         _ => Storage::Native,
