@@ -145,7 +145,7 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
              [manager]\nwatermark = \"clock\"\nclock_lateness_ms = 2000\ncycle_interval_ms = 1000\n\
              lease_ms = 3000\nrenew_interval_ms = 500\nidle_in_transaction_ms = 1500\n\
              usage_threshold_cents = 1\npending_intent_age_ms = 0\n\
-             [vault]\ndir = \"{vault}\"\nretry_interval_ms = 300\npush_timeout_ms = 2000\n\
+             [vault]\ndir = \"{vault}\"\nretry_interval_ms = 300\npush_timeout_ms = 2000\ngateways_per_region = 20\n\
              [[vault.gateway]]\nname = \"gw1\"\nsocket = \"unix:{sock}\"\nmap = \"{map}\"\n\
              [[listener]]\nname = \"haproxy\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\nframing = \"local\"\npayload = \"sf1\"\n",
             data = tmp.path().join("data").display(),
@@ -225,8 +225,9 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
     let key_latency = t_key.elapsed();
 
     // --- served, logged, metered, invoiced ----------------------------------------------------
-    let n_served = 120;
-    let served = send(gw.fe_port, &k1, "pa", n_served, Duration::from_millis(15));
+    // Starter: 100 requests/s per region, 20 gateways per region → 5/s on this gateway.
+    let n_served = 20;
+    let served = send(gw.fe_port, &k1, "pa", n_served, Duration::from_millis(300));
     assert!(served.iter().all(|&s| s == 200), "{served:?}");
     let logged_sql = format!(
         "SELECT count(*) FROM haproxy_raw_logs WHERE customer_id = {cid} AND path_prefix LIKE 'pa%'
@@ -248,6 +249,10 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let refused_429 = burst.iter().filter(|&&s| s == 429).count();
+    assert!(
+        refused_429 > 0,
+        "400 requests at once, 5/s allowed: some are refused"
+    );
     assert!(burst.iter().all(|&s| s == 200 || s == 429), "{burst:?}");
     let by_type_sql = format!(
         "SELECT count(*) FILTER (WHERE traffic_type IN (1, 2))::bigint * 1000000
@@ -320,8 +325,10 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
     .unwrap();
     let t_use = Instant::now();
     let mut sent = 0;
+    // Polled faster than the key's rate: the excess is refused 429 until the suspension.
     let mut last = 200;
-    while last == 200 {
+    while last != 402 {
+        assert!(matches!(last, 200 | 429), "{last}");
         last = request(gw.fe_port, &format!("/ps{sent}"), Some(&k2)).0;
         sent += 1;
         std::thread::sleep(Duration::from_millis(15));
