@@ -12,10 +12,11 @@
 //! - [`pipeline`]: the composition root (`suiftly run`, and the demo and tests through it).
 //! - [`stage`]: the stage list — start in order, stop in reverse, every task tracked.
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
-//! - [`config`], [`database`], [`signals`].
+//! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
 //!   [`api_cmd`] (`api`).
 
+pub mod activation;
 pub mod admin_sql;
 pub mod api_cmd;
 pub mod config;
