@@ -48,10 +48,16 @@ if ((SPOOL)); then
     tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$spool" -cf - . | gzip -n >"$tmp/spool.tar.gz"
 fi
 (cd "$tmp" && sha256sum -- * >SHA256SUMS)
-hash=$(sha256sum "$tmp/SHA256SUMS" | cut -c1-12)
+# What the backup holds, for "unchanged since the newest backup": the dump without pg_dump's
+# per-run random \restrict key lines, and the spool archive.
+{
+    gunzip -c "$tmp/database.sql.gz" | grep -v '^\\\(un\)\?restrict ' | sha256sum
+    [ -f "$tmp/spool.tar.gz" ] && sha256sum <"$tmp/spool.tar.gz"
+} >"$tmp/CONTENT"
+hash=$(sha256sum "$tmp/CONTENT" | cut -c1-12)
 
 newest=$(find "$dest_root" -mindepth 1 -maxdepth 1 -type d | sort | tail -n 1)
-if [ -n "$newest" ] && cmp -s "$newest/SHA256SUMS" "$tmp/SHA256SUMS"; then
+if [ -n "$newest" ] && cmp -s "$newest/CONTENT" "$tmp/CONTENT"; then
     ok "backup ${newest#"${ROOT%/}"} holds exactly this content"
     finish
     exit 0

@@ -4,17 +4,19 @@
 # written (edit them in place).
 #
 #   deploy/provision.sh [--root DIR] [--dry-run] [--roles ingest,manager,api]
-#                       [--pg-admin CONNINFO] [--server-id N] [--dashboard-origin URL]
+#                       [--pg-admin CONNINFO] [--database-name suiftly] [--server-id N]
+#                       [--dashboard-origin URL]
 #
 # --pg-admin: a libpq keyword/value connection string of a PostgreSQL superuser (e.g.
-#   "host=/run/postgresql user=postgres"); creates the `suiftly` role and database (and the
-#   timescaledb extension where the server has it). DATABASE_URL in the environment file is
+#   "host=/run/postgresql user=postgres"); creates the `suiftly` role and its database (and
+#   the timescaledb extension where the server preloads it). DATABASE_URL in the environment file is
 #   this string with user, password and dbname replaced. Without it the database step is
 #   skipped and DATABASE_URL must be set by hand.
 source "$(dirname "$0")/lib.sh"
 
 ROLES=ingest,manager,api
 PG_ADMIN=
+DBNAME=suiftly
 SERVER_ID=17
 ORIGIN=https://app.suiftly.io
 parse_common "$@"
@@ -23,9 +25,10 @@ while (($#)); do
     case "$1" in
     --roles) ROLES=$2; shift 2 ;;
     --pg-admin) PG_ADMIN=$2; shift 2 ;;
+    --database-name) DBNAME=$2; shift 2 ;;
     --server-id) SERVER_ID=$2; shift 2 ;;
     --dashboard-origin) ORIGIN=$2; shift 2 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown option $1" ;;
     esac
 done
@@ -73,8 +76,9 @@ else
     ensure_file "$tmp/suiftly.toml" /etc/suiftly/suiftly.toml 0640 root:suiftly
 fi
 
-# 4. The database: role, database, timescaledb where available.
+# 4. The database: role, database, timescaledb where the server preloads it.
 psql_admin() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$PG_ADMIN" "$@"; }
+psql_db() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$PG_ADMIN dbname=$DBNAME" "$@"; }
 if [ -n "$PG_ADMIN" ]; then
     if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'suiftly'")" = 1 ]; then
         ok "postgresql role suiftly"
@@ -82,23 +86,33 @@ if [ -n "$PG_ADMIN" ]; then
         change "create postgresql role suiftly"
         act psql_admin -c "CREATE ROLE suiftly LOGIN"
     fi
-    if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'suiftly'")" = 1 ]; then
-        ok "postgresql database suiftly"
+    # Migration V1 reads shared_preload_libraries (is timescaledb preloaded?), which a plain
+    # role may not: pg_read_all_settings lets it.
+    if [ "$(psql_admin -c "SELECT 1 WHERE pg_has_role('suiftly', 'pg_read_all_settings', 'MEMBER')")" = 1 ]; then
+        ok "role suiftly can read server settings (pg_read_all_settings)"
     else
-        change "create postgresql database suiftly (owner suiftly)"
-        act psql_admin -c "CREATE DATABASE suiftly OWNER suiftly"
+        change "grant pg_read_all_settings to suiftly (migrations read shared_preload_libraries)"
+        act psql_admin -c "GRANT pg_read_all_settings TO suiftly"
     fi
-    if [ "$(psql_admin -c "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")" = 1 ]; then
-        if ((DRY)) && [ "$CHANGES" -gt 0 ]; then
-            change "create extension timescaledb in suiftly (if missing)"
-        elif [ "$(psql_admin -d suiftly -c "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")" = 1 ]; then
-            ok "timescaledb extension"
-        else
-            change "create extension timescaledb in database suiftly"
-            act psql_admin -d suiftly -c "CREATE EXTENSION timescaledb"
-        fi
+    db_exists=$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$DBNAME'")
+    if [ "$db_exists" = 1 ]; then
+        owner=$(psql_admin -c "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$DBNAME'")
+        [ "$owner" = suiftly ] || die "database $DBNAME exists but belongs to $owner, not suiftly"
+        ok "postgresql database $DBNAME"
     else
-        ok "timescaledb not installed on the server: plain partitioned tables"
+        change "create postgresql database $DBNAME (owner suiftly)"
+        act psql_admin -c "CREATE DATABASE \"$DBNAME\" OWNER suiftly"
+    fi
+    preload=$(psql_admin -c "SHOW shared_preload_libraries")
+    if [[ "$preload" != *timescaledb* ]]; then
+        ok "timescaledb not preloaded by the server: plain partitioned tables"
+    elif [ "$db_exists" != 1 ] && ((DRY)); then
+        change "create extension timescaledb in $DBNAME"
+    elif [ "$(psql_db -c "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")" = 1 ]; then
+        ok "timescaledb extension"
+    else
+        change "create extension timescaledb in database $DBNAME"
+        act psql_db -c "CREATE EXTENSION timescaledb"
     fi
 else
     ok "database step skipped (no --pg-admin): set DATABASE_URL in /etc/suiftly/suiftly.env"
@@ -114,7 +128,7 @@ else
         echo "# Secrets for the suiftly units (docs/OPERATIONS.md, \"Environment\"). Mode 0640 root:suiftly."
         echo "# Written once by deploy/provision.sh; never regenerated (rotating a key is a procedure)."
         if [ -n "$PG_ADMIN" ]; then
-            echo "DATABASE_URL='$PG_ADMIN user=suiftly password=$pw dbname=suiftly'"
+            echo "DATABASE_URL='$PG_ADMIN user=suiftly password=$pw dbname=$DBNAME'"
         else
             echo "# DATABASE_URL='host=... user=suiftly password=... dbname=suiftly'"
         fi
