@@ -14,11 +14,12 @@
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
 //! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`).
+//!   [`api_cmd`] (`api`), [`check_config`] (`check-config`).
 
 pub mod activation;
 pub mod admin_sql;
 pub mod api_cmd;
+pub mod check_config;
 pub mod config;
 pub mod database;
 pub mod demo;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use suiftly::{admin_sql, api_cmd, config, database, demo, loadgen, pipeline, replay};
+use suiftly::{
+    admin_sql, api_cmd, check_config, config, database, demo, loadgen, pipeline, replay,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,6 +42,9 @@ enum Cmd {
     Audit(admin_sql::AuditArgs),
     /// Serve the customer API (docs/API.md) until SIGTERM / ctrl-c.
     Api,
+    /// Validate the config file and the environment it will run in (ports, directories,
+    /// database and migrations, secrets); exit 1 if anything fails.
+    CheckConfig(check_config::CheckArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,10 +56,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let cfg = config::Config::load(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Before loading: a config that does not load is one of the things it reports.
+    if let Cmd::CheckConfig(args) = cli.cmd {
+        let ok = rt.block_on(check_config::run(cli.config.as_deref(), args))?;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    let cfg = config::Config::load(cli.config.as_deref())?;
     match cli.cmd {
         Cmd::Run => rt.block_on(pipeline::run_until_signal(cfg)),
         Cmd::Migrate => rt.block_on(async {
@@ -68,5 +78,6 @@ fn main() -> Result<()> {
         Cmd::Sql(args) => rt.block_on(admin_sql::sql_command(cfg, args)),
         Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args)),
         Cmd::Api => rt.block_on(api_cmd::run(cfg)),
+        Cmd::CheckConfig(_) => unreachable!("handled before the config is loaded"),
     }
 }

@@ -688,3 +688,98 @@ fn backup_then_restore_into_a_fresh_database_gives_the_same_tables() {
         "the audit of the restored copy differs from the source's"
     );
 }
+
+/// `suiftly check-config` finds each kind of problem it claims to (and exits 1), and passes a
+/// production setup once they are fixed.
+#[test]
+fn check_config_reports_ports_directories_database_and_secrets() {
+    let pg = PgCluster::temporary().unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("state");
+    std::fs::create_dir(&data).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let (udp, api, apim) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let cfg = tmp.path().join("suiftly.toml");
+    let write = |metrics: u16, origin: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+                 [api]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{apim}\"\ndashboard_origin = \"{origin}\"\n\
+                 [[listener]]\nname = \"udp\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\n",
+                data.display(),
+                common::free_port()
+            ),
+        )
+        .unwrap()
+    };
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_suiftly"));
+        c.arg("--config").arg(&cfg).arg("check-config").args(args);
+        for v in [
+            "SUIFTLY_JWT_SECRET",
+            "SUIFTLY_API_KEY_SECRET",
+            "SUIFTLY_KEY_ENCRYPTION_KEY",
+            "SUIFTLY_OPERATOR_TOKEN",
+            "SUIFTLY_API_PRODUCTION",
+            "MOCK_AUTH",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("DATABASE_URL", pg.connection_string())
+            .env("RUST_LOG", "off");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    write(busy_port, "http://localhost:5173");
+    let (ok, text) = run(&["--production", "--service-user", "nobody"], &[]);
+    assert!(!ok, "{text}");
+    for want in [
+        &format!("FAIL  metrics.listen: tcp 127.0.0.1:{busy_port} is in use") as &str,
+        &format!("ok    listener udp: udp 127.0.0.1:{udp} is free"),
+        &format!(
+            "FAIL  data_dir: {} is not writable by nobody",
+            data.display()
+        ),
+        "FAIL  migrations: the database has no schema yet",
+        "FAIL  api secrets: SUIFTLY_JWT_SECRET must be set in production mode",
+        "FAIL  api.dashboard_origin",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // Fixed: port, directory owner (root checks as itself), migrations, secrets, origin.
+    drop(busy);
+    write(common::free_port(), "https://app.example.com");
+    let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+        .arg("migrate")
+        .env("DATABASE_URL", pg.connection_string())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hex = |b: u8| format!("{b:02x}").repeat(32);
+    let (jwt, aks, kek, tok) = (hex(0x5a), hex(0x3c), hex(0x7e), hex(0x41));
+    let secrets = [
+        ("SUIFTLY_JWT_SECRET", jwt.as_str()),
+        ("SUIFTLY_API_KEY_SECRET", aks.as_str()),
+        ("SUIFTLY_KEY_ENCRYPTION_KEY", kek.as_str()),
+        ("SUIFTLY_OPERATOR_TOKEN", tok.as_str()),
+    ];
+    let (ok, text) = run(&["--production"], &secrets);
+    assert!(ok, "{text}");
+    assert!(text.contains("ok    migrations: all "), "{text}");
+    assert!(text.contains(", 0 failures"), "{text}");
+}

@@ -42,6 +42,18 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// The versions this build carries, ascending (what a fully migrated database has applied;
+/// `suiftly check-config` compares).
+pub fn versions() -> Vec<i32> {
+    let mut v: Vec<i32> = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// Applies every pending migration; returns the versions applied now. Waits for locks as long
 /// as it takes (a migration must not fail half-way because a query held a table).
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, MigrateError> {
