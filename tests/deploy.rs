@@ -171,11 +171,11 @@ esac
 impl Drop for Scratch {
     fn drop(&mut self) {
         for role in ["ingest", "manager", "api"] {
-            if let Ok(pid) = std::fs::read_to_string(self.state.join(format!("{role}.pid"))) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    // SAFETY: kill(2) on a process this test started.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+            if let Ok(pid) = std::fs::read_to_string(self.state.join(format!("{role}.pid")))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                // SAFETY: kill(2) on a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
     }
