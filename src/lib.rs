@@ -14,7 +14,8 @@
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
 //! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`), [`check_config`] (`check-config`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`), [`check_config`]
+//!   (`check-config`).
 
 pub mod activation;
 pub mod admin_sql;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod database;
 pub mod demo;
 pub mod loadgen;
+pub mod manager_cmd;
 pub mod pipeline;
 pub mod replay;
 pub mod servers;
