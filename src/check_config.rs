@@ -23,6 +23,8 @@ pub enum Role {
     Ingest,
     /// `suiftly api`: the API and its metrics.
     Api,
+    /// `suiftly manager`: its admin endpoint.
+    Manager,
     /// Every role on one host.
     All,
 }
@@ -203,6 +205,14 @@ pub async fn check(path: Option<&Path>, args: &CheckArgs) -> Report {
     // Ports.
     let ingest = matches!(args.role, Role::Ingest | Role::All);
     let api = matches!(args.role, Role::Api | Role::All);
+    if matches!(args.role, Role::Manager | Role::All) {
+        port_free(
+            &mut r,
+            "manager.admin_listen",
+            &cfg.manager.admin_listen,
+            false,
+        );
+    }
     if ingest {
         port_free(&mut r, "metrics.listen", &cfg.metrics.listen, false);
         port_free(&mut r, "admin.listen", &cfg.admin.listen, false);
@@ -377,6 +387,13 @@ pub async fn check(path: Option<&Path>, args: &CheckArgs) -> Report {
             "none yet: `suiftly run` creates one at first start (or set SUIFTLY_OPERATOR_TOKEN)",
         ),
         Err(e) => r.fail("operator token", format!("{e:#}")),
+    }
+    match suiftly_escrow::check_production(cfg.escrow.kind, cfg.escrow.network, production) {
+        Ok(()) => r.ok(
+            "escrow",
+            format!("{:?} on {:?}", cfg.escrow.kind, cfg.escrow.network),
+        ),
+        Err(e) => r.fail("escrow", e.to_string()),
     }
     let origin = &cfg.api.dashboard_origin;
     if production && (!origin.starts_with("https://") || origin.contains("localhost")) {

@@ -122,7 +122,16 @@ esac
 
     fn ok(&self, script: &str, args: &[&str]) -> String {
         let (ok, text) = self.run(script, args);
-        assert!(ok, "{script} {args:?} failed:\n{text}");
+        if !ok {
+            let logs: String = ["ingest", "manager", "api"]
+                .iter()
+                .filter_map(|r| {
+                    let l = std::fs::read_to_string(self.state.join(format!("{r}.log"))).ok()?;
+                    Some(format!("--- {r}.log:\n{l}"))
+                })
+                .collect();
+            panic!("{script} {args:?} failed:\n{text}{logs}");
+        }
         text
     }
 
@@ -377,6 +386,8 @@ fn deploy_is_idempotent_and_rolls_back_an_unhealthy_release() {
     let (api, api_metrics) = (common::free_port(), common::free_port());
     s.edit_config("127.0.0.1:9470", &format!("127.0.0.1:{api}"));
     s.edit_config("127.0.0.1:9471", &format!("127.0.0.1:{api_metrics}"));
+    // Only the mock escrow exists: production runs it on a test network only.
+    s.edit_config("# network = \"testnet\"", "network = \"testnet\"");
     let conf = s.path("/etc/suiftly/deploy.conf");
     let text = std::fs::read_to_string(&conf)
         .unwrap()
@@ -687,6 +698,29 @@ fn backup_then_restore_into_a_fresh_database_gives_the_same_tables() {
         source_audit,
         "the audit of the restored copy differs from the source's"
     );
+    // The billing audit (issue 11) of this month: same report on the copy as on the source.
+    let billing = |conninfo: &str| {
+        let month = psql(
+            conninfo,
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')",
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
+            .args(["audit", "billing", "--month", month.trim()])
+            .env("DATABASE_URL", conninfo)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "audit billing: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let source_billing = billing(&db);
+    eprintln!("source billing audit: {source_billing}");
+    assert_eq!(billing(&fresh), source_billing);
 }
 
 /// `suiftly check-config` finds each kind of problem it claims to (and exits 1), and passes a
@@ -707,13 +741,13 @@ fn check_config_reports_ports_directories_database_and_secrets() {
         common::free_port(),
     );
     let cfg = tmp.path().join("suiftly.toml");
-    let write = |metrics: u16, origin: &str| {
+    let write = |metrics: u16, origin: &str, escrow: &str| {
         std::fs::write(
             &cfg,
             format!(
                 "data_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
                  [api]\nlisten = \"127.0.0.1:{api}\"\nmetrics_listen = \"127.0.0.1:{apim}\"\ndashboard_origin = \"{origin}\"\n\
-                 [[listener]]\nname = \"udp\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\n",
+                 [[listener]]\nname = \"udp\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\n{escrow}",
                 data.display(),
                 common::free_port()
             ),
@@ -744,7 +778,7 @@ fn check_config_reports_ports_directories_database_and_secrets() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )
     };
-    write(busy_port, "http://localhost:5173");
+    write(busy_port, "http://localhost:5173", "");
     let (ok, text) = run(&["--production", "--service-user", "nobody"], &[]);
     assert!(!ok, "{text}");
     for want in [
@@ -757,12 +791,17 @@ fn check_config_reports_ports_directories_database_and_secrets() {
         "FAIL  migrations: the database has no schema yet",
         "FAIL  api secrets: SUIFTLY_JWT_SECRET must be set in production mode",
         "FAIL  api.dashboard_origin",
+        "FAIL  escrow: the mock escrow is refused in production mode",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     // Fixed: port, directory owner (root checks as itself), migrations, secrets, origin.
     drop(busy);
-    write(common::free_port(), "https://app.example.com");
+    write(
+        common::free_port(),
+        "https://app.example.com",
+        "[escrow]\nnetwork = \"testnet\"\n",
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .arg("migrate")
         .env("DATABASE_URL", pg.connection_string())
