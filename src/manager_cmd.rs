@@ -104,12 +104,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     let mut signals = crate::signals::Signals::new()?;
     let prom = crate::servers::install_recorder()?;
     let (conninfo, own_db) = database(&cfg).await?;
-    crate::database::Database {
-        conninfo: conninfo.clone(),
-        cluster: None,
-    }
-    .migrate()
-    .await?;
+    crate::database::Database::external(conninfo.clone())
+        .migrate()
+        .await?;
     let p = prepare(&cfg, &conninfo)?;
     let settings = p.settings.clone();
     let stop = CancellationToken::new();
