@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test, Rust and browser: the README's test command, and what `.ci/run` runs after its
 # checks. On a fresh Debian machine with Rust and Node (run as root): installs what is missing
-# (PostgreSQL, HAProxy, Chromium; TimescaleDB from the shared build when there is one), `npm
+# (PostgreSQL, HAProxy, systemd and promtool for issue 19's tests, Chromium; TimescaleDB from the shared build when there is one), `npm
 # ci`, the dashboard's unit tests, lint, type check and build, `cargo test --workspace`, the
 # TimescaleDB storage matrix (issue 16), then the Playwright suite against the real `suiftly
 # api` (which serves the build just made). Prints one plain `N passed, N failed` total at the
@@ -19,6 +19,7 @@ case "$target" in /*) ;; *) target="$root/$target" ;; esac
 need=()
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+for t in systemd-socket-activate:systemd systemd-analyze:systemd promtool:prometheus; do command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t##*:}"); done  # issue 19 tests
 chromium=${CHROMIUM_PATH:-/usr/bin/chromium}
 [ -x "$chromium" ] || need+=(chromium fonts-liberation)
 if [ "${#need[@]}" -gt 0 ]; then
