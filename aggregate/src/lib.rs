@@ -8,6 +8,7 @@
 //! - [`service`]: the async shell (replay, input, settlement tick) and the settled-window
 //!   subscription for billing and the vault.
 //! - [`sql`]: the operator `SessionContext` (live windows, settled tables, raw logs).
+//! - [`live`]: the customer-facing view of the windows (the live tail's rows).
 //! - [`audit`]: recomputation from `haproxy_raw_logs` and comparison with the settled tables.
 //! - [`pgwire`]: the same operator context over the PostgreSQL wire protocol (read-only,
 //!   SCRAM with the operator token).
@@ -16,6 +17,7 @@
 //! the PostgreSQL-protocol front-end of the operator context, which is DataFusion-specific.
 
 pub mod audit;
+pub mod live;
 pub mod partial;
 pub mod pgwire;
 pub mod service;

@@ -16,10 +16,13 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod live;
+pub mod live_sse;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
 pub mod services;
+pub mod stats;
 pub mod static_files;
 pub mod sui;
 
@@ -157,6 +160,16 @@ pub struct Inner {
     pub ip_limiter: RateLimiter<std::net::IpAddr>,
     pub customer_limiter: RateLimiter<i32>,
     pub metrics: Option<MetricsRender>,
+    /// The live tail (stats' open bucket, `/stats/live`); `None`: settled tables only.
+    pub live: Option<LiveHandle>,
+}
+
+/// The live hub an API serves from, and the token that ends its streams (fired when the
+/// server starts its graceful shutdown: open streams would otherwise keep it waiting).
+#[derive(Clone)]
+pub struct LiveHandle {
+    pub hub: Arc<live::LiveHub>,
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Shared state of every handler (cheap to clone).
@@ -190,7 +203,20 @@ impl AppState {
             escrow,
             clock,
             metrics,
+            live: None,
         })))
+    }
+
+    /// Serves the live tail from `hub` (before the state is shared: call right after
+    /// [`AppState::new`]).
+    pub fn with_live(mut self, hub: Arc<live::LiveHub>) -> AppState {
+        Arc::get_mut(&mut self.0)
+            .expect("with_live before the state is cloned")
+            .live = Some(LiveHandle {
+            hub,
+            stop: tokio_util::sync::CancellationToken::new(),
+        });
+        self
     }
 }
 
@@ -251,6 +277,12 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/billing/deposit", post(billing::deposit)),
         r(M::POST, "/billing/withdraw", post(billing::withdraw)),
         r(M::PUT, "/billing/limit", put(billing::set_limit)),
+        r(M::GET, "/stats/summary", get(stats::summary)),
+        r(M::GET, "/stats/traffic", get(stats::traffic)),
+        r(M::GET, "/stats/usage", get(stats::usage)),
+        r(M::GET, "/stats/bandwidth", get(stats::bandwidth)),
+        r(M::GET, "/stats/response-time", get(stats::response_time)),
+        r(M::GET, "/stats/live", get(live_sse::stream)),
     ]
 }
 
@@ -302,6 +334,15 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Live streams never end by themselves: end them when the shutdown starts, so the
+    // graceful drain can finish.
+    let streams = state.live.as_ref().map(|l| l.stop.clone());
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(s) = streams {
+            s.cancel();
+        }
+    };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
