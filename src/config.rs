@@ -70,6 +70,14 @@ pub struct ApiSettings {
     /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
     #[serde(default = "default_dashboard_dir")]
     pub dashboard_dir: PathBuf,
+    /// `suiftly run` serves the API (and the dashboard) itself, on `listen`, with the live
+    /// tail straight from its aggregator: the single-machine default. Off: run API replicas
+    /// with `suiftly api` (and `[api.live] source`).
+    #[serde(default = "yes")]
+    pub in_run: bool,
+    /// The live tail (`/stats/live`, the stats' open bucket).
+    #[serde(default)]
+    pub live: crate::live_feed::LiveSettings,
 }
 
 impl Default for ApiSettings {
@@ -506,6 +514,7 @@ impl Config {
             (1..=1000).contains(&a.db_pool_size),
             "api.db_pool_size must be within 1..=1000"
         );
+        a.live.validate()?;
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {

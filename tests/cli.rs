@@ -22,6 +22,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 fn start_run(cfg: &Path, data: &Path, mport: u16) -> std::process::Child {
     let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SUIFTLY_API_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_DATA_DIR", data)

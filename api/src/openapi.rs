@@ -25,6 +25,42 @@ fn key_param() -> Value {
     json!({ "name": "key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
 }
 
+fn stats_params(series: bool) -> Vec<Value> {
+    let mut v = vec![
+        json!({ "name": "service", "in": "query", "required": false, "description": "only this service",
+                "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "platform", "ssfn", "sealo"] } }),
+        json!({ "name": "network", "in": "query", "required": false, "description": "only this network",
+                "schema": { "type": "string", "enum": ["mainnet", "testnet", "devnet", "localnet"] } }),
+    ];
+    if series {
+        v.push(json!({ "name": "range", "in": "query", "required": false,
+            "description": "window ending with the current bucket (default 24h); not with period",
+            "schema": { "type": "string", "enum": ["24h", "7d", "30d"] } }));
+        v.push(json!({ "name": "interval", "in": "query", "required": false,
+            "description": "bucket size (UTC); default hour for 24h, day otherwise",
+            "schema": { "type": "string", "enum": ["hour", "day"] } }));
+        v.push(json!({ "name": "period", "in": "query", "required": false,
+            "description": "a billing period (UTC month) instead of a range: summed, the usage series equals the invoice's usage",
+            "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" } }));
+    }
+    v
+}
+
+fn series_schema(point: &str) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": [
+            "range", "period", "interval", "from", "to", "service", "network", "settled_before", "points"], "properties": {
+        "range": { "type": "string", "enum": ["24h", "7d", "30d"], "nullable": true },
+        "period": { "type": "string", "nullable": true },
+        "interval": { "type": "string", "enum": ["hour", "day"] },
+        "from": { "type": "string", "format": "date-time" },
+        "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+        "service": { "type": "string", "nullable": true },
+        "network": { "type": "string", "nullable": true },
+        "settled_before": { "type": "string", "format": "date-time", "description": "metering has settled every minute before this" },
+        "points": { "type": "array", "items": { "$ref": format!("#/components/schemas/{point}") },
+                    "description": "completed buckets always (zero when empty); a partial bucket only when it has data" } } })
+}
+
 struct Op {
     method: &'static str,
     path: &'static str,
@@ -334,11 +370,187 @@ fn ops() -> Vec<Op> {
             money,
             &["400", "401", "413", "422", "429"],
         ),
+        o(
+            "get",
+            "/stats/summary",
+            "Usage of the last 24 hours (the current UTC hour and the 23 before it)",
+            true,
+            stats_params(false),
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/StatsSummary" }),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/traffic",
+            "Requests per bucket: billable, dropped, success, errors, status classes",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("TrafficPoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/usage",
+            "Billable usage per bucket (the numbers billing charges)",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("UsagePoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/bandwidth",
+            "Bytes per bucket",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("BandwidthPoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/response-time",
+            "Response time of billable requests per bucket (averages weighted by requests)",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("ResponseTimePoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/live",
+            "Usage pushed as server-sent events: `provisional` (LiveProvisional, the unsettled rows, at most once a second), \
+             `settled` (LiveSettled, id = settlement sequence; reconnect with Last-Event-ID to replay what was missed), \
+             `reset` (LiveReset), `end` (LiveEnd); `: keep-alive` comments. EventSource clients may pass \
+             `access_token` and `last_event_id` as query parameters",
+            true,
+            vec![
+                json!({ "name": "Last-Event-ID", "in": "header", "required": false, "schema": { "type": "string" },
+                        "description": "the last settled event received: the stream replays the settled events after it" }),
+                json!({ "name": "last_event_id", "in": "query", "required": false, "schema": { "type": "string" } }),
+                json!({ "name": "access_token", "in": "query", "required": false, "schema": { "type": "string" },
+                        "description": "the access token, for EventSource (which cannot send Authorization)" }),
+            ],
+            None,
+            "200",
+            json!({ "type": "string" }),
+            &["400", "401", "429", "503"],
+        ),
     ]
 }
 
+fn int64(description: &str) -> Value {
+    if description.is_empty() {
+        json!({ "type": "integer", "format": "int64" })
+    } else {
+        json!({ "type": "integer", "format": "int64", "description": description })
+    }
+}
+
+
+/// The stats and live-tail schemas (issue 13), merged into `components.schemas`.
+fn stats_schemas() -> Vec<(String, Value)> {
+    let a = json!({
+            "StatsSummary": { "type": "object", "additionalProperties": false, "required": [
+                    "from", "to", "partial", "service", "network", "settled_before", "requests", "billable_requests",
+                    "dropped_requests", "success", "client_errors", "server_errors", "status_2xx", "status_3xx",
+                    "status_4xx", "status_5xx", "status_other", "total_bytes", "billable_bytes",
+                    "avg_response_time_ms", "min_response_time_ms", "max_response_time_ms"], "properties": {
+                "from": { "type": "string", "format": "date-time" },
+                "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+                "partial": { "type": "boolean", "description": "includes numbers metering has not settled yet" },
+                "service": { "type": "string", "nullable": true },
+                "network": { "type": "string", "nullable": true },
+                "settled_before": { "type": "string", "format": "date-time" },
+                "requests": int64("traffic types 1–6 (served and dropped; stream rows are not requests)"),
+                "billable_requests": int64("traffic types 1–2"),
+                "dropped_requests": int64("traffic types 3–6"),
+                "success": int64("billable with a 2xx status"),
+                "client_errors": int64("billable with a 4xx status"),
+                "server_errors": int64("billable with a status of 500 or more"),
+                "status_2xx": int64("requests by status class"),
+                "status_3xx": int64(""), "status_4xx": int64(""), "status_5xx": int64(""),
+                "status_other": int64("1xx or no status"),
+                "total_bytes": int64("every traffic type but 8 (stream close)"),
+                "billable_bytes": int64("traffic types 1, 2 and 7"),
+                "avg_response_time_ms": { "type": "number", "nullable": true, "description": "billable requests, weighted by repeat" },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } },
+            "TrafficPoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "requests", "billable_requests", "dropped_requests", "success", "client_errors",
+                    "server_errors", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "requests": int64(""), "billable_requests": int64(""), "dropped_requests": int64(""), "success": int64(""),
+                "client_errors": int64(""), "server_errors": int64(""), "status_2xx": int64(""), "status_3xx": int64(""),
+                "status_4xx": int64(""), "status_5xx": int64(""), "status_other": int64("") } },
+            "UsagePoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "billable_requests", "billable_bytes"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "billable_requests": int64(""), "billable_bytes": int64("") } },
+            "BandwidthPoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "total_bytes", "billable_bytes"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "total_bytes": int64(""), "billable_bytes": int64("") } },
+            "ResponseTimePoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "billable_requests", "avg_response_time_ms", "min_response_time_ms",
+                    "max_response_time_ms"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "billable_requests": int64("the weight of the average"),
+                "avg_response_time_ms": { "type": "number", "nullable": true },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } }
+    });
+    let b = json!({
+            "LiveRow": { "type": "object", "additionalProperties": false, "required": [
+                    "minute", "service", "network", "requests", "billable_requests", "dropped_requests", "success",
+                    "client_errors", "server_errors", "status_2xx", "status_3xx", "status_4xx", "status_5xx",
+                    "total_bytes", "billable_bytes", "response_time_sum_ms", "avg_response_time_ms",
+                    "min_response_time_ms", "max_response_time_ms"], "properties": {
+                "minute": { "type": "string", "format": "date-time" },
+                "service": { "type": "string" }, "network": { "type": "string" },
+                "requests": int64(""), "billable_requests": int64(""), "dropped_requests": int64(""), "success": int64(""),
+                "client_errors": int64(""), "server_errors": int64(""), "status_2xx": int64(""), "status_3xx": int64(""),
+                "status_4xx": int64(""), "status_5xx": int64(""), "total_bytes": int64(""), "billable_bytes": int64(""),
+                "response_time_sum_ms": int64("sum over billable requests; add these, not averages"),
+                "avg_response_time_ms": { "type": "number", "nullable": true },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } },
+            "LiveProvisional": { "type": "object", "additionalProperties": false, "required": ["settled_before", "rows"],
+                "description": "`provisional` event: every unsettled row of the caller; replaces the previous provisional view", "properties": {
+                "settled_before": { "type": "string", "format": "date-time" },
+                "rows": { "type": "array", "items": { "$ref": "#/components/schemas/LiveRow" } } } },
+            "LiveSettled": { "type": "object", "additionalProperties": false, "required": ["seq", "settled_before", "rows"],
+                "description": "`settled` event: what settlement `seq` added for the caller (final; add to what you have) — may be empty", "properties": {
+                "seq": int64("the event id"),
+                "settled_before": { "type": "string", "format": "date-time" },
+                "rows": { "type": "array", "items": { "$ref": "#/components/schemas/LiveRow" } } } },
+            "LiveReset": { "type": "object", "additionalProperties": false, "required": ["reason", "seq"],
+                "description": "`reset` event: missed events cannot be replayed; reload the series", "properties": {
+                "reason": { "type": "string", "enum": ["replay_unavailable", "unknown_event_id"] }, "seq": int64("") } },
+            "LiveEnd": { "type": "object", "additionalProperties": false, "required": ["reason"],
+                "description": "`end` event: the stream ends; reconnect with Last-Event-ID", "properties": {
+                "reason": { "type": "string", "enum": ["shutdown", "max_duration", "unavailable"] } } }
+    });
+    let mut out = Vec::new();
+    for v in [a, b] {
+        if let Value::Object(m) = v {
+            out.extend(m);
+        }
+    }
+    out
+}
+
 fn components() -> Value {
-    json!({
+    let mut c = json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
             "Error": { "type": "object", "required": ["error"], "additionalProperties": false, "properties": {
@@ -349,7 +561,7 @@ fn components() -> Value {
                     "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
                     "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
                     "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
-                    "unavailable", "internal"] },
+                    "stream_limit_reached", "unavailable", "internal"] },
                 "message": { "type": "string" },
                 "details": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" },
                              "description": "numbers that explain the refusal (all money in cents)" } } },
@@ -434,7 +646,12 @@ fn components() -> Value {
                 "accessToken": { "type": "string" }, "tokenType": { "type": "string", "enum": ["Bearer"] },
                 "expiresIn": { "type": "integer", "description": "seconds" }, "walletAddress": { "type": "string" } } }
         }
-    })
+    });
+    let schemas = c["schemas"].as_object_mut().expect("schemas");
+    for (k, v) in stats_schemas() {
+        schemas.insert(k, v);
+    }
+    c
 }
 
 /// `post_keys_key_id_regenerate` for `POST /keys/{key_id}/regenerate`.
@@ -487,6 +704,8 @@ pub fn document() -> Value {
             json!({ "description": "no content" })
         } else if op.path == "/metrics" {
             json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
+        } else if op.path == "/stats/live" {
+            json!({ "description": "an event stream (see the summary and the Live* schemas)", "content": { "text/event-stream": { "schema": op.response } } })
         } else {
             ok("success", op.response)
         };
