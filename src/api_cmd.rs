@@ -135,7 +135,9 @@ pub async fn run(cfg: Config) -> Result<()> {
             Some(hub)
         }
         None => {
-            warn!("api.live.source not set: no live tail (stats from the settled tables only, no /stats/live)");
+            warn!(
+                "api.live.source not set: no live tail (stats from the settled tables only, no /stats/live)"
+            );
             None
         }
     };

@@ -229,7 +229,8 @@ pub async fn internal_live(State(feed): State<Arc<InternalFeed>>, headers: Heade
 
 /// Replica side: follows `source` (the metering process's admin URL) into `hub` until `stop`.
 pub async fn follow(source: String, token: String, hub: Arc<LiveHub>, stop: CancellationToken) {
-    let mut backoff = suiftly_model::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff =
+        suiftly_model::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let mut connected = false;
         let r = tokio::select! {
@@ -252,12 +253,7 @@ pub async fn follow(source: String, token: String, hub: Arc<LiveHub>, stop: Canc
     }
 }
 
-async fn follow_once(
-    source: &str,
-    token: &str,
-    hub: &LiveHub,
-    connected: &mut bool,
-) -> Result<()> {
+async fn follow_once(source: &str, token: &str, hub: &LiveHub, connected: &mut bool) -> Result<()> {
     use http_body_util::BodyExt;
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;

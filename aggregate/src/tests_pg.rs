@@ -658,7 +658,8 @@ async fn settled_events_and_customer_numbers_follow_the_rules() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let st = agg.live_state();
-    let expect_live = crate::live::customer_minutes(&crate::window::tests::brute_force(&live_rows).cust);
+    let expect_live =
+        crate::live::customer_minutes(&crate::window::tests::brute_force(&live_rows).cust);
     assert!(!expect_live.is_empty());
     assert_eq!(st.rows, expect_live);
     // A settlement may be moving an empty minute at this instant: it carries none of them.

@@ -22,8 +22,8 @@ pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
 pub mod services;
-pub mod stats;
 pub mod static_files;
+pub mod stats;
 pub mod sui;
 
 use std::future::Future;

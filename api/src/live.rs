@@ -508,11 +508,8 @@ impl LiveHub {
                     }
                     let sb = *settled_before;
                     for (id, sub) in st.subs.iter_mut() {
-                        let ev = settled_event(
-                            *seq,
-                            sb,
-                            per.remove(id).unwrap_or_default().into_iter(),
-                        );
+                        let ev =
+                            settled_event(*seq, sb, per.remove(id).unwrap_or_default().into_iter());
                         if let Some(tx) = &sub.tx {
                             let _ = tx.send(Arc::new(ev));
                         }
@@ -731,12 +728,9 @@ mod tests {
     }
 
     fn event(rx: &mut broadcast::Receiver<Arc<CustomerEvent>>) -> Option<(String, Value)> {
-        rx.try_recv().ok().map(|e| {
-            (
-                e.kind.to_string(),
-                serde_json::from_str(&e.data).unwrap(),
-            )
-        })
+        rx.try_recv()
+            .ok()
+            .map(|e| (e.kind.to_string(), serde_json::from_str(&e.data).unwrap()))
     }
 
     #[test]
@@ -779,7 +773,11 @@ mod tests {
         assert_eq!(k, "settled");
         assert_eq!(v["seq"], 4);
         assert_eq!(v["rows"][0]["requests"], 2);
-        assert_eq!(v["rows"].as_array().unwrap().len(), 1, "only customer 7's row");
+        assert_eq!(
+            v["rows"].as_array().unwrap().len(),
+            1,
+            "only customer 7's row"
+        );
         let (k, v) = event(&mut a.rx).unwrap();
         assert_eq!(k, "provisional");
         assert!(v["rows"].as_array().unwrap().is_empty());
@@ -820,7 +818,10 @@ mod tests {
         }
         let (_, v) = event(&mut a.rx).unwrap();
         assert_eq!(v["rows"][0]["requests"], 1);
-        assert!(event(&mut a.rx).is_none(), "coalesced until the interval passes");
+        assert!(
+            event(&mut a.rx).is_none(),
+            "coalesced until the interval passes"
+        );
         // The view is always current.
         assert_eq!(hub.view(7).state.rows[0].1.requests, 10);
     }

@@ -138,7 +138,10 @@ async fn retained(client: &impl deadpool_postgres::GenericClient) -> Result<(u64
         )
         .await?;
     let newest = client
-        .query_opt("SELECT settlement_seq FROM aggregate_state WHERE id = 1", &[])
+        .query_opt(
+            "SELECT settlement_seq FROM aggregate_state WHERE id = 1",
+            &[],
+        )
         .await?
         .map_or(0, |r| r.get::<_, i64>(0));
     Ok((r.get::<_, i64>(0) as u64, newest.max(r.get(1)) as u64))
@@ -231,7 +234,11 @@ impl Stream {
                 Ok(e) => self.on_event(e).await,
                 Err(RecvError::Lagged(n)) => {
                     metrics::counter!("suiftly_api_live_lagged_total").increment(n);
-                    let upto = self.state.live.as_ref().map_or(0, |l| l.hub.last_settled_seq());
+                    let upto = self
+                        .state
+                        .live
+                        .as_ref()
+                        .map_or(0, |l| l.hub.last_settled_seq());
                     self.fill(upto).await
                 }
                 Err(RecvError::Closed) => {
@@ -323,17 +330,12 @@ pub async fn stream(
             }
         }
     }
-    let first = to_event(&s.sub.provisional.clone())
-        .retry(std::time::Duration::from_millis(2_000));
+    let first = to_event(&s.sub.provisional.clone()).retry(std::time::Duration::from_millis(2_000));
     s.queue.push_back(first);
     metrics::counter!("suiftly_api_live_streams_opened_total").increment(1);
     tracing::debug!(customer_id, ?last_event_id, "live stream opened");
     let body = futures_util::stream::unfold(s, Stream::next);
     Ok(Sse::new(body)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(opts.keepalive)
-                .text("keep-alive"),
-        )
+        .keep_alive(KeepAlive::new().interval(opts.keepalive).text("keep-alive"))
         .into_response())
 }

@@ -36,9 +36,11 @@ fn stats_params(series: bool) -> Vec<Value> {
         v.push(json!({ "name": "range", "in": "query", "required": false,
             "description": "window ending with the current bucket (default 24h); not with period",
             "schema": { "type": "string", "enum": ["24h", "7d", "30d"] } }));
-        v.push(json!({ "name": "interval", "in": "query", "required": false,
+        v.push(
+            json!({ "name": "interval", "in": "query", "required": false,
             "description": "bucket size (UTC); default hour for 24h, day otherwise",
-            "schema": { "type": "string", "enum": ["hour", "day"] } }));
+            "schema": { "type": "string", "enum": ["hour", "day"] } }),
+        );
         v.push(json!({ "name": "period", "in": "query", "required": false,
             "description": "a billing period (UTC month) instead of a range: summed, the usage series equals the invoice's usage",
             "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" } }));
@@ -455,7 +457,6 @@ fn int64(description: &str) -> Value {
         json!({ "type": "integer", "format": "int64", "description": description })
     }
 }
-
 
 /// The stats and live-tail schemas (issue 13), merged into `components.schemas`.
 fn stats_schemas() -> Vec<(String, Value)> {

@@ -91,17 +91,17 @@ fn bad(msg: impl Into<String>) -> ApiError {
 fn filter(service: &Option<String>, network: &Option<String>) -> Result<Filter, ApiError> {
     let service = match service.as_deref() {
         None | Some("") => None,
-        Some(s) => Some(
-            ServiceType::parse(s)
-                .ok_or_else(|| bad(format!("unknown service {s:?}")))? as i16,
-        ),
+        Some(s) => {
+            Some(ServiceType::parse(s).ok_or_else(|| bad(format!("unknown service {s:?}")))? as i16)
+        }
     };
     let network = match network.as_deref() {
         None | Some("") => None,
-        Some(n) => Some(
-            parse_network(n)
-                .ok_or_else(|| bad(format!("network must be mainnet, testnet, devnet or localnet, not {n:?}")))?,
-        ),
+        Some(n) => Some(parse_network(n).ok_or_else(|| {
+            bad(format!(
+                "network must be mainnet, testnet, devnet or localnet, not {n:?}"
+            ))
+        })?),
     };
     Ok(Filter { service, network })
 }
@@ -140,7 +140,11 @@ pub fn window(q: &SeriesQuery, now_us: i64) -> Result<(Window, String, &'static 
                 to_us: us(next),
             },
             p.to_string(),
-            if unit_us == US_PER_HOUR { "hour" } else { "day" },
+            if unit_us == US_PER_HOUR {
+                "hour"
+            } else {
+                "day"
+            },
         ));
     }
     let range = q.range.as_deref().unwrap_or("24h");
@@ -159,7 +163,11 @@ pub fn window(q: &SeriesQuery, now_us: i64) -> Result<(Window, String, &'static 
             to_us,
         },
         range.to_string(),
-        if unit_us == US_PER_HOUR { "hour" } else { "day" },
+        if unit_us == US_PER_HOUR {
+            "hour"
+        } else {
+            "day"
+        },
     ))
 }
 
@@ -204,9 +212,8 @@ async fn read_settled(
     };
     let hour_cut = floor_to(settled_before_us, US_PER_HOUR).clamp(w.from_us, w.to_us);
     let mut buckets: BTreeMap<i64, Numbers> = BTreeMap::new();
-    let t = |us: i64| {
-        DateTime::<Utc>::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MIN_UTC)
-    };
+    let t =
+        |us: i64| DateTime::<Utc>::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MIN_UTC);
     // Completed hours.
     if hour_cut > w.from_us {
         let rows = tx

@@ -276,13 +276,21 @@ mod tests {
         // tt 3 (denied) 429: a dropped request, neither billable nor an error.
         let d = Numbers::from_group(3, 429, 2, 50, 4, 2, 2);
         assert_eq!(
-            (d.requests, d.dropped_requests, d.client_errors, d.status_4xx),
+            (
+                d.requests,
+                d.dropped_requests,
+                d.client_errors,
+                d.status_4xx
+            ),
             (2, 2, 0, 2)
         );
         assert_eq!((d.total_bytes, d.billable_bytes), (50, 0));
         // tt 2, 503: billable server error.
         let e = Numbers::from_group(2, 503, 1, 0, 7, 7, 7);
-        assert_eq!((e.server_errors, e.status_5xx, e.billable_requests), (1, 1, 1));
+        assert_eq!(
+            (e.server_errors, e.status_5xx, e.billable_requests),
+            (1, 1, 1)
+        );
         // status 0 (client gone): a request of no class.
         let z = Numbers::from_group(1, 0, 4, 0, 0, 0, 0);
         assert_eq!(z.status_other(), 4);
@@ -317,8 +325,16 @@ mod tests {
             rows: vec![(key(9), n)],
             inflight: Some((5, vec![(key(8), n)])),
         };
-        assert_eq!(s.rows_beyond(4).unwrap().len(), 2, "database before the in-flight commit");
-        assert_eq!(s.rows_beyond(5).unwrap().len(), 1, "database has the in-flight commit");
+        assert_eq!(
+            s.rows_beyond(4).unwrap().len(),
+            2,
+            "database before the in-flight commit"
+        );
+        assert_eq!(
+            s.rows_beyond(5).unwrap().len(),
+            1,
+            "database has the in-flight commit"
+        );
         assert!(s.rows_beyond(6).is_none(), "database moved on: read again");
         assert!(s.rows_beyond(3).is_none());
         let s = LiveState {
