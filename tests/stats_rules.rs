@@ -112,7 +112,7 @@ fn i(v: &Value, k: &str) -> i64 {
         .unwrap_or_else(|| panic!("{k} missing or not an integer in {v}"))
 }
 
-fn point_at<'a>(series: &'a Value, start_us: i64) -> Option<&'a Value> {
+fn point_at(series: &Value, start_us: i64) -> Option<&Value> {
     let want = Utc.timestamp_micros(start_us).unwrap();
     series["points"].as_array().unwrap().iter().find(|p| {
         chrono::DateTime::parse_from_rfc3339(p["start"].as_str().unwrap()).unwrap() == want

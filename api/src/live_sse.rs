@@ -85,7 +85,9 @@ pub async fn replay(
         )
         .await?;
     let mut out: Vec<CustomerEvent> = Vec::new();
-    let mut cur: Option<(u64, i64, Vec<(MinuteKey, Numbers)>)> = None;
+    /// (seq, settled_before, the customer's rows of that settlement)
+    type Pending = (u64, i64, Vec<(MinuteKey, Numbers)>);
+    let mut cur: Option<Pending> = None;
     for r in &rows {
         let seq = r.get::<_, i64>(0) as u64;
         if cur.as_ref().is_none_or(|c| c.0 != seq) {
