@@ -21,6 +21,7 @@ pub mod live_sse;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
+pub mod seal_keys;
 pub mod services;
 pub mod static_files;
 pub mod stats;
@@ -283,6 +284,28 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::GET, "/stats/bandwidth", get(stats::bandwidth)),
         r(M::GET, "/stats/response-time", get(stats::response_time)),
         r(M::GET, "/stats/live", get(live_sse::stream)),
+        r(M::GET, "/seal-keys", get(seal_keys::list)),
+        r(M::POST, "/seal-keys", post(seal_keys::create)),
+        r(
+            M::DELETE,
+            "/seal-keys/{seal_key_id}",
+            delete(seal_keys::delete),
+        ),
+        r(
+            M::GET,
+            "/seal-keys/{seal_key_id}/packages",
+            get(seal_keys::packages),
+        ),
+        r(
+            M::POST,
+            "/seal-keys/{seal_key_id}/packages",
+            post(seal_keys::add_package),
+        ),
+        r(
+            M::DELETE,
+            "/seal-keys/{seal_key_id}/packages/{package_id}",
+            delete(seal_keys::remove_package),
+        ),
     ]
 }
 

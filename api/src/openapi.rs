@@ -21,6 +21,10 @@ fn service_param() -> Value {
             "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "ssfn", "sealo"] } })
 }
 
+fn seal_key_param() -> Value {
+    json!({ "name": "seal_key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
+}
+
 fn key_param() -> Value {
     json!({ "name": "key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
 }
@@ -447,6 +451,78 @@ fn ops() -> Vec<Op> {
             json!({ "type": "string" }),
             &["400", "401", "429", "503"],
         ),
+        o(
+            "get",
+            "/seal-keys",
+            "The caller's Seal keys and what the seal service allows (1 key and 3 packages per key included)",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/SealKeyList" }),
+            &["401", "429"],
+        ),
+        o(
+            "post",
+            "/seal-keys",
+            "Create a derived Seal key or import one; buys an extra key when the included one is used (cost-checked)",
+            true,
+            vec![],
+            Some(json!({ "$ref": "#/components/schemas/SealKeyCreate" })),
+            "201",
+            json!({ "$ref": "#/components/schemas/SealKey" }),
+            &["400", "401", "402", "404", "413", "429"],
+        ),
+        o(
+            "delete",
+            "/seal-keys/{seal_key_id}",
+            "Delete a Seal key (its packages go with it; cost-checked: the pooled package allowance shrinks)",
+            true,
+            vec![seal_key_param()],
+            None,
+            "204",
+            Value::Null,
+            &["400", "401", "402", "404", "429"],
+        ),
+        o(
+            "get",
+            "/seal-keys/{seal_key_id}/packages",
+            "The Sui packages a Seal key serves",
+            true,
+            vec![seal_key_param()],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/SealPackages" }),
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "post",
+            "/seal-keys/{seal_key_id}/packages",
+            "Add a package to a Seal key; buys an extra package beyond 3 per key (cost-checked)",
+            true,
+            vec![seal_key_param()],
+            Some(
+                json!({ "type": "object", "required": ["package_id"], "additionalProperties": false, "properties": {
+                "package_id": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } } }),
+            ),
+            "201",
+            json!({ "$ref": "#/components/schemas/SealPackages" }),
+            &["400", "401", "402", "404", "413", "429"],
+        ),
+        o(
+            "delete",
+            "/seal-keys/{seal_key_id}/packages/{package_id}",
+            "Remove a package from a Seal key",
+            true,
+            vec![
+                seal_key_param(),
+                json!({ "name": "package_id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } }),
+            ],
+            None,
+            "204",
+            Value::Null,
+            &["400", "401", "404", "429"],
+        ),
     ]
 }
 
@@ -456,6 +532,45 @@ fn int64(description: &str) -> Value {
     } else {
         json!({ "type": "integer", "format": "int64", "description": description })
     }
+}
+
+/// The Seal-key schemas (issue 13), merged into `components.schemas`.
+fn seal_schemas() -> Value {
+    json!({
+        "SealKey": { "type": "object", "additionalProperties": false, "required": [
+                "seal_key_id", "name", "source", "network", "public_key", "derivation_index", "packages",
+                "is_active", "created_at", "revoked_at"], "properties": {
+            "seal_key_id": int64(""),
+            "name": { "type": "string" },
+            "source": { "type": "string", "enum": ["derived", "imported"] },
+            "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+            "public_key": { "type": "string", "description": "96 bytes (BLS12-381 G2, compressed) as hex" },
+            "derivation_index": { "type": "integer", "nullable": true, "description": "derived keys: the key server's derivation index" },
+            "packages": { "type": "array", "items": { "type": "string" } },
+            "is_active": { "type": "boolean" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "revoked_at": { "type": "string", "format": "date-time", "nullable": true },
+            "allowance": { "$ref": "#/components/schemas/SealAllowance" } } },
+        "SealAllowance": { "type": "object", "additionalProperties": false, "required": [
+                "active_keys", "included_keys", "purchased_keys", "packages", "included_packages_per_key",
+                "purchased_packages", "extra_key_usd_cents_per_month", "extra_package_usd_cents_per_month"], "properties": {
+            "active_keys": { "type": "integer" }, "included_keys": { "type": "integer" },
+            "purchased_keys": { "type": "integer" }, "packages": { "type": "integer" },
+            "included_packages_per_key": { "type": "integer" }, "purchased_packages": { "type": "integer" },
+            "extra_key_usd_cents_per_month": int64(""), "extra_package_usd_cents_per_month": int64("") } },
+        "SealKeyList": { "type": "object", "additionalProperties": false, "required": ["seal_keys", "allowance"], "properties": {
+            "seal_keys": { "type": "array", "items": { "$ref": "#/components/schemas/SealKey" } },
+            "allowance": { "$ref": "#/components/schemas/SealAllowance" } } },
+        "SealKeyCreate": { "type": "object", "additionalProperties": false, "properties": {
+            "name": { "type": "string", "maxLength": 64 },
+            "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+            "source": { "type": "string", "enum": ["derived", "imported"] },
+            "public_key": { "type": "string", "description": "imported: 192 hex digits" },
+            "encrypted_private_key": { "type": "string", "description": "imported: the private key encrypted to the key server, base64 (at most 1024 bytes)" } } },
+        "SealPackages": { "type": "object", "additionalProperties": false, "required": ["seal_key_id", "packages"], "properties": {
+            "seal_key_id": int64(""),
+            "packages": { "type": "array", "items": { "type": "string" } } } }
+    })
 }
 
 /// The stats and live-tail schemas (issue 13), merged into `components.schemas`.
@@ -651,6 +766,9 @@ fn components() -> Value {
     let schemas = c["schemas"].as_object_mut().expect("schemas");
     for (k, v) in stats_schemas() {
         schemas.insert(k, v);
+    }
+    if let Value::Object(m) = seal_schemas() {
+        schemas.extend(m);
     }
     c
 }
