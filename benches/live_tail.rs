@@ -84,10 +84,8 @@ async fn client(
 ) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
-        format!(
-            "GET /stats/live HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
-        )
-        .as_bytes(),
+        format!("GET /stats/live HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
@@ -108,8 +106,11 @@ async fn client(
             let Some(p) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
                 continue;
             };
-            assert!(pending.starts_with(b"HTTP/1.1 200") || pending.starts_with(b"HTTP/1.0 200"),
-                "{}", String::from_utf8_lossy(&pending));
+            assert!(
+                pending.starts_with(b"HTTP/1.1 200") || pending.starts_with(b"HTTP/1.0 200"),
+                "{}",
+                String::from_utf8_lossy(&pending)
+            );
             head = false;
             let _ = ready.send(()).await;
             let rest = pending.split_off(p + 4);
@@ -184,7 +185,10 @@ fn main() {
     let pid = child.id();
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "suiftly did not come up");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "suiftly did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], api).into();
@@ -216,9 +220,16 @@ fn main() {
             )
         })
         .collect();
-    let tokens: Vec<(i32, String)> = (1..=clients + probes)
-        .map(|c| (c, live::token(live::JWT_SECRET, c)))
-        .collect();
+    let tokens: Vec<(i32, String)> = rt.block_on(async {
+        let mut v = Vec::new();
+        for c in 1..=clients + probes {
+            v.push((
+                c,
+                live::session(live::JWT_SECRET, &pg.connection_string(), c).await,
+            ));
+        }
+        v
+    });
     let handles = rt.block_on(async {
         let (rtx, mut rrx) = tokio::sync::mpsc::channel(clients as usize + probes as usize);
         let mut hs = Vec::new();
@@ -281,7 +292,10 @@ fn main() {
         }
         probe_state[&c].lock().unwrap().sent.push(Instant::now());
         sender
-            .send_to(live::sf1(now_ms(), c, 2, 1, 1, 200, 100, 5).as_bytes(), ("127.0.0.1", udp))
+            .send_to(
+                live::sf1(now_ms(), c, 2, 1, 1, 200, 100, 5).as_bytes(),
+                ("127.0.0.1", udp),
+            )
             .unwrap();
         next[0].0 += Duration::from_millis(1500);
         rss_load = rss_load.max(rss_kib(pid));
@@ -297,7 +311,15 @@ fn main() {
     });
     let mut lat: Vec<f64> = probe_state
         .values()
-        .flat_map(|p| p.lock().unwrap().delivered.iter().skip(1).copied().collect::<Vec<_>>())
+        .flat_map(|p| {
+            p.lock()
+                .unwrap()
+                .delivered
+                .iter()
+                .skip(1)
+                .copied()
+                .collect::<Vec<_>>()
+        })
         .collect();
     let sent_probes: usize = probe_state
         .values()
@@ -326,8 +348,12 @@ fn main() {
         events.load(Ordering::Relaxed),
         events.load(Ordering::Relaxed) as f64 / secs as f64
     );
-    let sent = sent_lines.load(Ordering::Relaxed) as i64 + (clients + probes) as i64 + sent_probes as i64;
-    println!("  lines sent {sent}, stored {stored} (lost {})", sent - stored);
+    let sent =
+        sent_lines.load(Ordering::Relaxed) as i64 + (clients + probes) as i64 + sent_probes as i64;
+    println!(
+        "  lines sent {sent}, stored {stored} (lost {})",
+        sent - stored
+    );
     println!(
         "  server RSS: before streams {} KiB, {} idle streams {} KiB ({:.1} KiB per stream), peak under load {} KiB",
         rss_before,

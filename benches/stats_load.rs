@@ -134,6 +134,7 @@ fn main() {
         .env("DATABASE_URL", &conninfo)
         .env("SUIFTLY_JWT_SECRET", live::JWT_SECRET)
         .env_remove("SUIFTLY_API_LISTEN")
+        .env("SUIFTLY_API_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -141,14 +142,21 @@ fn main() {
         .unwrap();
     let t1 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t1.elapsed() < Duration::from_secs(60), "suiftly api did not come up");
+        assert!(
+            t1.elapsed() < Duration::from_secs(60),
+            "suiftly api did not come up"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // 1,000 customers spread over the id range.
     let step = (customers / 1000).max(1);
-    let tokens: Vec<String> = (0..1000.min(customers))
-        .map(|i| live::token(live::JWT_SECRET, 1 + i * step))
-        .collect();
+    let tokens: Vec<String> = rt.block_on(async {
+        let mut v = Vec::new();
+        for i in 0..1000.min(customers) {
+            v.push(live::session(live::JWT_SECRET, &conninfo, 1 + i * step).await);
+        }
+        v
+    });
     let script = dir.path().join("stats.lua");
     std::fs::write(
         &script,

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -37,11 +37,56 @@ fn token_matches(given: &str, want: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Shortest operator token accepted (the generated ones have 48 hex characters).
+pub const MIN_OPERATOR_TOKEN_CHARS: usize = 32;
+
+/// A token an attacker could guess is refused at start-up.
+pub fn check_operator_token(token: &str, source: &str) -> Result<()> {
+    anyhow::ensure!(
+        token.chars().count() >= MIN_OPERATOR_TOKEN_CHARS,
+        "the operator token from {source} has {} characters; at least {MIN_OPERATOR_TOKEN_CHARS} are required (delete the token file to have a random one generated)",
+        token.chars().count()
+    );
+    Ok(())
+}
+
+/// The token file must be readable by its owner only (it is the operator SQL password).
+pub fn check_operator_token_file(path: &std::path::Path, token: &str) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o077 == 0,
+        "the operator token file {} has mode {:o}: group and others must have no access (chmod 600 it)",
+        path.display(),
+        mode & 0o777
+    );
+    check_operator_token(token, &path.display().to_string())
+}
+
 pub async fn handler(
     State(ep): State<Arc<SqlEndpoint>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    let now = std::time::Instant::now();
+    if let Err(wait) = ep.throttle.check(peer.ip(), now) {
+        let mut resp = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            &format!(
+                "too many failed operator-token attempts from this address: retry in {} s",
+                wait.as_secs().max(1)
+            ),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -54,12 +99,14 @@ pub async fn handler(
     };
     let given = auth.strip_prefix("Bearer ").unwrap_or("");
     if !token_matches(given.trim(), &ep.token) {
+        ep.throttle.failed(peer.ip(), now);
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid operator token",
         );
     }
+    ep.throttle.succeeded(peer.ip());
     let req = match body {
         Ok(Json(r)) => r,
         Err(e) => {
@@ -72,25 +119,24 @@ pub async fn handler(
     };
     let format = req.format.unwrap_or(Format::Json);
     let started = std::time::Instant::now();
-    let run = suiftly_aggregate::sql::query(&ep.ctx, &req.sql);
-    let result = match tokio::time::timeout(Duration::from_secs(60), run).await {
-        Ok(r) => r,
-        Err(_) => {
-            return error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                "query took longer than 60 s",
-            );
-        }
-    };
+    // Bounded inside: memory, result rows and bytes, statement timeout (admin.sql_*).
+    let result = suiftly_aggregate::sql::query(&ep.ctx, &req.sql).await;
     metrics::histogram!("suiftly_admin_sql_seconds").record(started.elapsed().as_secs_f64());
     let batches = match result {
         Ok(b) => b,
         Err(SqlError::ReadOnly(m)) => {
             metrics::counter!("suiftly_admin_sql_refused_total").increment(1);
-            return error(StatusCode::FORBIDDEN, "read_only", &m);
+            return error(
+                StatusCode::FORBIDDEN,
+                "read_only",
+                &format!("read-only: {m}"),
+            );
         }
         Err(SqlError::Query(m)) => return error(StatusCode::BAD_REQUEST, "sql_error", &m),
+        Err(SqlError::Limit(m)) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded", &m);
+        }
+        Err(SqlError::Timeout(m)) => return error(StatusCode::GATEWAY_TIMEOUT, "timeout", &m),
         Err(e @ SqlError::Postgres(_)) => {
             tracing::warn!(error = %e, "operator query failed");
             return error(

@@ -68,6 +68,11 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
             burst: s.customer_burst,
         },
         prices: PriceList::default(),
+        server: suiftly_api::server::ServerLimits {
+            header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+            max_connections: s.max_connections,
+        },
         dashboard_dir: match suiftly_api::static_files::check(&s.dashboard_dir) {
             Ok(()) => Some(s.dashboard_dir.clone()),
             Err(e) => {
@@ -153,11 +158,23 @@ pub async fn run(cfg: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
+    state.config.check_listen(listener.local_addr()?)?;
     let addr = listener.local_addr()?;
     info!(%addr, "api listening");
     if dashboard {
         info!(url = %format!("http://{addr}/app/"), "dashboard served");
     }
+    // /metrics on its own listener (loopback by default), never on the public port.
+    let metrics_listener = tokio::net::TcpListener::bind(&cfg.api.metrics_listen)
+        .await
+        .with_context(|| format!("binding api.metrics_listen {}", cfg.api.metrics_listen))?;
+    info!(addr = %metrics_listener.local_addr()?, "api metrics at /metrics");
+    let metrics_render = state.metrics.clone();
+    let metrics_server = tokio::spawn(async move {
+        if let Some(render) = metrics_render {
+            let _ = axum::serve(metrics_listener, suiftly_api::metrics_router(render)).await;
+        }
+    });
     let stop_upkeep = tokio_util::sync::CancellationToken::new();
     let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
@@ -169,6 +186,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     for t in live_tasks {
         t.await.context("live tail task")?;
     }
+    metrics_server.abort();
     stop_upkeep.cancel();
     upkeep.await.context("metrics upkeep task")?;
     info!("api stopped");

@@ -66,6 +66,18 @@ pub struct ApiSettings {
     pub customer_burst: u32,
     #[serde(default = "default_api_pool")]
     pub db_pool_size: usize,
+    /// A request head must be complete within this long of its first byte (slowloris).
+    #[serde(default = "default_api_header_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight and no traffic for this long is closed.
+    #[serde(default = "default_api_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; beyond it new ones wait in the kernel's backlog.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Prometheus `/metrics` of `suiftly api` (not served on the public `listen` port).
+    #[serde(default = "default_api_metrics_listen")]
+    pub metrics_listen: String,
     /// The dashboard's build output, served under `/app/` (env `SUIFTLY_DASHBOARD_DIR`); when
     /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
     #[serde(default = "default_dashboard_dir")]
@@ -78,6 +90,18 @@ pub struct ApiSettings {
     /// The live tail (`/stats/live`, the stats' open bucket).
     #[serde(default)]
     pub live: crate::live_feed::LiveSettings,
+}
+fn default_api_header_timeout() -> u64 {
+    10_000
+}
+fn default_api_idle_timeout() -> u64 {
+    5_000
+}
+fn default_api_max_connections() -> usize {
+    1024
+}
+fn default_api_metrics_listen() -> String {
+    "127.0.0.1:9471".into()
 }
 
 impl Default for ApiSettings {
@@ -178,6 +202,55 @@ pub struct AdminConfig {
     /// Concurrent PostgreSQL-protocol sessions; further connections are closed at once.
     #[serde(default = "default_pgwire_max_connections")]
     pub pgwire_max_connections: usize,
+    /// Memory pool shared by all operator queries (both front-ends); a query that needs more
+    /// fails (nothing spills to disk).
+    #[serde(default = "default_sql_memory")]
+    pub sql_memory_limit_bytes: usize,
+    /// Rows one operator query may return.
+    #[serde(default = "default_sql_rows")]
+    pub sql_max_result_rows: u64,
+    /// Bytes (Arrow in-memory size) one operator query may return.
+    #[serde(default = "default_sql_bytes")]
+    pub sql_max_result_bytes: u64,
+    /// Wall time one operator statement may run.
+    #[serde(default = "default_sql_timeout")]
+    pub sql_statement_timeout_ms: u64,
+    /// PostgreSQL connections operator table scans may hold at once.
+    #[serde(default = "default_sql_pg_connections")]
+    pub sql_max_pg_connections: usize,
+    /// Longest `haproxy_raw_logs` time range one operator query may scan.
+    #[serde(default = "default_sql_raw_range")]
+    pub sql_raw_logs_max_range_hours: u64,
+}
+fn default_sql_memory() -> usize {
+    256 << 20
+}
+fn default_sql_rows() -> u64 {
+    1_000_000
+}
+fn default_sql_bytes() -> u64 {
+    64 << 20
+}
+fn default_sql_timeout() -> u64 {
+    60_000
+}
+fn default_sql_pg_connections() -> usize {
+    4
+}
+fn default_sql_raw_range() -> u64 {
+    24
+}
+impl AdminConfig {
+    pub fn sql_limits(&self) -> suiftly_aggregate::guard::SqlLimits {
+        suiftly_aggregate::guard::SqlLimits {
+            memory_limit_bytes: self.sql_memory_limit_bytes,
+            max_result_rows: self.sql_max_result_rows,
+            max_result_bytes: self.sql_max_result_bytes,
+            statement_timeout: Duration::from_millis(self.sql_statement_timeout_ms),
+            max_pg_connections: self.sql_max_pg_connections,
+            raw_logs_max_range: Duration::from_secs(self.sql_raw_logs_max_range_hours * 3600),
+        }
+    }
 }
 fn default_admin_listen() -> String {
     "127.0.0.1:9465".into()
@@ -192,6 +265,12 @@ impl Default for AdminConfig {
             operator_token_file: None,
             pgwire_listen: None,
             pgwire_max_connections: default_pgwire_max_connections(),
+            sql_memory_limit_bytes: default_sql_memory(),
+            sql_max_result_rows: default_sql_rows(),
+            sql_max_result_bytes: default_sql_bytes(),
+            sql_statement_timeout_ms: default_sql_timeout(),
+            sql_max_pg_connections: default_sql_pg_connections(),
+            sql_raw_logs_max_range_hours: default_sql_raw_range(),
         }
     }
 }
@@ -420,6 +499,11 @@ impl Config {
         {
             cfg.api.listen = m;
         }
+        if let Ok(m) = std::env::var("SUIFTLY_API_METRICS_LISTEN")
+            && !m.is_empty()
+        {
+            cfg.api.metrics_listen = m;
+        }
         if let Ok(d) = std::env::var("SUIFTLY_DASHBOARD_DIR")
             && !d.is_empty()
         {
@@ -501,6 +585,19 @@ impl Config {
             (1..=1000).contains(&self.admin.pgwire_max_connections),
             "admin.pgwire_max_connections must be within 1..=1000"
         );
+        let ad = &self.admin;
+        anyhow::ensure!(
+            (1 << 20..=64 << 30).contains(&ad.sql_memory_limit_bytes)
+                && (1..=100_000_000).contains(&ad.sql_max_result_rows)
+                && (1024..=4 << 30).contains(&ad.sql_max_result_bytes),
+            "admin.sql_memory_limit_bytes must be within 1 MiB..=64 GiB, sql_max_result_rows within 1..=100000000, sql_max_result_bytes within 1024..=4 GiB"
+        );
+        anyhow::ensure!(
+            (100..=3_600_000).contains(&ad.sql_statement_timeout_ms)
+                && (1..=64).contains(&ad.sql_max_pg_connections)
+                && (1..=24 * 366).contains(&ad.sql_raw_logs_max_range_hours),
+            "admin.sql_statement_timeout_ms must be within 100..=3600000, sql_max_pg_connections within 1..=64, sql_raw_logs_max_range_hours within 1..=8784"
+        );
         let a = &self.api;
         anyhow::ensure!(
             (1024..=16 << 20).contains(&a.max_body_bytes),
@@ -515,6 +612,12 @@ impl Config {
             "api.db_pool_size must be within 1..=1000"
         );
         a.live.validate()?;
+        anyhow::ensure!(
+            (100..=300_000).contains(&a.header_read_timeout_ms)
+                && (100..=3_600_000).contains(&a.idle_timeout_ms)
+                && (1..=1_000_000).contains(&a.max_connections),
+            "api.header_read_timeout_ms must be within 100..=300000, idle_timeout_ms within 100..=3600000, max_connections within 1..=1000000"
+        );
         anyhow::ensure!(self.listeners.len() < 0x8000, "too many listeners");
         let mut names = std::collections::HashSet::new();
         for l in &self.listeners {
@@ -548,6 +651,7 @@ impl Config {
         if let Ok(t) = std::env::var("SUIFTLY_OPERATOR_TOKEN")
             && !t.is_empty()
         {
+            crate::admin_sql::check_operator_token(&t, "SUIFTLY_OPERATOR_TOKEN")?;
             return Ok(t);
         }
         let path = self
@@ -556,7 +660,10 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("operator-token"));
         match std::fs::read_to_string(&path) {
-            Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+            Ok(t) if !t.trim().is_empty() => {
+                crate::admin_sql::check_operator_token_file(&path, t.trim())?;
+                return Ok(t.trim().to_owned());
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),

@@ -338,10 +338,17 @@ async fn start_stages(
         None => None,
     };
     let sql = if admin.is_some() || pgwire.is_some() {
-        match suiftly_aggregate::sql::context(aggregator.clone(), conninfo).await {
+        match suiftly_aggregate::sql::context_with_limits(
+            aggregator.clone(),
+            conninfo,
+            cfg.admin.sql_limits(),
+        )
+        .await
+        {
             Ok(ctx) => Some(Arc::new(SqlEndpoint {
                 ctx,
                 token: cfg.operator_token(true)?,
+                throttle: Default::default(),
             })),
             Err(e) => {
                 error!(error = %e, "operator SQL unavailable");
@@ -620,6 +627,8 @@ fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Result<Sta
 /// `suiftly run`: start, wait for SIGTERM/ctrl-c (or a stage failure), stop in order.
 pub async fn run_until_signal(cfg: Config) -> Result<()> {
     let mut signals = Signals::new()?;
+    // Before anything starts: a weak or exposed operator token is a start-up error.
+    cfg.operator_token(true)?;
     let prom = install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     let sockets = Sockets::bind(&cfg)?;

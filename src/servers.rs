@@ -17,6 +17,8 @@ use tracing::{info, warn};
 pub struct SqlEndpoint {
     pub ctx: suiftly_aggregate::sql::Context,
     pub token: String,
+    /// Failed-token back-off shared by `POST /admin/sql` and the PostgreSQL port.
+    pub throttle: Arc<suiftly_aggregate::throttle::AuthThrottle>,
 }
 
 /// Installs the Prometheus recorder process-wide. Must run before any stage registers its
@@ -108,6 +110,8 @@ pub async fn serve_admin(
         }),
     );
     info!(%addr, "health at http://{addr}/health");
+    // The peer address feeds the operator-token throttle.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
@@ -133,6 +137,7 @@ pub async fn serve_pgwire(
         suiftly_aggregate::pgwire::PgWireOptions {
             token: sql.token.clone(),
             max_connections,
+            throttle: sql.throttle.clone(),
         },
         stop,
     )

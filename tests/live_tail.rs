@@ -77,8 +77,8 @@ async fn live_tail_end_to_end_in_the_metering_process() {
     .await
     .unwrap();
     let (ta, td) = (
-        live::token(live::JWT_SECRET, A),
-        live::token(live::JWT_SECRET, D),
+        live::session(live::JWT_SECRET, &conninfo, A).await,
+        live::session(live::JWT_SECRET, &conninfo, D).await,
     );
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let send = |line: String| {

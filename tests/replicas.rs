@@ -34,6 +34,7 @@ impl Replica {
             .args(["--config", cfg.to_str().unwrap(), "api"])
             .env("DATABASE_URL", conninfo)
             .env("SUIFTLY_API_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SUIFTLY_API_METRICS_LISTEN", "127.0.0.1:0")
             .env("SUIFTLY_JWT_SECRET", live::JWT_SECRET)
             .env_remove("SUIFTLY_OPERATOR_TOKEN")
             .env("RUST_LOG", "warn")
@@ -124,7 +125,7 @@ async fn two_api_replicas_serve_the_same_live_tail() {
     .unwrap();
     let mut r1 = Replica::start(&rcfg, &conninfo, p1);
     let mut r2 = Replica::start(&rcfg, &conninfo, p2);
-    let ta = live::token(live::JWT_SECRET, A);
+    let ta = live::session(live::JWT_SECRET, &conninfo, A).await;
     let mut s1 = live::open(r1.addr, &ta, None).await.unwrap();
     let mut s2 = live::open(r2.addr, &ta, None).await.unwrap();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();

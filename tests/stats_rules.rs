@@ -217,9 +217,9 @@ async fn every_stats_rule_holds_on_settled_data_plus_the_live_tail() {
         suiftly_api::run(listener, state, async move { s.cancelled().await })
     });
     let (ta, tb, tc) = (
-        live::token(live::JWT_SECRET, A),
-        live::token(live::JWT_SECRET, B),
-        live::token(live::JWT_SECRET, C),
+        live::session(live::JWT_SECRET, &conninfo, A).await,
+        live::session(live::JWT_SECRET, &conninfo, B).await,
+        live::session(live::JWT_SECRET, &conninfo, C).await,
     );
 
     let mut f = Feeder {

@@ -22,20 +22,35 @@ async fn insert_key(client: &tokio_postgres::Client, customer_id: i32, iv: u32) 
             iv.to_be_bytes(),
         )
         .unwrap();
-    let sealed = KeyCipher::new(&Secret::from_bytes(KEK))
-        .seal(key.as_bytes())
-        .unwrap();
-    let fp = suiftly_vault::apikey::fingerprint(&key).unwrap() as i64;
+    // The ciphertext is bound to its row (key id, customer), as the API writes it.
     let id: i64 = client
         .query_one(
-            "INSERT INTO api_keys (customer_id, service_type, fingerprint, encrypted_key, key_preview,
-                 seal_network, seal_access, seal_source, proc_group)
-             VALUES ($1, 2, $2, $3, 'x', 1, 0, 1, 1) RETURNING key_id",
-            &[&customer_id, &fp, &sealed],
+            "SELECT nextval(pg_get_serial_sequence('api_keys', 'key_id'))",
+            &[],
         )
         .await
         .unwrap()
         .get(0);
+    let sealed = KeyCipher::new(&Secret::from_bytes(KEK))
+        .seal(
+            key.as_bytes(),
+            suiftly_vault::at_rest::KeyBinding {
+                key_id: id,
+                customer_id,
+            },
+        )
+        .unwrap();
+    let fp = suiftly_vault::apikey::fingerprint(&key).unwrap() as i64;
+    client
+        .execute(
+            "INSERT INTO api_keys (key_id, customer_id, service_type, fingerprint, encrypted_key, key_preview,
+                 seal_network, seal_access, seal_source, proc_group)
+             OVERRIDING SYSTEM VALUE
+             VALUES ($4, $1, 2, $2, $3, 'x', 1, 0, 1, 1)",
+            &[&customer_id, &fp, &sealed, &id],
+        )
+        .await
+        .unwrap();
     (id, key)
 }
 

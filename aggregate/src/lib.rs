@@ -9,6 +9,9 @@
 //!   subscription for billing and the vault.
 //! - [`sql`]: the operator `SessionContext` (live windows, settled tables, raw logs).
 //! - [`live`]: the customer-facing view of the windows (the live tail's rows).
+//! - [`policy`]: what operator SQL may run (one rule for HTTP and the PostgreSQL port).
+//! - [`guard`]: the bounds every operator query runs under (memory, result size, time).
+//! - [`throttle`]: back-off for failed operator-token guesses, shared by both front-ends.
 //! - [`audit`]: recomputation from `haproxy_raw_logs` and comparison with the settled tables.
 //! - [`pgwire`]: the same operator context over the PostgreSQL wire protocol (read-only,
 //!   SCRAM with the operator token).
@@ -17,12 +20,15 @@
 //! the PostgreSQL-protocol front-end of the operator context, which is DataFusion-specific.
 
 pub mod audit;
+pub mod guard;
 pub mod live;
 pub mod partial;
 pub mod pgwire;
+pub mod policy;
 pub mod service;
 pub mod settle;
 pub mod sql;
+pub mod throttle;
 pub mod window;
 
 #[cfg(test)]

@@ -1,9 +1,13 @@
 //! Operator SQL: one DataFusion `SessionContext` over the live windows (memory), the settled
 //! aggregate tables and `usage_records` (PostgreSQL, time-range filters pushed down) and the
-//! raw logs (PostgreSQL, a time range required).
+//! raw logs (PostgreSQL, a bounded time range required).
 //!
-//! Read-only by construction: queries run with DDL, DML and statements disallowed, and the
-//! PostgreSQL tables only implement `scan`.
+//! Read-only and bounded: what may run is decided by [`policy`](crate::policy) (the same rule
+//! for `POST /admin/sql` and the PostgreSQL port), and every plan runs under the bounds of
+//! [`guard`](crate::guard): a memory pool without spilling, a row and byte cap on results, a
+//! statement timeout, and a cap on the PostgreSQL connections table scans hold. PostgreSQL
+//! tables are streamed (one cursor per scan, rows converted a batch at a time), never loaded
+//! whole.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,26 +23,60 @@ use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::context::SQLOptions;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Between, BinaryExpr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::prelude::{Expr, SessionConfig, SessionContext};
+use futures_util::{StreamExt, TryStreamExt};
+use tokio::sync::Semaphore;
 use tokio_postgres::types::ToSql;
 
+use crate::guard::{GuardError, GuardPlanner, SqlLimits};
 use crate::service::Aggregator;
 use crate::settle::time_to_us;
 use crate::window::{CustAcc, CustKey, InfraAcc, InfraKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    /// The statement would change something (DDL, DML, SET …).
+    /// The statement would change something (DDL, DML, SET …) or read outside the operator
+    /// tables.
     #[error("read-only: {0}")]
     ReadOnly(String),
     /// Bad SQL, unknown table or column, missing time range …: the operator's to fix.
     #[error("{0}")]
     Query(String),
+    /// The query passed a bound: result rows or bytes, or the memory pool.
+    #[error("{0}")]
+    Limit(String),
+    /// The statement ran longer than the statement timeout.
+    #[error("{0}")]
+    Timeout(String),
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+impl SqlError {
+    /// Classifies an execution error: guard errors and memory exhaustion are limits.
+    pub fn from_execution(e: DataFusionError) -> SqlError {
+        if let Some(g) = GuardError::find(&e) {
+            return match g {
+                GuardError::Timeout { .. } => SqlError::Timeout(g.to_string()),
+                _ => SqlError::Limit(g.to_string()),
+            };
+        }
+        if matches!(e.find_root(), DataFusionError::ResourcesExhausted(_)) {
+            return SqlError::Limit(format!(
+                "the query needs more memory than operator queries may use (admin.sql_memory_limit_bytes): {}",
+                e.find_root().strip_backtrace()
+            ));
+        }
+        SqlError::Query(e.strip_backtrace())
+    }
 }
 
 /// The operator session (re-exported so callers need not depend on DataFusion).
@@ -59,16 +97,43 @@ pub const PG_TABLES: &[(&str, &str, bool)] = &[
     ("haproxy_raw_logs", "timestamp", true),
 ];
 
-/// Builds the operator context. Live tables are present when `agg` is (a running ingestor).
+/// Builds the operator context with the default [`SqlLimits`]. Live tables are present when
+/// `agg` is (a running ingestor).
 pub async fn context(agg: Option<Aggregator>, conninfo: &str) -> Result<SessionContext, SqlError> {
-    let ctx = SessionContext::new_with_config(
-        SessionConfig::new()
-            .with_target_partitions(2)
-            .with_information_schema(true),
-    );
+    context_with_limits(agg, conninfo, SqlLimits::default()).await
+}
+
+/// Builds the operator context under `limits` (see [`guard`](crate::guard)).
+pub async fn context_with_limits(
+    agg: Option<Aggregator>,
+    conninfo: &str,
+    limits: SqlLimits,
+) -> Result<SessionContext, SqlError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(limits.memory_limit_bytes, 1.0)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(|e| SqlError::Query(e.to_string()))?;
+    let config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_information_schema(true)
+        .with_extension(Arc::new(limits.clone()));
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_query_planner(Arc::new(GuardPlanner))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let scans = Arc::new(ScanLimits {
+        connections: Semaphore::new(limits.max_pg_connections.max(1)),
+        raw_max_range_us: i64::try_from(limits.raw_logs_max_range.as_micros()).unwrap_or(i64::MAX),
+    });
     let client = crate::settle::connect(conninfo).await?;
     for (name, time_col, required) in PG_TABLES {
-        let t = PgTable::load(&client, conninfo, name, time_col, *required).await?;
+        let t = PgTable::load(&client, conninfo, name, time_col, *required, scans.clone()).await?;
         ctx.register_table(*name, Arc::new(t))
             .map_err(|e| SqlError::Query(e.to_string()))?;
     }
@@ -93,39 +158,85 @@ pub async fn context(agg: Option<Aggregator>, conninfo: &str) -> Result<SessionC
     Ok(ctx)
 }
 
-/// Runs one read-only query.
-pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
-    let opts = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let df = match ctx.sql_with_options(sql, opts).await {
-        Ok(df) => df,
-        Err(e) => {
-            let msg = e.to_string();
-            // DataFusion reports refused statement classes as "... not supported" / "... are
-            // not allowed"; anything else is an ordinary query error.
-            if msg.contains("not allowed") || msg.contains("not supported") && is_write(sql) {
-                return Err(SqlError::ReadOnly(msg));
-            }
-            return Err(SqlError::Query(msg));
-        }
-    };
-    df.collect()
-        .await
-        .map_err(|e| SqlError::Query(e.to_string()))
+/// The limits `ctx` was built with.
+pub fn limits(ctx: &SessionContext) -> SqlLimits {
+    ctx.state()
+        .config()
+        .get_extension::<SqlLimits>()
+        .map(|l| (*l).clone())
+        .unwrap_or_default()
 }
 
-fn is_write(sql: &str) -> bool {
-    let first = sql
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase();
-    matches!(
-        first.as_str(),
-        "INSERT" | "UPDATE" | "DELETE" | "CREATE" | "DROP" | "ALTER" | "COPY" | "SET" | "TRUNCATE"
+/// Runs one read-only query (the HTTP endpoint and `suiftly sql`): parsed with DataFusion's
+/// parser, admitted and planned by [`policy`](crate::policy), executed from the checked plan
+/// under the guard, collected (bounded by the result caps).
+pub async fn query(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, SqlError> {
+    let limits = limits(ctx);
+    let run = async {
+        let stmts = match crate::policy::precheck(sql)? {
+            Some(s) => s,
+            None => {
+                // Not parseable: let the planner's parser report the syntax error.
+                let e = ctx
+                    .state()
+                    .create_logical_plan(sql)
+                    .await
+                    .err()
+                    .map(|e| e.strip_backtrace())
+                    .unwrap_or_else(|| "could not parse the statement".into());
+                return Err(SqlError::Query(e));
+            }
+        };
+        let mut stmts = stmts.into_iter();
+        let (Some(stmt), None) = (stmts.next(), stmts.next()) else {
+            return Err(SqlError::Query(
+                "send exactly one statement per request".into(),
+            ));
+        };
+        match crate::policy::admit_df(&stmt)? {
+            crate::policy::Admission::Query => {}
+            crate::policy::Admission::ClientSet(_) => {
+                return Err(SqlError::ReadOnly(
+                    "SET is not available over HTTP (there is no session to set it on)".into(),
+                ));
+            }
+            _ => {
+                return Err(SqlError::Query(
+                    "session statements (BEGIN, SHOW <variable>, cursors) need the PostgreSQL port"
+                        .into(),
+                ));
+            }
+        }
+        let plan = crate::policy::plan_checked(ctx, stmt).await?;
+        let df = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(SqlError::from_execution)?;
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(SqlError::from_execution)?;
+        stream
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(SqlError::from_execution)
+    };
+    // The guard's clock starts at execution; this one also covers planning (scans connect
+    // lazily, so planning is short, but a stuck catalog lookup must not hang a request).
+    match tokio::time::timeout(
+        limits.statement_timeout + std::time::Duration::from_secs(1),
+        run,
     )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SqlError::Timeout(
+            GuardError::Timeout {
+                limit: limits.statement_timeout,
+            }
+            .to_string(),
+        )),
+    }
 }
 
 /// Output formats of `suiftly sql` and `POST /admin/sql`.
@@ -372,6 +483,15 @@ impl TableProvider for LiveTable {
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL tables
 
+/// Shared by every PostgreSQL table of one context.
+#[derive(Debug)]
+struct ScanLimits {
+    /// One permit per open scan connection.
+    connections: Semaphore,
+    /// Longest `haproxy_raw_logs` range one scan may cover.
+    raw_max_range_us: i64,
+}
+
 /// A PostgreSQL table read at scan time, columns from the catalog.
 #[derive(Debug)]
 struct PgTable {
@@ -382,6 +502,7 @@ struct PgTable {
     schema: SchemaRef,
     /// Per column: the SELECT expression (e.g. `host(client_ip)` for inet).
     exprs: Vec<String>,
+    scans: Arc<ScanLimits>,
 }
 
 impl PgTable {
@@ -391,6 +512,7 @@ impl PgTable {
         name: &'static str,
         time_col: &'static str,
         time_required: bool,
+        scans: Arc<ScanLimits>,
     ) -> Result<Self, SqlError> {
         let rows = client
             .query(
@@ -429,10 +551,13 @@ impl PgTable {
             time_required,
             schema: Arc::new(Schema::new(fields)),
             exprs,
+            scans,
         })
     }
 
-    /// `(operator, bound)` when `e` compares the time column with a constant.
+    /// `(operator, bound in µs)` when `e` compares the time column with a constant. The
+    /// bound is rounded so that PostgreSQL keeps every row DataFusion's own filter keeps (the
+    /// pushdown is inexact: DataFusion filters again).
     fn time_bound(&self, e: &Expr) -> Vec<(Operator, i64)> {
         let is_time = |e: &Expr| matches!(e, Expr::Column(c) if c.name == self.time_col);
         match e {
@@ -445,14 +570,14 @@ impl PgTable {
                     return vec![];
                 }
                 if is_time(left)
-                    && let Some(v) = ts_literal(right)
+                    && let Some(v) = ts_literal_ns(right)
                 {
-                    return vec![(op, v)];
+                    return bound_us(op, v);
                 }
                 if is_time(right)
-                    && let Some(v) = ts_literal(left)
+                    && let Some(v) = ts_literal_ns(left)
                 {
-                    return vec![(op.swap().unwrap_or(op), v)];
+                    return bound_us(op.swap().unwrap_or(op), v);
                 }
                 vec![]
             }
@@ -461,8 +586,12 @@ impl PgTable {
                 negated: false,
                 low,
                 high,
-            }) if is_time(expr) => match (ts_literal(low), ts_literal(high)) {
-                (Some(l), Some(h)) => vec![(Operator::GtEq, l), (Operator::LtEq, h)],
+            }) if is_time(expr) => match (ts_literal_ns(low), ts_literal_ns(high)) {
+                (Some(l), Some(h)) => {
+                    let mut v = bound_us(Operator::GtEq, l);
+                    v.extend(bound_us(Operator::LtEq, h));
+                    v
+                }
                 _ => vec![],
             },
             _ => vec![],
@@ -470,17 +599,38 @@ impl PgTable {
     }
 }
 
-fn ts_literal(e: &Expr) -> Option<i64> {
+/// A timestamp literal in nanoseconds since the epoch (exact for every unit).
+fn ts_literal_ns(e: &Expr) -> Option<i128> {
     let Expr::Literal(v, _) = e else {
         return None;
     };
     match v {
-        ScalarValue::TimestampSecond(Some(x), _) => Some(x * 1_000_000),
-        ScalarValue::TimestampMillisecond(Some(x), _) => Some(x * 1_000),
-        ScalarValue::TimestampMicrosecond(Some(x), _) => Some(*x),
-        ScalarValue::TimestampNanosecond(Some(x), _) => Some(x.div_euclid(1_000)),
+        ScalarValue::TimestampSecond(Some(x), _) => Some(*x as i128 * 1_000_000_000),
+        ScalarValue::TimestampMillisecond(Some(x), _) => Some(*x as i128 * 1_000_000),
+        ScalarValue::TimestampMicrosecond(Some(x), _) => Some(*x as i128 * 1_000),
+        ScalarValue::TimestampNanosecond(Some(x), _) => Some(*x as i128),
         _ => None,
     }
+}
+
+/// The microsecond bound(s) equivalent to `column <op> ns` for a microsecond column: a row at
+/// `t` µs satisfies `t·1000 < ns` exactly when `t < ceil(ns / 1000)`, `t·1000 <= ns` when
+/// `t <= floor(ns / 1000)`, and so on. (Flooring every bound dropped the rows at exactly the
+/// floor of a strict `<` bound with a sub-microsecond part.)
+fn bound_us(op: Operator, ns: i128) -> Vec<(Operator, i64)> {
+    let floor = ns.div_euclid(1000);
+    let ceil = -(-ns).div_euclid(1000);
+    let us = |v: i128| i64::try_from(v).ok();
+    let out = match op {
+        Operator::Lt | Operator::GtEq => us(ceil).map(|v| vec![(op, v)]),
+        Operator::LtEq | Operator::Gt => us(floor).map(|v| vec![(op, v)]),
+        // Equal to an instant between two microseconds matches nothing: ceil > floor.
+        Operator::Eq => us(ceil)
+            .zip(us(floor))
+            .map(|(c, f)| vec![(Operator::GtEq, c), (Operator::LtEq, f)]),
+        _ => None,
+    };
+    out.unwrap_or_default()
 }
 
 #[async_trait]
@@ -512,21 +662,35 @@ impl TableProvider for PgTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let bounds: Vec<(Operator, i64)> =
             filters.iter().flat_map(|f| self.time_bound(f)).collect();
-        let has_low = bounds
+        let low = bounds
             .iter()
-            .any(|(o, _)| matches!(o, Operator::Gt | Operator::GtEq | Operator::Eq));
-        let has_high = bounds
+            .filter(|(o, _)| matches!(o, Operator::Gt | Operator::GtEq))
+            .map(|(_, v)| *v)
+            .max();
+        let high = bounds
             .iter()
-            .any(|(o, _)| matches!(o, Operator::Lt | Operator::LtEq | Operator::Eq));
-        if self.time_required && !(has_low && has_high) {
-            return Err(DataFusionError::Plan(format!(
-                "{} needs a time range: WHERE \"{}\" >= <timestamp> AND \"{}\" < <timestamp> (constants, e.g. now() - interval '5 minutes')",
-                self.name, self.time_col, self.time_col
-            )));
+            .filter(|(o, _)| matches!(o, Operator::Lt | Operator::LtEq))
+            .map(|(_, v)| *v)
+            .min();
+        if self.time_required {
+            let (Some(low), Some(high)) = (low, high) else {
+                return Err(DataFusionError::Plan(format!(
+                    "{} needs a time range: WHERE \"{}\" >= <timestamp> AND \"{}\" < <timestamp> (constants, e.g. now() - interval '5 minutes')",
+                    self.name, self.time_col, self.time_col
+                )));
+            };
+            let max = self.scans.raw_max_range_us;
+            if high.saturating_sub(low) > max {
+                return Err(DataFusionError::Plan(format!(
+                    "{} time range too long: at most {} hours per query (admin.sql_raw_logs_max_range_hours); split the range",
+                    self.name,
+                    max / 3_600_000_000
+                )));
+            }
         }
         let cols: Vec<usize> = match projection {
             Some(p) => p.clone(),
@@ -542,12 +706,8 @@ impl TableProvider for PgTable {
                 .join(", ")
         };
         let mut sql = format!("SELECT {select} FROM {}", self.name);
-        let times: Vec<SystemTime> = bounds
-            .iter()
-            .map(|(_, v)| crate::settle::us_to_time(*v))
-            .collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (i, (op, _)) in bounds.iter().enumerate() {
+        let mut params = Vec::with_capacity(bounds.len());
+        for (i, (op, v)) in bounds.iter().enumerate() {
             sql.push_str(if i == 0 { " WHERE " } else { " AND " });
             let o = match op {
                 Operator::Eq => "=",
@@ -557,19 +717,95 @@ impl TableProvider for PgTable {
                 _ => ">=",
             };
             sql.push_str(&format!("\"{}\" {o} ${}", self.time_col, i + 1));
-            params.push(&times[i]);
+            params.push(crate::settle::us_to_time(*v));
         }
-        let client = crate::settle::connect(&self.conninfo)
+        // DataFusion passes a limit only when every filter was pushed down exactly.
+        if let Some(n) = limit {
+            sql.push_str(&format!(" LIMIT {n}"));
+        }
+        let part = PgScan {
+            conninfo: self.conninfo.clone(),
+            sql,
+            params,
+            schema: schema.clone(),
+            scans: self.scans.clone(),
+            batch_rows: state.config().batch_size().max(1),
+        };
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            vec![Arc::new(part)],
+            None,
+            Vec::new(),
+            false,
+            None,
+        )?))
+    }
+}
+
+/// One streamed scan: a connection (under a [`ScanLimits`] permit) and a row stream, turned
+/// into batches of `batch_rows`. Nothing happens until the plan is executed, so the
+/// statement timeout covers waiting for a permit and connecting too.
+#[derive(Debug)]
+struct PgScan {
+    conninfo: String,
+    sql: String,
+    params: Vec<SystemTime>,
+    schema: SchemaRef,
+    scans: Arc<ScanLimits>,
+    batch_rows: usize,
+}
+
+impl PartitionStream for PgScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (conninfo, sql, params) =
+            (self.conninfo.clone(), self.sql.clone(), self.params.clone());
+        let (schema, scans, batch_rows) =
+            (self.schema.clone(), self.scans.clone(), self.batch_rows);
+        let ext = |e: tokio_postgres::Error| DataFusionError::External(Box::new(e));
+        let open = async move {
+            let permit = scans.connections_owned().await;
+            let client = crate::settle::connect(&conninfo).await.map_err(ext)?;
+            let rows = client
+                .query_raw(&sql, params.iter().map(|t| t as &(dyn ToSql + Sync)))
+                .await
+                .map_err(ext)?;
+            // The client and the permit live as long as the row stream.
+            let keep = Arc::new((client, permit));
+            let s = schema.clone();
+            Ok::<_, DataFusionError>(rows.map_err(ext).chunks(batch_rows).map(move |chunk| {
+                let _alive = &keep;
+                let rows: Vec<tokio_postgres::Row> = chunk.into_iter().collect::<Result<_, _>>()?;
+                rows_to_batch(&s, &rows)
+            }))
+        };
+        let stream = futures_util::stream::once(open).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+impl ScanLimits {
+    /// Waits for a connection permit (the caller's statement timeout bounds the wait).
+    async fn connections_owned(self: Arc<Self>) -> ScanPermit {
+        let p = self
+            .connections
+            .acquire()
             .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let rows = client
-            .query(&sql, &params)
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let batch = rows_to_batch(&schema, &rows)?;
-        MemTable::try_new(schema, vec![vec![batch]])?
-            .scan(state, None, &[], None)
-            .await
+            .expect("the scan semaphore is never closed");
+        p.forget();
+        ScanPermit(self)
+    }
+}
+
+/// Returns its permit when the scan's stream is dropped.
+struct ScanPermit(Arc<ScanLimits>);
+
+impl Drop for ScanPermit {
+    fn drop(&mut self) {
+        self.0.connections.add_permits(1);
     }
 }
 
@@ -627,4 +863,54 @@ fn rows_to_batch(schema: &SchemaRef, rows: &[tokio_postgres::Row]) -> DfResult<R
         cols,
         &opts,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lit_ns(ns: i64) -> Expr {
+        Expr::Literal(
+            ScalarValue::TimestampNanosecond(Some(ns), Some("UTC".into())),
+            None,
+        )
+    }
+
+    /// Issue 15 item 4: `t < 1.5 µs` must keep the row at 1 µs, so the bound pushed to
+    /// PostgreSQL is `< 2 µs`, not the floor `< 1 µs`; likewise for every operator.
+    #[test]
+    fn bounds_round_outwards_to_whole_microseconds() {
+        let b = |op, ns: i64| bound_us(op, ts_literal_ns(&lit_ns(ns)).unwrap());
+        assert_eq!(b(Operator::Lt, 1_500), vec![(Operator::Lt, 2)]);
+        assert_eq!(b(Operator::Lt, 1_000), vec![(Operator::Lt, 1)]);
+        assert_eq!(b(Operator::LtEq, 1_500), vec![(Operator::LtEq, 1)]);
+        assert_eq!(b(Operator::Gt, 1_500), vec![(Operator::Gt, 1)]);
+        assert_eq!(b(Operator::GtEq, 1_500), vec![(Operator::GtEq, 2)]);
+        assert_eq!(b(Operator::GtEq, 1_000), vec![(Operator::GtEq, 1)]);
+        assert_eq!(
+            b(Operator::Eq, 1_000),
+            vec![(Operator::GtEq, 1), (Operator::LtEq, 1)]
+        );
+        // Between two microseconds: an empty range.
+        assert_eq!(
+            b(Operator::Eq, 1_500),
+            vec![(Operator::GtEq, 2), (Operator::LtEq, 1)]
+        );
+        // Before the epoch, too.
+        assert_eq!(b(Operator::Lt, -1_500), vec![(Operator::Lt, -1)]);
+        assert_eq!(b(Operator::Gt, -1_500), vec![(Operator::Gt, -2)]);
+        // Seconds never overflow the way `x * 1_000_000` on an i64 would.
+        assert_eq!(
+            ts_literal_ns(&Expr::Literal(
+                ScalarValue::TimestampSecond(Some(i64::MAX), None),
+                None
+            )),
+            Some(i64::MAX as i128 * 1_000_000_000)
+        );
+        assert_eq!(
+            bound_us(Operator::Lt, i64::MAX as i128 * 1_000_000_000),
+            vec![],
+            "out of range: not pushed down (DataFusion still filters)"
+        );
+    }
 }

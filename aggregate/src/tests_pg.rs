@@ -342,6 +342,7 @@ async fn pgwire_serves_the_operator_context_read_only() {
         crate::pgwire::PgWireOptions {
             token: "s3cret-operator-token".into(),
             max_connections: 2,
+            throttle: Default::default(),
         },
         stop.clone(),
     ));
@@ -463,6 +464,78 @@ async fn pgwire_serves_the_operator_context_read_only() {
         client.simple_query("SELECT 1").await.is_err(),
         "sessions end with the server"
     );
+}
+
+/// Issue 15 item 4: a strict `<` upper bound with a sub-microsecond part was floored to the
+/// microsecond before it was pushed to PostgreSQL, so the row at exactly that microsecond was
+/// dropped although it satisfies the bound. Every operator must keep the rows DataFusion's
+/// own filter keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_down_time_bounds_keep_the_boundary_rows() {
+    let pg = pgcluster::PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let conninfo = pg.connection_string();
+    let mut c = crate::settle::connect(&conninfo).await.unwrap();
+    suiftly_migrations::migrate(&mut c).await.unwrap();
+    // One row at exactly 2026-11-26T00:00:00.000001Z.
+    c.batch_execute(
+        "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, request_count, bytes_transferred) \
+         VALUES (7, 1, '2026-11-26T00:00:00.000001Z', '2026-11-26T01:00:00Z', 1, 1)",
+    )
+    .await
+    .unwrap();
+    let ctx = crate::sql::context(None, &conninfo).await.unwrap();
+    let count = |sql: String| {
+        let ctx = &ctx;
+        async move {
+            let b = crate::sql::query(ctx, &sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            b[0].column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::Int64Array>()
+                .unwrap()
+                .value(0)
+        }
+    };
+    // The same predicates over the same instant held in memory (no pushdown): what
+    // DataFusion's own filter keeps.
+    let mem = "(SELECT arrow_cast('2026-11-26T00:00:00.000001Z', 'Timestamp(Microsecond, Some(\"UTC\"))') AS window_start)";
+    let lits = [
+        "arrow_cast('{t}', 'Timestamp(Nanosecond, Some(\"UTC\"))')",
+        "arrow_cast('{t}', 'Timestamp(Nanosecond, None)')",
+        "to_timestamp('{t}')",
+        "to_timestamp_nanos('{t}')",
+        "'{t}'",
+        "TIMESTAMP '{t}'",
+        "CAST('{t}' AS TIMESTAMP)",
+    ];
+    let instants = [
+        "2026-11-26T00:00:00.0000005Z",
+        "2026-11-26T00:00:00.000001Z",
+        "2026-11-26T00:00:00.0000015Z",
+        "2026-11-26T00:00:00.0000019Z",
+    ];
+    let mut checked = 0;
+    for lit in lits {
+        for t in instants {
+            let l = lit.replace("{t}", t);
+            for op in ["<", "<=", ">", ">=", "="] {
+                for cond in [
+                    format!("window_start {op} {l}"),
+                    format!("{l} {op} window_start"),
+                ] {
+                    let want = count(format!("SELECT count(*) AS n FROM {mem} WHERE {cond}")).await;
+                    let got = count(format!(
+                        "SELECT count(*) AS n FROM usage_records WHERE {cond}"
+                    ))
+                    .await;
+                    assert_eq!(got, want, "pushed down vs in memory: {cond}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, lits.len() * instants.len() * 10);
 }
 
 /// The live tail's side of settlement (issue 13): every commit gets the next sequence number,

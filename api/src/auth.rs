@@ -1,5 +1,13 @@
 //! Wallet login (SPEC section 8): challenge nonces, Sui signature verification, HS256 access
 //! tokens (15 min) and refresh tokens (30 days, httpOnly cookie, stored hashed, rotated on use).
+//!
+//! Sessions are token families: a login starts a family, every refresh rotates within it.
+//! Presenting a refresh token that was already rotated (or revoked) means it was copied — by a
+//! thief or from a leaked cookie — so the whole family is revoked and both parties must log in
+//! again (reuse detection, RFC 6819 §5.2.2.3 / OAuth 2.0 Security BCP §4.14). Access tokens
+//! carry their family; every authenticated request checks that the family still has a live
+//! refresh token and that the customer's account is `active` (a suspended or closed account
+//! has no access), in one indexed query.
 
 use axum::Json;
 use axum::extract::{FromRequestParts, State};
@@ -42,6 +50,9 @@ pub struct Claims {
     /// "access" or "refresh": a refresh token is never accepted as an access token.
     pub typ: String,
     pub jti: String,
+    /// The session (token family), hex; revoking the family ends its access tokens too.
+    #[serde(default)]
+    pub fam: String,
 }
 
 fn random_hex(n: usize) -> Result<String, ApiError> {
@@ -53,6 +64,7 @@ fn random_hex(n: usize) -> Result<String, ApiError> {
 pub fn issue(
     state: &AppState,
     customer_id: i32,
+    family: &[u8],
     typ: &str,
     now: DateTime<Utc>,
 ) -> Result<String, ApiError> {
@@ -67,14 +79,15 @@ pub fn issue(
         exp: (now + ttl).timestamp(),
         typ: typ.into(),
         jti: random_hex(16)?,
+        fam: hex::encode(family),
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &state.jwt.enc)
         .map_err(ApiError::internal)
 }
 
 /// Checks signature, algorithm (HS256 only: `alg: none` and others are refused), type and
-/// expiry against the injected clock.
-pub fn validate(state: &AppState, token: &str, typ: &str) -> Result<i32, ApiError> {
+/// expiry against the injected clock. Returns the customer and the token family.
+pub fn validate(state: &AppState, token: &str, typ: &str) -> Result<(i32, Vec<u8>), ApiError> {
     let mut v = Validation::new(Algorithm::HS256);
     v.validate_exp = false; // checked below with the injected clock
     v.leeway = 0;
@@ -84,11 +97,35 @@ pub fn validate(state: &AppState, token: &str, typ: &str) -> Result<i32, ApiErro
     if c.typ != typ || c.exp <= state.clock.now().timestamp() {
         return Err(ApiError::Unauthorized);
     }
-    c.sub
+    let family = hex::decode(&c.fam)
+        .ok()
+        .filter(|f| f.len() == FAMILY_BYTES)
+        .ok_or(ApiError::Unauthorized)?;
+    let id = c
+        .sub
         .parse::<i32>()
         .ok()
         .filter(|id| *id > 0)
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    Ok((id, family))
+}
+
+/// Bytes of a token family id.
+pub const FAMILY_BYTES: usize = 16;
+
+fn new_family() -> Result<Vec<u8>, ApiError> {
+    let mut b = vec![0u8; FAMILY_BYTES];
+    getrandom::fill(&mut b).map_err(ApiError::internal)?;
+    Ok(b)
+}
+
+/// `active`, or the error for a suspended or closed account.
+fn account_open(status: &str) -> Result<(), ApiError> {
+    match status {
+        "active" => Ok(()),
+        "suspended" => Err(ApiError::AccountSuspended),
+        _ => Err(ApiError::AccountClosed),
+    }
 }
 
 /// The authenticated customer of a request (from `Authorization: Bearer <access token>`).
@@ -108,16 +145,36 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let customer_id = validate(state, token.trim(), "access")?;
-        if !state
-            .customer_limiter
-            .check(&customer_id, state.clock.now())
-        {
-            metrics::counter!("suiftly_api_rate_limited_total", "scope" => "customer").increment(1);
-            return Err(ApiError::RateLimited);
-        }
-        Ok(Caller { customer_id })
+        caller_from_token(state, token).await
     }
+}
+
+/// Every check of [`Caller`] on an access token however it arrived (the live stream also
+/// takes it from a query parameter, for `EventSource`).
+pub async fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let (customer_id, family) = validate(state, token.trim(), "access")?;
+    let now = state.clock.now();
+    if !state.customer_limiter.check(&customer_id, now) {
+        metrics::counter!("suiftly_api_rate_limited_total", "scope" => "customer").increment(1);
+        return Err(ApiError::RateLimited);
+    }
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT c.status, EXISTS (SELECT 1 FROM refresh_tokens r \
+                     WHERE r.family_id = $2 AND r.customer_id = $1 \
+                       AND r.revoked_at IS NULL AND r.expires_at > $3) \
+                 FROM customers c WHERE c.customer_id = $1",
+            &[&customer_id, &family, &now],
+        )
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    account_open(row.get(0))?;
+    if !row.get::<_, bool>(1) {
+        // Logged out, or the family was revoked after a refresh-token reuse.
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(Caller { customer_id })
 }
 
 #[derive(Deserialize)]
@@ -222,14 +279,27 @@ pub async fn verify(
         return Err(ApiError::InvalidNonce);
     }
     let customer_id = find_or_create_customer(&tx, &address, now).await?;
-    let refresh = issue(&state, customer_id, "refresh", now)?;
+    let status: String = tx
+        .query_one(
+            "SELECT status FROM customers WHERE customer_id = $1",
+            &[&customer_id],
+        )
+        .await?
+        .get(0);
+    if let Err(e) = account_open(&status) {
+        // The nonce stays consumed: a refused login is not retried with the same signature.
+        tx.commit().await?;
+        return Err(e);
+    }
+    let family = new_family()?;
+    let refresh = issue(&state, customer_id, &family, "refresh", now)?;
     tx.execute(
-        "INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&token_hash(&refresh), &customer_id, &now, &(now + REFRESH_TTL)],
+        "INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at, family_id) VALUES ($1, $2, $3, $4, $5)",
+        &[&token_hash(&refresh), &customer_id, &now, &(now + REFRESH_TTL), &family],
     )
     .await?;
     tx.commit().await?;
-    session_response(&state, customer_id, &address, &refresh, now)
+    session_response(&state, customer_id, &family, &address, &refresh, now)
 }
 
 async fn find_or_create_customer(
@@ -281,11 +351,12 @@ fn refresh_cookie(state: &AppState, value: &str, max_age_secs: i64) -> HeaderVal
 fn session_response(
     state: &AppState,
     customer_id: i32,
+    family: &[u8],
     address: &str,
     refresh: &str,
     now: DateTime<Utc>,
 ) -> Result<Response, ApiError> {
-    let access = issue(state, customer_id, "access", now)?;
+    let access = issue(state, customer_id, family, "access", now)?;
     let body = json!({
         "accessToken": access,
         "tokenType": "Bearer",
@@ -313,45 +384,73 @@ fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Exchanges a valid refresh cookie for a new access token and a new refresh token (the old
-/// one is revoked: a stolen refresh token works at most once).
+/// Exchanges a valid refresh cookie for a new access token and a new refresh token of the same
+/// family (the old one is revoked). A cookie that was already rotated or revoked is a copy:
+/// the whole family is revoked (committed) and the request refused.
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let token = cookie_value(&headers, REFRESH_COOKIE).ok_or(ApiError::Unauthorized)?;
-    let customer_id = validate(&state, &token, "refresh")?;
+    let (customer_id, _) = validate(&state, &token, "refresh")?;
     let now = state.clock.now();
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
-    let revoked = tx
-        .execute(
-            "UPDATE refresh_tokens SET revoked_at = $3
-             WHERE token_hash = $1 AND customer_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+    let row = tx
+        .query_opt(
+            "SELECT family_id, revoked_at IS NOT NULL, expires_at > $3 FROM refresh_tokens
+             WHERE token_hash = $1 AND customer_id = $2 FOR UPDATE",
             &[&token_hash(&token), &customer_id, &now],
         )
-        .await?;
-    if revoked != 1 {
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let family: Vec<u8> = row.get(0);
+    if row.get::<_, bool>(1) {
+        let revoked = tx
+            .execute(
+                "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                &[&family, &now],
+            )
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("suiftly_api_refresh_token_reuse_total").increment(1);
+        tracing::warn!(
+            customer_id,
+            revoked,
+            "refresh token reused after rotation: session family revoked"
+        );
         return Err(ApiError::Unauthorized);
     }
-    let address: String = tx
+    if !row.get::<_, bool>(2) {
+        return Err(ApiError::Unauthorized);
+    }
+    let c = tx
         .query_one(
-            "SELECT wallet_address FROM customers WHERE customer_id = $1",
+            "SELECT wallet_address, status FROM customers WHERE customer_id = $1",
             &[&customer_id],
         )
-        .await?
-        .get(0);
-    let new_refresh = issue(&state, customer_id, "refresh", now)?;
+        .await?;
+    let address: String = c.get(0);
+    // A suspended or closed account gets no new tokens; the cookie stays as it was (rolled
+    // back), so a reactivated account can still use it.
+    account_open(c.get(1))?;
     tx.execute(
-        "INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
-        &[&token_hash(&new_refresh), &customer_id, &now, &(now + REFRESH_TTL)],
+        "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1",
+        &[&token_hash(&token), &now],
+    )
+    .await?;
+    let new_refresh = issue(&state, customer_id, &family, "refresh", now)?;
+    tx.execute(
+        "INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at, family_id) VALUES ($1, $2, $3, $4, $5)",
+        &[&token_hash(&new_refresh), &customer_id, &now, &(now + REFRESH_TTL), &family],
     )
     .await?;
     tx.commit().await?;
-    session_response(&state, customer_id, &address, &new_refresh, now)
+    session_response(&state, customer_id, &family, &address, &new_refresh, now)
 }
 
-/// Revokes the refresh token of the cookie (if any) and clears the cookie. Always 204.
+/// Ends the session of the cookie (if any): its whole token family is revoked, so the access
+/// tokens issued in it stop working too. Clears the cookie. Always 204.
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -361,7 +460,9 @@ pub async fn logout(
         let client = state.pool.get().await?;
         client
             .execute(
-                "UPDATE refresh_tokens SET revoked_at = $2 WHERE token_hash = $1 AND revoked_at IS NULL",
+                "UPDATE refresh_tokens SET revoked_at = $2
+                 WHERE family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $1)
+                   AND revoked_at IS NULL",
                 &[&token_hash(&token), &now],
             )
             .await?;

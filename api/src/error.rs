@@ -16,6 +16,10 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("authentication required")]
     Unauthorized,
+    #[error("the account is suspended")]
+    AccountSuspended,
+    #[error("the account is closed")]
+    AccountClosed,
     #[error("signature verification failed")]
     InvalidSignature,
     #[error("nonce is unknown, expired or already used")]
@@ -69,6 +73,7 @@ impl ApiError {
             InvalidRequest(_) => StatusCode::BAD_REQUEST,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized | InvalidSignature | InvalidNonce => StatusCode::UNAUTHORIZED,
+            AccountSuspended | AccountClosed => StatusCode::FORBIDDEN,
             NotFound(_) | RouteNotFound | UnknownService => StatusCode::NOT_FOUND,
             ServiceNotAvailable(_) | InvalidConfig(_) | LimitOutOfRange { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -89,6 +94,8 @@ impl ApiError {
             InvalidRequest(_) => "invalid_request",
             PayloadTooLarge => "payload_too_large",
             Unauthorized => "unauthorized",
+            AccountSuspended => "account_suspended",
+            AccountClosed => "account_closed",
             InvalidSignature => "invalid_signature",
             InvalidNonce => "invalid_nonce",
             NotFound(_) => "not_found",

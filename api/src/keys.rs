@@ -10,6 +10,7 @@ use deadpool_postgres::GenericClient;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use suiftly_billing::{ServiceConfig, ServiceType};
+use suiftly_vault::at_rest::KeyBinding;
 use suiftly_vault::{Access, Metadata, Network, ServiceLetter, Source};
 
 use crate::auth::Caller;
@@ -137,17 +138,33 @@ async fn insert_key(
         .encode(letter(service), customer_id as u32, &meta)
         .map_err(ApiError::internal)?;
     let fp = suiftly_vault::apikey::fingerprint(&key).map_err(ApiError::internal)? as i64;
+    // The ciphertext is bound to its row (key id, customer): take the id first so it can be
+    // authenticated as associated data.
+    let key_id: i64 = client
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('api_keys', 'key_id'))",
+            &[],
+        )
+        .await?
+        .get(0);
     let sealed = state
         .cipher
-        .seal(key.as_bytes())
+        .seal(
+            key.as_bytes(),
+            KeyBinding {
+                key_id,
+                customer_id,
+            },
+        )
         .map_err(ApiError::internal)?;
     let decoded = Metadata::from_bits(bits);
     let row = client
         .query_one(
             &format!(
-                "INSERT INTO api_keys (customer_id, service_type, fingerprint, encrypted_key, key_preview,
+                "INSERT INTO api_keys (key_id, customer_id, service_type, fingerprint, encrypted_key, key_preview,
                      key_version, seal_network, seal_access, seal_source, proc_group, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 OVERRIDING SYSTEM VALUE
+                 VALUES ($12, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                  RETURNING {COLUMNS}"
             ),
             &[
@@ -162,6 +179,7 @@ async fn insert_key(
                 &i16::from(decoded.source == Source::Imported),
                 &(decoded.proc_group as i16),
                 &state.clock.now(),
+                &key_id,
             ],
         )
         .await?;

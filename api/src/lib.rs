@@ -22,6 +22,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
 pub mod seal_keys;
+pub mod server;
 pub mod services;
 pub mod static_files;
 pub mod stats;
@@ -65,6 +66,8 @@ pub struct ApiConfig {
     pub ip_rate: RateLimit,
     pub customer_rate: RateLimit,
     pub prices: PriceList,
+    /// Connection cap, header-read and idle timeouts of the socket server ([`run`]).
+    pub server: server::ServerLimits,
     /// The dashboard's build output, served under [`static_files::MOUNT`]; `None`: API only.
     pub dashboard_dir: Option<std::path::PathBuf>,
 }
@@ -90,6 +93,7 @@ impl ApiConfig {
                 burst: 60,
             },
             prices: PriceList::default(),
+            server: server::ServerLimits::default(),
             dashboard_dir: None,
         }
     }
@@ -103,6 +107,10 @@ const DEV_JWT_SECRET: &[u8] = b"suiftly-development-jwt-secret-not-for-productio
 pub enum ConfigError {
     #[error("MOCK_AUTH is refused in production mode")]
     MockAuthInProduction,
+    #[error(
+        "MOCK_AUTH is refused on the non-loopback address {0}: anyone who can reach it could log in as any wallet (listen on 127.0.0.1 or ::1 for local development)"
+    )]
+    MockAuthOnPublicAddress(SocketAddr),
     #[error("the development api key secret is refused in production mode")]
     DevSecretInProduction,
     #[error("the development key encryption key is refused in production mode")]
@@ -146,6 +154,24 @@ impl ApiConfig {
         }
         Ok(())
     }
+
+    /// MOCK_AUTH accepts any signature: only a loopback listener may serve it, whatever the
+    /// mode.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if self.mock_auth && !addr.ip().is_loopback() {
+            return Err(ConfigError::MockAuthOnPublicAddress(addr));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`run`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -241,7 +267,6 @@ pub fn routes() -> Vec<RouteDef> {
     use Method as M;
     vec![
         r(M::GET, "/health", get(health)),
-        r(M::GET, "/metrics", get(metrics_text)),
         r(M::GET, "/openapi.json", get(openapi_json)),
         r(M::POST, "/auth/connect", post(auth::connect)),
         r(M::POST, "/auth/verify", post(auth::verify)),
@@ -351,12 +376,16 @@ pub fn app(state: AppState) -> Router {
         .merge(dashboard.unwrap_or_default())
 }
 
-/// Serves `app(state)` on an already-bound listener until `shutdown` resolves, then drains.
+/// Serves `app(state)` on an already-bound listener until `shutdown` resolves, then drains,
+/// under the connection cap and timeouts of `config.server` (see [`server`]). Refuses to
+/// serve MOCK_AUTH on a non-loopback address.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), RunError> {
+    state.config.check_listen(listener.local_addr()?)?;
+    let limits = state.config.server;
     // Live streams never end by themselves: end them when the shutdown starts, so the
     // graceful drain can finish.
     let streams = state.live.as_ref().map(|l| l.stop.clone());
@@ -366,10 +395,25 @@ pub async fn run(
             s.cancel();
         }
     };
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app(state), limits, shutdown).await?;
+    Ok(())
+}
+
+/// Prometheus text for a separate, non-public listener (`api.metrics_listen`): the customer
+/// API port does not serve `/metrics`.
+pub fn metrics_router(render: MetricsRender) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    render(),
+                )
+            }
+        }),
+    )
 }
 
 async fn fallback() -> ApiError {
@@ -397,11 +441,6 @@ async fn health(State(state): State<AppState>) -> Response {
         "database": if ok { "ok" } else { "unreachable" },
     });
     (status, Json(body)).into_response()
-}
-
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    let text = state.metrics.as_ref().map(|f| f()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Serialized once: the document is static for the life of the process.

@@ -271,13 +271,9 @@ pub async fn stream(
         .map(str::to_owned)
         .or(q.access_token)
         .ok_or(ApiError::Unauthorized)?;
-    let customer_id = crate::auth::validate(&state, token.trim(), "access")?;
-    if !state
-        .customer_limiter
-        .check(&customer_id, state.clock.now())
-    {
-        return Err(ApiError::RateLimited);
-    }
+    let customer_id = crate::auth::caller_from_token(&state, &token)
+        .await?
+        .customer_id;
     let live = state
         .live
         .as_ref()

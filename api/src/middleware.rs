@@ -1,6 +1,6 @@
 //! Per-request layers: metrics (route template, method, status class) and the per-IP limit.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -37,13 +37,29 @@ pub async fn track_metrics(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Limits by the TCP peer address. Forwarded headers are not trusted here: a proxy in front
-/// must do its own per-client limiting.
+/// The rate-limit bucket of a client address: IPv4 by address, IPv6 by /64 (a single
+/// subscriber usually holds a whole /64, so keying on the full address would give one host
+/// 2^64 fresh buckets). IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn ip_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Limits by the TCP peer address (IPv6 by /64, see [`ip_bucket`]). Forwarded headers are
+/// not trusted here: a proxy in front must do its own per-client limiting.
 pub async fn ip_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .map(|c| ip_bucket(c.0.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     if !state.ip_limiter.check(&ip, state.clock.now()) {
         metrics::counter!("suiftly_api_rate_limited_total", "scope" => "ip").increment(1);

@@ -124,17 +124,6 @@ fn ops() -> Vec<Op> {
         ),
         o(
             "get",
-            "/metrics",
-            "Prometheus metrics (text)",
-            false,
-            vec![],
-            None,
-            "200",
-            json!({ "type": "string" }),
-            &[],
-        ),
-        o(
-            "get",
             "/openapi.json",
             "This document",
             false,
@@ -821,8 +810,6 @@ pub fn document() -> Value {
         let mut responses = Map::new();
         let success = if op.response.is_null() {
             json!({ "description": "no content" })
-        } else if op.path == "/metrics" {
-            json!({ "description": "Prometheus text format", "content": { "text/plain": { "schema": op.response } } })
         } else if op.path == "/stats/live" {
             json!({ "description": "an event stream (see the summary and the Live* schemas)", "content": { "text/event-stream": { "schema": op.response } } })
         } else {

@@ -403,3 +403,113 @@ async fn secure_cookie_in_production() {
             .ends_with("; Secure")
     );
 }
+
+/// Issue 15 item 7: presenting a refresh token that was already rotated means it was copied;
+/// the whole family is revoked — the attacker's and the victim's tokens, refresh and access.
+#[tokio::test]
+async fn refresh_token_reuse_revokes_the_whole_family() {
+    let t = test_app().await;
+    let s = t.login(12).await;
+    // The legitimate client rotates once: A → B.
+    let r = t.with_cookie("/auth/refresh", &s.refresh_cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let b_cookie = refresh_cookie(&r.headers);
+    let b_access = r.body["accessToken"].as_str().unwrap().to_string();
+    assert_eq!(t.get("/services", &b_access).await.status, StatusCode::OK);
+    // A stolen copy of A is presented: refused, and the family is revoked.
+    let r = t.with_cookie("/auth/refresh", &s.refresh_cookie).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = t.with_cookie("/auth/refresh", &b_cookie).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "the newest token of the family is revoked too"
+    );
+    assert_eq!(
+        t.get("/services", &b_access).await.status,
+        StatusCode::UNAUTHORIZED,
+        "access tokens of a revoked family stop working"
+    );
+    assert_eq!(
+        t.get("/services", &s.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let live: i64 =
+        t.db.query_one(
+            "SELECT count(*) FROM refresh_tokens WHERE customer_id = $1 AND revoked_at IS NULL",
+            &[&s.customer_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0);
+    // Another session (another family) of the same customer is untouched.
+    let other = t.login(12).await;
+    assert_eq!(
+        t.get("/services", &other.token).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.with_cookie("/auth/refresh", &other.refresh_cookie)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+/// Issue 15 item 8: `customers.status` is enforced: a suspended or closed account can neither
+/// use its tokens, nor refresh them, nor log in again; reactivated, it works again.
+#[tokio::test]
+async fn suspended_and_closed_accounts_lose_access() {
+    let t = test_app().await;
+    let s = t.login(13).await;
+    assert_eq!(t.get("/services", &s.token).await.status, StatusCode::OK);
+    for (status, code) in [
+        ("suspended", "account_suspended"),
+        ("closed", "account_closed"),
+    ] {
+        t.db.execute(
+            "UPDATE customers SET status = $2 WHERE customer_id = $1",
+            &[&s.customer_id, &status],
+        )
+        .await
+        .unwrap();
+        for r in [
+            t.get("/services", &s.token).await,
+            t.get("/keys", &s.token).await,
+            t.get("/billing/balance", &s.token).await,
+            t.with_cookie("/auth/refresh", &s.refresh_cookie).await,
+        ] {
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::FORBIDDEN, code),
+                "{status}"
+            );
+        }
+        // A fresh login is refused as well.
+        let (address, _) = sui::sign_personal_message(&seed(13), b"");
+        let c = t.connect(&address).await;
+        let nonce = c.body["nonce"].as_str().unwrap().to_string();
+        let (_, sig) = sui::sign_personal_message(&seed(13), sui::login_message(&nonce).as_bytes());
+        let r = verify(&t, &address, &sig, &nonce).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::FORBIDDEN, code),
+            "{status}"
+        );
+    }
+    t.db.execute(
+        "UPDATE customers SET status = 'active' WHERE customer_id = $1",
+        &[&s.customer_id],
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.get("/services", &s.token).await.status, StatusCode::OK);
+    assert_eq!(
+        t.with_cookie("/auth/refresh", &s.refresh_cookie)
+            .await
+            .status,
+        StatusCode::OK,
+        "the refused refreshes did not consume the cookie"
+    );
+}

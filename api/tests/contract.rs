@@ -421,24 +421,43 @@ async fn stats_and_seal_key_responses_match_their_documented_schemas() {
     for (template, path) in [
         ("/stats/traffic", "/stats/traffic"),
         ("/stats/usage", "/stats/usage?range=7d&service=grpc"),
-        ("/stats/bandwidth", "/stats/bandwidth?range=30d&interval=day"),
-        ("/stats/response-time", "/stats/response-time?network=mainnet"),
+        (
+            "/stats/bandwidth",
+            "/stats/bandwidth?range=30d&interval=day",
+        ),
+        (
+            "/stats/response-time",
+            "/stats/response-time?network=mainnet",
+        ),
         ("/stats/usage", "/stats/usage?period=2026-10"),
     ] {
         let v = w.call(M::GET, template, path, tok, None).await;
         assert!(!v["points"].as_array().unwrap().is_empty(), "{path}: {v}");
     }
-    w.call(M::GET, "/stats/traffic", "/stats/traffic?range=1y", tok, None)
-        .await; // 400
+    w.call(
+        M::GET,
+        "/stats/traffic",
+        "/stats/traffic?range=1y",
+        tok,
+        None,
+    )
+    .await; // 400
     w.call(M::GET, "/stats/summary", "/stats/summary", None, None)
         .await; // 401
-    w.call(M::GET, "/stats/live", "/stats/live", tok, None).await; // 503: no live source here
+    w.call(M::GET, "/stats/live", "/stats/live", tok, None)
+        .await; // 503: no live source here
 
     w.t.deposit(&s, 10_000).await;
     w.t.post("/services/seal/enable", &s.token, json!({})).await;
     w.call(M::GET, "/seal-keys", "/seal-keys", tok, None).await;
     let k = w
-        .call(M::POST, "/seal-keys", "/seal-keys", tok, Some(json!({ "name": "k" })))
+        .call(
+            M::POST,
+            "/seal-keys",
+            "/seal-keys",
+            tok,
+            Some(json!({ "name": "k" })),
+        )
         .await;
     let id = k["seal_key_id"].as_i64().unwrap();
     let pkg = format!("0x{}", "ab".repeat(32));

@@ -5,6 +5,7 @@ mod common;
 use axum::http::{Method, StatusCode};
 use common::*;
 use serde_json::json;
+use suiftly_vault::at_rest::KeyBinding;
 use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret, ServiceLetter};
 
 async fn with_seal(t: &TestApp, n: u8) -> Session {
@@ -42,7 +43,7 @@ async fn create_decodes_to_the_caller_and_is_encrypted_at_rest() {
     // At rest: AES-256-GCM with the separate key; the plaintext is nowhere in the row.
     let row =
         t.db.query_one(
-            "SELECT encrypted_key, key_preview, fingerprint FROM api_keys",
+            "SELECT encrypted_key, key_preview, fingerprint, key_id FROM api_keys",
             &[],
         )
         .await
@@ -50,7 +51,12 @@ async fn create_decodes_to_the_caller_and_is_encrypted_at_rest() {
     let sealed: Vec<u8> = row.get(0);
     assert!(!sealed.windows(key.len()).any(|w| w == key.as_bytes()));
     let cipher = KeyCipher::new(&Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY));
-    assert_eq!(cipher.open(&sealed).unwrap(), key.as_bytes());
+    let binding = KeyBinding {
+        key_id: row.get(3),
+        customer_id: s.customer_id,
+    };
+    assert_eq!(r.body["key_id"], binding.key_id);
+    assert_eq!(cipher.open(&sealed, binding).unwrap(), key.as_bytes());
     assert_eq!(row.get::<_, i64>(2), d.fingerprint as i64);
     // Listing shows a masked preview only.
     let list = t.get("/keys", &s.token).await;
@@ -295,4 +301,64 @@ async fn bad_query_parameters_are_json_errors() {
     );
     let r = t.get("/keys?include_revoked=maybe", &s.token).await;
     assert_eq!(r.code(), "invalid_request");
+}
+
+/// Issue 15 item 10: each stored ciphertext is bound to its row, so swapping the column between
+/// two rows (two keys of one customer, or keys of two customers) leaves both undecryptable
+/// instead of silently exchanging the keys.
+#[tokio::test]
+async fn swapped_ciphertexts_do_not_decrypt() {
+    let t = test_app().await;
+    let a = with_seal(&t, 11).await;
+    let b = with_seal(&t, 12).await;
+    let mut made = Vec::new();
+    for s in [&a, &a, &b] {
+        let r = t
+            .post("/keys", &s.token, json!({ "service": "seal" }))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        made.push((
+            r.body["key_id"].as_i64().unwrap(),
+            s.customer_id,
+            r.body["api_key"].as_str().unwrap().to_string(),
+        ));
+    }
+    let cipher = KeyCipher::new(&Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY));
+    let sealed = |id: i64| {
+        let db = &t.db;
+        async move {
+            db.query_one(
+                "SELECT encrypted_key FROM api_keys WHERE key_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get::<_, Vec<u8>>(0)
+        }
+    };
+    // As stored, each row opens to its own key.
+    for (id, cust, key) in &made {
+        let v = sealed(*id).await;
+        let row = KeyBinding {
+            key_id: *id,
+            customer_id: *cust,
+        };
+        assert_eq!(cipher.open(&v, row).unwrap(), key.as_bytes());
+    }
+    // Swap within one customer and across customers: nothing opens any more.
+    for (i, j) in [(0, 1), (1, 2)] {
+        let (x, y) = (&made[i], &made[j]);
+        let moved = sealed(y.0).await;
+        let row = KeyBinding {
+            key_id: x.0,
+            customer_id: x.1,
+        };
+        assert!(
+            cipher.open(&moved, row).is_err(),
+            "key {} sealed for row {} must not open as row {}",
+            y.2,
+            y.0,
+            x.0
+        );
+    }
 }

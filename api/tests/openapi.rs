@@ -25,7 +25,7 @@ fn document_lists_exactly_the_route_table() {
         .map(|(m, p)| (m.as_str().to_string(), p.to_string()))
         .collect();
     assert_eq!(doc_routes(), table);
-    assert_eq!(table.len(), 34);
+    assert_eq!(table.len(), 33);
 }
 
 #[tokio::test]

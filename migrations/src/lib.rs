@@ -2,7 +2,8 @@
 //!
 //! A crate of its own so that each stage (ingest, aggregate, api) can apply the same schema in
 //! its tests without depending on another stage. Versions so far: V1–V3 ingest, V4 metering,
-//! V10–V12 the customer domain (built in parallel, hence the gap). A new migration takes the
+//! V10–V12 the customer domain (built in parallel, hence the gap), V13 ledger and usage
+//! constraints (security review). A new migration takes the
 //! next number after the highest one: refinery refuses to apply a lower version to a database
 //! that already has a higher one.
 

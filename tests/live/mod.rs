@@ -14,8 +14,35 @@ use tokio::net::TcpStream;
 /// The JWT secret every API process of these tests is started with.
 pub const JWT_SECRET: &str = "stats-and-live-tail-tests-jwt-secret-0123456789";
 
-/// An access token for `customer_id`, signed with `secret`.
-pub fn token(secret: &str, customer_id: i32) -> String {
+/// An access token for `customer_id`, signed with `secret`, with what the API checks behind
+/// it in `conninfo`'s database: the customer (active) and a live session (token family).
+pub async fn session(secret: &str, conninfo: &str, customer_id: i32) -> String {
+    let (c, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let family: Vec<u8> = (0..16u8).map(|i| (customer_id as u8) ^ i.wrapping_mul(37)).collect();
+    let hash: Vec<u8> = family.iter().map(|b| b ^ 0x5a).collect();
+    c.execute(
+        "INSERT INTO customers (customer_id, wallet_address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&customer_id, &format!("0x{customer_id:064x}")],
+    )
+    .await
+    .unwrap();
+    let now = chrono::Utc::now();
+    c.execute(
+        "INSERT INTO refresh_tokens (token_hash, customer_id, created_at, expires_at, family_id) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        &[
+            &[hash.as_slice(), &customer_id.to_be_bytes()].concat(),
+            &customer_id,
+            &now,
+            &(now + chrono::TimeDelta::days(1)),
+            &family,
+        ],
+    )
+    .await
+    .unwrap();
     let mut cfg = suiftly_api::ApiConfig::development();
     cfg.jwt_secret = secret.as_bytes().to_vec();
     let pool = suiftly_api::db::pool("host=/nonexistent dbname=none", 1).unwrap();
@@ -27,7 +54,7 @@ pub fn token(secret: &str, customer_id: i32) -> String {
         None,
     )
     .unwrap();
-    suiftly_api::auth::issue(&state, customer_id, "access", chrono::Utc::now()).unwrap()
+    suiftly_api::auth::issue(&state, customer_id, &family, "access", now).unwrap()
 }
 
 /// `GET path` with a bearer token: (status, JSON body).

@@ -12,6 +12,8 @@ use tokio_postgres::GenericClient;
 /// One `api_keys` row as the vault needs it; the key is still encrypted.
 #[derive(Debug, Clone)]
 pub struct KeyRow {
+    /// `api_keys.key_id`: with the customer, the associated data the ciphertext is bound to.
+    pub key_id: i64,
     pub customer_id: u32,
     pub service_type: u8,
     pub encrypted_key: Vec<u8>,
@@ -96,7 +98,7 @@ pub async fn load(
     let keys = client
         .query(
             "SELECT customer_id, service_type, encrypted_key, fingerprint, key_version,
-                    seal_network, seal_access, seal_source, proc_group, is_active
+                    seal_network, seal_access, seal_source, proc_group, is_active, key_id
              FROM api_keys
              WHERE is_active OR revoked_at >= $1",
             &[&revoked_since],
@@ -132,6 +134,7 @@ pub async fn load(
             continue;
         };
         snap.keys.push(KeyRow {
+            key_id: r.get(10),
             customer_id: r.get::<_, i32>(0) as u32,
             service_type,
             encrypted_key: r.get(2),

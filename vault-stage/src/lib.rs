@@ -364,8 +364,12 @@ fn decrypt(snap: db::Snapshot, cipher: &KeyCipher) -> (VaultInput, usize) {
     let mut failures = 0;
     let mut keys = Vec::with_capacity(snap.keys.len());
     for k in snap.keys {
+        let row = suiftly_vault::at_rest::KeyBinding {
+            key_id: k.key_id,
+            customer_id: k.customer_id as i32,
+        };
         let Some(key) = cipher
-            .open(&k.encrypted_key)
+            .open(&k.encrypted_key, row)
             .ok()
             .and_then(|p| String::from_utf8(p).ok())
         else {
