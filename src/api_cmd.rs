@@ -92,11 +92,11 @@ pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
 /// live tail when `hub` is given. Shared by `suiftly api` and the API stage of `suiftly run`.
 pub async fn build_state(
     cfg: &Config,
+    api_cfg: ApiConfig,
     conninfo: &str,
     metrics: Option<suiftly_api::MetricsRender>,
     hub: Option<Arc<suiftly_api::live::LiveHub>>,
 ) -> Result<AppState> {
-    let api_cfg = api_config(&cfg.api)?;
     let pool = suiftly_api::db::pool(conninfo, cfg.api.db_pool_size)?;
     let escrow = Arc::new(MockEscrow::new());
     reseed_escrow(&pool, &escrow).await?;
@@ -115,6 +115,8 @@ pub async fn build_state(
 
 pub async fn run(cfg: Config) -> Result<()> {
     let mut signals = crate::signals::Signals::new()?;
+    // Secrets and production checks first: a refused configuration never starts a database.
+    let api_cfg = api_config(&cfg.api)?;
     let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
@@ -149,6 +151,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     let render = prom.clone();
     let state = build_state(
         &cfg,
+        api_cfg,
         &db.conninfo,
         Some(Arc::new(move || render.render())),
         hub,

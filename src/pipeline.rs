@@ -451,7 +451,8 @@ async fn api_stage(
     hub: Option<Arc<suiftly_api::live::LiveHub>>,
 ) -> Result<Stage> {
     let render = recorder.map(|h| Arc::new(move || h.render()) as suiftly_api::MetricsRender);
-    let state = crate::api_cmd::build_state(cfg, conninfo, render, hub).await?;
+    let api_cfg = crate::api_cmd::api_config(&cfg.api)?;
+    let state = crate::api_cmd::build_state(cfg, api_cfg, conninfo, render, hub).await?;
     let l = listen(socket)?;
     let addr = l.local_addr()?;
     info!(%addr, dashboard = state.config.dashboard_dir.is_some(), "customer api at http://{addr}/ (dashboard under /app/)");
