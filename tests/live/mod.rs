@@ -21,7 +21,9 @@ pub async fn session(secret: &str, conninfo: &str, customer_id: i32) -> String {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let family: Vec<u8> = (0..16u8).map(|i| (customer_id as u8) ^ i.wrapping_mul(37)).collect();
+    let family: Vec<u8> = (0..16u8)
+        .map(|i| (customer_id as u8) ^ i.wrapping_mul(37))
+        .collect();
     let hash: Vec<u8> = family.iter().map(|b| b ^ 0x5a).collect();
     c.execute(
         "INSERT INTO customers (customer_id, wallet_address) VALUES ($1, $2) ON CONFLICT DO NOTHING",
