@@ -28,96 +28,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use suiftly_aggregate::service::Aggregator;
-use suiftly_api::live::{HubUpdate, LiveHub, LiveOptions, SseDecoder};
+use suiftly_api::live::{HubUpdate, LiveHub, SseDecoder};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How often the feeder looks at the aggregator's generation counter.
 pub const POLL: Duration = Duration::from_millis(100);
-
-/// `[api.live]`: the live tail.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LiveSettings {
-    /// Concurrent `/stats/live` streams per customer.
-    #[serde(default = "default_max_streams")]
-    pub max_streams_per_customer: usize,
-    /// Keep-alive comment interval (below HAProxy's `timeout client` / `timeout server`).
-    #[serde(default = "default_keepalive")]
-    pub keepalive_ms: u64,
-    /// At most one provisional update per customer per interval.
-    #[serde(default = "default_provisional")]
-    pub provisional_interval_ms: u64,
-    /// A stream ends after this long (the client reconnects with `Last-Event-ID`).
-    #[serde(default = "default_max_stream")]
-    pub max_stream_secs: u64,
-    /// `suiftly api` only: the metering process's admin endpoint, e.g.
-    /// `http://10.0.0.5:9465`; its internal feed (`/internal/live`, operator token) is this
-    /// replica's live tail. Unset: the replica serves the settled tables only and no
-    /// `/stats/live`.
-    #[serde(default)]
-    pub source: Option<String>,
-}
-
-fn default_max_streams() -> usize {
-    5
-}
-fn default_keepalive() -> u64 {
-    15_000
-}
-fn default_provisional() -> u64 {
-    1_000
-}
-fn default_max_stream() -> u64 {
-    900
-}
-
-impl Default for LiveSettings {
-    fn default() -> Self {
-        toml::from_str("").expect("every live field has a default")
-    }
-}
-
-impl LiveSettings {
-    pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(
-            (1..=1000).contains(&self.max_streams_per_customer),
-            "api.live.max_streams_per_customer must be within 1..=1000"
-        );
-        anyhow::ensure!(
-            (100..=120_000).contains(&self.keepalive_ms),
-            "api.live.keepalive_ms must be within 100..=120000"
-        );
-        anyhow::ensure!(
-            self.provisional_interval_ms <= 60_000,
-            "api.live.provisional_interval_ms must be at most 60000"
-        );
-        anyhow::ensure!(
-            (1..=86_400).contains(&self.max_stream_secs),
-            "api.live.max_stream_secs must be within 1..=86400"
-        );
-        if let Some(s) = &self.source {
-            anyhow::ensure!(
-                s.starts_with("http://"),
-                "api.live.source must be an http:// URL of the metering process's admin endpoint"
-            );
-        }
-        Ok(())
-    }
-
-    pub fn options(&self) -> LiveOptions {
-        LiveOptions {
-            max_streams_per_customer: self.max_streams_per_customer,
-            keepalive: Duration::from_millis(self.keepalive_ms),
-            provisional_interval: Duration::from_millis(self.provisional_interval_ms),
-            max_stream_duration: Duration::from_secs(self.max_stream_secs),
-            ..LiveOptions::default()
-        }
-    }
-}
 
 /// Feeds `hub` from the aggregator until `stop` (or the aggregator is gone).
 pub async fn feed_from_aggregator(agg: Aggregator, hub: Arc<LiveHub>, stop: CancellationToken) {

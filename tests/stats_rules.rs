@@ -18,7 +18,7 @@ use serde_json::Value;
 use suiftly_aggregate::service::{self, AggregatorConfig, Recovery};
 use suiftly_aggregate::window::WindowConfig;
 use suiftly_ingest::batch::{RawBatchBuilder, WriteBatch};
-use suiftly_ingest::writer::{Writer, WriterConfig};
+use suiftly_ingest::writer::{WriteOutcome, Writer, WriterConfig};
 use suiftly_model::Committed;
 use suiftly_parser::LogRecord;
 use tokio::sync::mpsc;
@@ -90,10 +90,13 @@ impl Feeder {
             b.append(r);
         }
         let batch: WriteBatch = b.finish();
+        let outcome = self
+            .w
+            .write_with_retry(&batch, &CancellationToken::new())
+            .await;
         assert!(
-            self.w
-                .write_with_retry(&batch, &CancellationToken::new())
-                .await
+            matches!(&outcome, WriteOutcome::Committed { refused } if refused.is_empty()),
+            "{outcome:?}"
         );
         self.tx
             .send(Committed {
