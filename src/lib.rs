@@ -16,7 +16,7 @@
 //!   internal feed API replicas follow).
 //! - [`config`], [`database`], [`signals`].
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`).
 
 pub mod admin_sql;
 pub mod api_cmd;
@@ -25,6 +25,7 @@ pub mod database;
 pub mod demo;
 pub mod live_feed;
 pub mod loadgen;
+pub mod manager_cmd;
 pub mod pipeline;
 pub mod replay;
 pub mod servers;

@@ -2,6 +2,8 @@
 //! by the test, lines sent through a real UDP socket, then the ordered stop — checked against
 //! the recorded shutdown order and what landed in a real PostgreSQL.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -109,6 +111,10 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
     // Spool on, metering on: the default graph.
     let cfg = config(tmp.path(), "");
     let report = run_once(&cfg, &conninfo, 300).await;
+    let c = conninfo.clone();
+    tokio::task::spawn_blocking(move || common::storage::expect(&c))
+        .await
+        .unwrap();
     assert_eq!(
         report.order,
         [
@@ -119,6 +125,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "metrics",
             "api",
             "admin",
+            "manager",
             "live",
             "upkeep",
             "database"
@@ -147,6 +154,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "metrics",
             "api",
             "admin",
+            "manager",
             "upkeep",
             "database"
         ]

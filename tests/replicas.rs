@@ -109,7 +109,8 @@ async fn two_api_replicas_serve_the_same_live_tail() {
     )
     .unwrap();
     let mut metering = Suiftly::new(mcfg, conninfo.clone(), metrics, admin);
-    metering.start();
+    // `start` checks the storage mode with a runtime of its own (tests/common/storage.rs).
+    tokio::task::block_in_place(|| metering.start());
 
     let rdir = tempfile::tempdir().unwrap();
     let rcfg = rdir.path().join("replica.toml");
@@ -165,7 +166,7 @@ async fn two_api_replicas_serve_the_same_live_tail() {
     // The metering process restarts; the replicas reconnect, and what settles next reaches
     // both streams, with no settled event missing in between (dense ids).
     metering.stop();
-    metering.start();
+    tokio::task::block_in_place(|| metering.start());
     send(live::sf1(old - 10, A, GRPC, MAINNET, 1, 200, 777, 4));
     let mut after: [Vec<(u64, String)>; 2] = Default::default();
     for (k, s) in [&mut s1, &mut s2].into_iter().enumerate() {

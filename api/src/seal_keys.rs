@@ -115,21 +115,38 @@ fn allowance_json(prices: &PriceList, config: &ServiceConfig, u: Usage) -> Value
     })
 }
 
-/// The seal service row of the caller, locked: (enabled, config).
+/// The caller's seal service row, locked.
+struct SealService {
+    enabled: bool,
+    /// The configuration in force.
+    config: ServiceConfig,
+    /// A downgrade scheduled for the 1st of next month (issue 11), if any.
+    pending: Option<ServiceConfig>,
+}
+
 async fn lock_service(
     client: &impl GenericClient,
     customer_id: i32,
-) -> Result<(bool, ServiceConfig), ApiError> {
+) -> Result<SealService, ApiError> {
     let row = client
         .query_opt(
-            "SELECT is_enabled, config FROM service_instances \
+            "SELECT is_enabled, config, pending_config FROM service_instances \
              WHERE customer_id = $1 AND service_type = $2 FOR UPDATE",
             &[&customer_id, &(ServiceType::Seal as i16)],
         )
         .await?
         .ok_or(ApiError::NotFound("seal service"))?;
     let config: ServiceConfig = serde_json::from_value(row.get(1)).map_err(ApiError::internal)?;
-    Ok((row.get(0), config))
+    let pending = row
+        .get::<_, Option<Value>>(2)
+        .map(serde_json::from_value::<ServiceConfig>)
+        .transpose()
+        .map_err(ApiError::internal)?;
+    Ok(SealService {
+        enabled: row.get(0),
+        config,
+        pending,
+    })
 }
 
 async fn usage(client: &impl GenericClient, customer_id: i32) -> Result<Usage, ApiError> {
@@ -146,44 +163,75 @@ async fn usage(client: &impl GenericClient, customer_id: i32) -> Result<Usage, A
     })
 }
 
-/// Buys what `after` needs beyond what `config` has, spend-checked (see the module doc).
+/// Buys what `after` needs beyond what the service has, spend-checked (see the module doc).
 /// Returns the configuration in force afterwards.
+///
+/// A purchase is a change of the service: it appends the state after it to the service
+/// journal (`service_events`, BILLING.md §2) in this transaction, from which billing derives
+/// the fee lines, and notifies the manager so the extra is charged at once. A scheduled
+/// downgrade keeps at least what is in use: its extras are raised alike.
 async fn ensure_bought(
     state: &AppState,
     client: &impl GenericClient,
     customer_id: i32,
     money: &MoneyState,
-    enabled: bool,
-    config: ServiceConfig,
+    svc: SealService,
     after: Usage,
 ) -> Result<ServiceConfig, ApiError> {
     let prices = &state.config.prices;
     let (keys, packages) = needed_extras(prices, after);
+    let config = svc.config;
     if keys <= config.extra_seal_keys && packages <= config.extra_packages {
         return Ok(config);
     }
-    let mut next = config;
-    next.extra_seal_keys = next.extra_seal_keys.max(keys);
-    next.extra_packages = next.extra_packages.max(packages);
+    let raise = |mut c: ServiceConfig| {
+        c.extra_seal_keys = c.extra_seal_keys.max(keys);
+        c.extra_packages = c.extra_packages.max(packages);
+        c
+    };
+    let next = raise(config);
+    let pending = svc.pending.map(raise);
     let old = monthly_price_cents(prices, ServiceType::Seal, &config)
         .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
     let new = monthly_price_cents(prices, ServiceType::Seal, &next)
         .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
-    if enabled {
+    if svc.enabled {
         check_spend(money, new - old)?;
     }
+    let now = state.clock.now();
+    let next_json = serde_json::to_value(next).map_err(ApiError::internal)?;
+    let pending_json = pending
+        .map(serde_json::to_value)
+        .transpose()
+        .map_err(ApiError::internal)?;
     client
         .execute(
-            "UPDATE service_instances SET config = $3, updated_at = $4 \
+            "UPDATE service_instances SET config = $3, pending_config = $4, updated_at = $5 \
              WHERE customer_id = $1 AND service_type = $2",
             &[
                 &customer_id,
                 &(ServiceType::Seal as i16),
-                &serde_json::to_value(next).map_err(ApiError::internal)?,
-                &state.clock.now(),
+                &next_json,
+                &pending_json,
+                &now,
             ],
         )
         .await?;
+    client
+        .execute(
+            "INSERT INTO service_events (customer_id, service_type, at, is_enabled, config, pending_config, source) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'api')",
+            &[
+                &customer_id,
+                &(ServiceType::Seal as i16),
+                &now,
+                &svc.enabled,
+                &next_json,
+                &pending_json,
+            ],
+        )
+        .await?;
+    crate::billing::notify(client, "service", customer_id).await?;
     metrics::counter!("suiftly_api_seal_extras_bought_total").increment(1);
     Ok(next)
 }
@@ -298,10 +346,10 @@ pub async fn create(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let money = lock_money(&tx, caller.customer_id).await?;
-    let (enabled, config) = lock_service(&tx, caller.customer_id).await?;
+    let svc = lock_service(&tx, caller.customer_id).await?;
     let mut u = usage(&tx, caller.customer_id).await?;
     u.keys += 1;
-    let config = ensure_bought(&state, &tx, caller.customer_id, &money, enabled, config, u).await?;
+    let config = ensure_bought(&state, &tx, caller.customer_id, &money, svc, u).await?;
     let instance: i64 = tx
         .query_one(
             "SELECT instance_id FROM service_instances WHERE customer_id = $1 AND service_type = $2",
@@ -401,12 +449,12 @@ pub async fn delete(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let money = lock_money(&tx, caller.customer_id).await?;
-    let (enabled, config) = lock_service(&tx, caller.customer_id).await?;
+    let svc = lock_service(&tx, caller.customer_id).await?;
     let packages = lock_key(&tx, caller.customer_id, key).await?;
     let mut u = usage(&tx, caller.customer_id).await?;
     u.keys -= 1;
     u.packages -= packages.len() as u32;
-    ensure_bought(&state, &tx, caller.customer_id, &money, enabled, config, u).await?;
+    ensure_bought(&state, &tx, caller.customer_id, &money, svc, u).await?;
     tx.execute(
         "UPDATE seal_keys SET is_active = false, revoked_at = $3 \
          WHERE seal_key_id = $1 AND customer_id = $2",
@@ -453,7 +501,7 @@ pub async fn add_package(
     let mut client = state.pool.get().await?;
     let tx = client.transaction().await?;
     let money = lock_money(&tx, caller.customer_id).await?;
-    let (enabled, config) = lock_service(&tx, caller.customer_id).await?;
+    let svc = lock_service(&tx, caller.customer_id).await?;
     let mut list = lock_key(&tx, caller.customer_id, key).await?;
     if list.contains(&pkg) {
         return Err(ApiError::InvalidRequest(
@@ -467,7 +515,7 @@ pub async fn add_package(
     }
     let mut u = usage(&tx, caller.customer_id).await?;
     u.packages += 1;
-    ensure_bought(&state, &tx, caller.customer_id, &money, enabled, config, u).await?;
+    ensure_bought(&state, &tx, caller.customer_id, &money, svc, u).await?;
     list.push(pkg);
     tx.execute(
         "UPDATE seal_keys SET package_ids = $3 WHERE seal_key_id = $1 AND customer_id = $2",

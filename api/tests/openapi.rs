@@ -25,7 +25,7 @@ fn document_lists_exactly_the_route_table() {
         .map(|(m, p)| (m.as_str().to_string(), p.to_string()))
         .collect();
     assert_eq!(doc_routes(), table);
-    assert_eq!(table.len(), 33);
+    assert_eq!(table.len(), 37);
 }
 
 #[tokio::test]
@@ -37,7 +37,8 @@ async fn every_documented_route_is_served_and_nothing_else() {
             .replace("{service}", "seal")
             .replace("{key_id}", "1")
             .replace("{seal_key_id}", "1")
-            .replace("{package_id}", &format!("0x{}", "a".repeat(64)));
+            .replace("{package_id}", &format!("0x{}", "a".repeat(64)))
+            .replace("{invoice_id}", "1");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let r = t.call(m.clone(), &concrete, Some(&s.token), None).await;
         assert_ne!(r.code(), "route_not_found", "{method} {path}");

@@ -67,6 +67,27 @@ async fn keys_and_packages_buy_extras_under_the_spend_check() {
     let c = config(&t, &s).await;
     assert_eq!(c["config"]["extra_seal_keys"], 1);
     assert_eq!(c["monthly_price_usd_cents"], 2_500);
+    // The purchase is a change of the service: billing sees it in the journal (the enable,
+    // then the extra), with the state after it.
+    let j =
+        t.db.query(
+            "SELECT is_enabled, (config->>'extra_seal_keys')::int, config->>'tier', source \
+             FROM service_events ORDER BY event_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let j: Vec<(bool, i32, String, String)> = j
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        j,
+        [
+            (true, 0, "starter".to_string(), "api".to_string()),
+            (true, 1, "starter".to_string(), "api".to_string())
+        ]
+    );
     // The same public key cannot be imported twice; malformed input is refused.
     let dup = t.post("/seal-keys", &s.token, imported(9)).await;
     assert_eq!(dup.status, StatusCode::BAD_REQUEST);
@@ -215,6 +236,13 @@ async fn a_refused_purchase_changes_nothing() {
         .await;
     assert_eq!(r.status, StatusCode::PAYMENT_REQUIRED, "{:?}", r.body);
     assert_eq!(config(&t, &s).await, before);
+    // Nothing reached the journal either: the enable and the 3 included packages only.
+    let events: i64 =
+        t.db.query_one("SELECT count(*) FROM service_events", &[])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(events, 1);
     let keys: i64 =
         t.db.query_one("SELECT count(*) FROM seal_keys", &[])
             .await
