@@ -2,7 +2,9 @@
 //! (rows stored by the COPY writer and metered by `suiftly_aggregate::service`, exactly what
 //! the consumer hands it) plus a live tail (the aggregator's open minutes through the live
 //! hub): every rule of issue 13, item 1, with hand-computed expectations, and graph = invoice
-//! for a whole billing month.
+//! for a whole billing month (the usage series summed = `usage_records` = what was sent = the
+//! usage lines of the invoice the real billing cycle writes for that month, quantities and
+//! cents).
 //!
 //! Rows are built as parser records (not sf1 lines) because HAProxy always logs `repeat` = 1
 //! and the `repeat` rule needs rows that stand for several requests.
@@ -487,6 +489,7 @@ async fn every_stats_rule_holds_on_settled_data_plus_the_live_tail() {
 
     // ======== Graph = invoice: the usage series of the billing month, summed, equals the
     // usage billing reads (usage_records, every revision) and what was sent.
+    let mut graph = [(0i64, 0i64); 4];
     for svc in [GRPC, SEAL] {
         let name = if svc == GRPC { "grpc" } else { "seal" };
         let (code, u) = live::get_json(
@@ -519,6 +522,112 @@ async fn every_stats_rule_holds_on_settled_data_plus_the_live_tail() {
         // Priced as billing prices a month (BILLING.md §3): equal quantities, equal money.
         let cents = |r: i64, b: i64| r / 100 + if svc == SEAL { 0 } else { b * 6 / (1 << 30) };
         assert_eq!(cents(gr, gb), cents(ur, ub));
+        graph[svc as usize] = (gr, gb);
+    }
+    // ...and the invoice: the real billing cycle (issue 11's manager, `bill::bill`) bills C's
+    // month from what metering settled; its usage lines for the month end at the graph's
+    // totals and charge their price. Test prices make every request and KiB cost a cent (the
+    // default prices would round this month's small usage to no line at all); threshold 0 puts
+    // usage on the draft even when the month cannot be finalized yet (first minutes of a month).
+    let prices = suiftly_billing::PriceList {
+        request_cents_per_10k: 10_000,
+        bandwidth_cents_per_gib: 1 << 20,
+        ..Default::default()
+    };
+    c.execute(
+        "UPDATE customers SET created_at = $2, current_month_start = $3 WHERE customer_id = $1",
+        &[
+            &C,
+            &(prev_month - chrono::TimeDelta::days(1)),
+            &prev_month.date_naive(),
+        ],
+    )
+    .await
+    .unwrap();
+    let pool = suiftly_api::db::pool(&conninfo, 2).unwrap();
+    let escrow = suiftly_escrow::PgMockEscrow::new(suiftly_api::db::pool(&conninfo, 2).unwrap());
+    let epoch =
+        match suiftly_manager::lease::try_acquire(&c, "stats-rules", Duration::from_secs(600))
+            .await
+            .unwrap()
+        {
+            suiftly_manager::lease::LeaseState::Leader { epoch, .. } => epoch,
+            other => panic!("{other:?}"),
+        };
+    let fence = suiftly_manager::Fence {
+        epoch,
+        holder: "stats-rules".into(),
+    };
+    let cancel = CancellationToken::new();
+    let watermark = suiftly_manager::bill::metering_watermark(&c).await.unwrap();
+    let settings = suiftly_manager::bill::BillingSettings {
+        prices: prices.clone(),
+        rules: suiftly_billing::Rules {
+            usage_threshold_cents: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let ctx = suiftly_manager::bill::Ctx {
+        pool: &pool,
+        escrow: &escrow,
+        fence: &fence,
+        now: Utc::now(),
+        watermark,
+        cancel: &cancel,
+    };
+    let report = suiftly_manager::bill::bill(&settings, &ctx, Some(&[C]))
+        .await
+        .unwrap();
+    assert_eq!(report.skipped, 0, "{report:?}");
+    let status: String = c
+        .query_one(
+            "SELECT status FROM invoices WHERE customer_id = $1 AND month = $2",
+            &[&C, &prev_month.date_naive()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if watermark.is_some_and(|w| w >= this_month) {
+        // Metering has passed the month's end: the invoice is final (nothing on it changes).
+        assert_ne!(status, "draft");
+    }
+    for svc in [GRPC, SEAL] {
+        let st = suiftly_billing::ServiceType::from_i16(svc).unwrap();
+        let (gr, gb) = graph[svc as usize];
+        let rows = c
+            .query(
+                "SELECT l.metric, MAX(l.quantity_after)::bigint, SUM(l.amount_cents)::bigint \
+                 FROM invoice_lines l JOIN invoices i USING (invoice_id) \
+                 WHERE i.customer_id = $1 AND l.service_type = $2 AND l.for_month = $3 \
+                   AND l.kind IN ('usage', 'adjustment') AND i.month = $3 \
+                 GROUP BY l.metric",
+                &[&C, &svc, &prev_month.date_naive()],
+            )
+            .await
+            .unwrap();
+        let line = |metric: &str| {
+            rows.iter()
+                .find(|r| r.get::<_, &str>(0) == metric)
+                .map(|r| (r.get::<_, i64>(1), r.get::<_, i64>(2)))
+        };
+        let want_req_cents = prices.usage_cents(st, suiftly_billing::Metric::Requests, gr);
+        assert_eq!(
+            line("requests"),
+            Some((gr, want_req_cents)),
+            "{svc}: invoice requests = graph ({status})"
+        );
+        let want_bw_cents = prices.usage_cents(st, suiftly_billing::Metric::Bandwidth, gb);
+        if want_bw_cents == 0 {
+            // Seal's bandwidth is free: billing writes no line for it.
+            assert_eq!(line("bandwidth"), None, "{svc}");
+        } else {
+            assert_eq!(
+                line("bandwidth"),
+                Some((gb, want_bw_cents)),
+                "{svc}: invoice bandwidth = graph ({status})"
+            );
+        }
     }
     // The day boundary: 23:59:59.999 of day 1 and 00:00:00.000 of day 2, once each.
     let (_, u) = live::get_json(
