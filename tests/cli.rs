@@ -30,6 +30,7 @@ fn start_run(cfg: &Path, data: &Path, mport: u16) -> std::process::Child {
         .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SUIFTLY_API_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_DATA_DIR", data)

@@ -52,7 +52,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 fn config(dir: &std::path::Path, extra: &str) -> Config {
     let text = format!(
-        "data_dir = \"{}\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+        "data_dir = \"{}\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
          [[listener]]\nname = \"u\"\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\nframing = \"raw\"\npayload = \"sf1\"\n",
         dir.display()
     );
@@ -123,8 +123,10 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "consumer",
             "aggregator",
             "metrics",
+            "api",
             "admin",
             "manager",
+            "live",
             "upkeep",
             "database"
         ]
@@ -152,6 +154,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "listeners",
             "writer",
             "metrics",
+            "api",
             "admin",
             "manager",
             "upkeep",

@@ -245,8 +245,19 @@ async fn serve_connection(
         let app = app.clone();
         async move {
             let resp = app.oneshot(req.map(axum::body::Body::new)).await;
-            drop(guard);
-            resp.map_err(|e: Infallible| match e {})
+            // In flight until the response body is done, not only its head: a streamed body
+            // (the live tail's server-sent events) may be silent for longer than the idle
+            // timeout between its keep-alives and must not be cut as idle.
+            resp.map(|r| {
+                r.map(move |body| {
+                    use http_body_util::BodyExt;
+                    axum::body::Body::new(body.map_frame(move |f| {
+                        let _in_flight = &guard;
+                        f
+                    }))
+                })
+            })
+            .map_err(|e: Infallible| match e {})
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -301,6 +312,55 @@ mod tests {
             head_started: head_for.map(|h| now - Duration::from_secs(h)),
             in_flight,
         }
+    }
+
+    /// A response body that streams slower than the idle timeout is not cut: the request
+    /// stays in flight until its body ends (the live tail's streams depend on it).
+    #[tokio::test]
+    async fn a_slow_streamed_body_is_not_idle() {
+        use axum::routing::get;
+        let app = Router::new().route(
+            "/s",
+            get(|| async {
+                let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                    if i == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((
+                        Ok::<_, Infallible>(axum::body::Bytes::from(vec![b'a' + i])),
+                        i + 1,
+                    ))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_millis(100),
+            max_connections: 4,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            async move { s.cancelled().await },
+        ));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /s HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.ends_with("abc"), "{text}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[test]
