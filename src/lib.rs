@@ -12,12 +12,15 @@
 //! - [`pipeline`]: the composition root (`suiftly run`, and the demo and tests through it).
 //! - [`stage`]: the stage list — start in order, stop in reverse, every task tracked.
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
-//! - [`config`], [`database`], [`signals`].
+//! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`), [`check_config`]
+//!   (`check-config`).
 
+pub mod activation;
 pub mod admin_sql;
 pub mod api_cmd;
+pub mod check_config;
 pub mod config;
 pub mod database;
 pub mod demo;
