@@ -659,3 +659,89 @@ fn suiftly_api_refuses_public_mock_auth_and_keeps_metrics_private() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+/// Item 14: `path_prefix` NULL means "no request path" (`<BADREQ>`, sf1 `-`); a request for
+/// `/` is the empty string (SPEC §3: the first 10 characters after the leading `/`). Real
+/// HAProxy 2.6 lines — httplog (HTTP/1.0, 1.1 and 2 absolute-form) and sf1, each in the four
+/// framings — go through the real binary over UDP into PostgreSQL.
+#[test]
+fn root_path_is_stored_as_the_empty_prefix() {
+    let pg = PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let dir = tempfile::tempdir().unwrap();
+    let (udp, metrics, admin) = (port_for(19), port_for(9), port_for(10));
+    let cfg = dir.path().join("suiftly.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [batch]\nmax_age_ms = 50\n\
+             [[listener]]\nname = \"u\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\nserver_id = 17\n\
+             [listener.frontends.fe_grpc_mainnet]\nservice_type = 2\nnetwork = 1\nfe_type = 2\n\
+             [listener.frontends.fe_sf1]\nservice_type = 2\nnetwork = 1\nfe_type = 2\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let mut s = Suiftly::new(cfg, pg.connection_string(), metrics, admin);
+    s.start();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = std::fs::read(root.join("fixtures/haproxy/root-path.lines")).unwrap();
+    let lines: Vec<&[u8]> = data
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 48);
+    let now_us = common::now_ms() as i64 * 1000;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for l in &lines {
+        let mut l = suiftly::loadgen::retime(l, now_us, None).expect("a fixture line re-times");
+        l.push(b'\n');
+        sock.send_to(&l, ("127.0.0.1", udp)).unwrap();
+    }
+    let rt = rt();
+    let rows: Vec<(Option<String>, i16)> = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&pg.connection_string(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let t0 = Instant::now();
+        loop {
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM haproxy_raw_logs", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n >= 48 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "only {n} of 48 rows stored"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.query(
+            "SELECT path_prefix, status_code FROM haproxy_raw_logs ORDER BY path_prefix NULLS FIRST",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    });
+    let count = |p: Option<&str>| rows.iter().filter(|(x, _)| x.as_deref() == p).count();
+    // httplog: `/`, `/?q=1`, `HEAD /`, h2 `/` → 4 × 4 framings; sf1: 3 × 4.
+    assert_eq!(count(Some("")), 28, "{rows:?}");
+    assert_eq!(count(Some("a")), 8, "{rows:?}");
+    assert_eq!(count(Some("x")), 4, "{rows:?}");
+    // `<BADREQ>` (httplog) and `-` (sf1): no request path, in every framing.
+    assert_eq!(count(None), 8, "{rows:?}");
+    assert!(
+        rows.iter()
+            .filter(|(p, _)| p.is_none())
+            .all(|(_, st)| *st == 400),
+        "only the bad requests have no path: {rows:?}"
+    );
+    s.stop();
+}
