@@ -14,7 +14,7 @@ use suiftly_billing::{Escrow, MockEscrow, PriceList};
 use suiftly_vault::Secret;
 use tracing::{info, warn};
 
-use crate::config::{ApiSettings, Config};
+use crate::config::{ApiSection, Config};
 use crate::database::Database;
 
 fn env(name: &str) -> Option<String> {
@@ -23,7 +23,7 @@ fn env(name: &str) -> Option<String> {
 
 /// Builds the API configuration from `[api]` and the secret environment variables. Missing
 /// secrets fall back to development values outside production and are an error in it.
-pub fn api_config(s: &ApiSettings) -> Result<ApiConfig> {
+pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
     let production = s.production;
     let hex_secret = |name: &str, dev: Secret| -> Result<Secret> {
         match env(name) {

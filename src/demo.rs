@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::database::Database;
 use crate::loadgen::{now_us, read_lines, retime};
 use crate::pipeline::{Pipeline, Sockets};
+use suiftly_ingest::listener::{Transport, UdpConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -51,8 +52,7 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         .with_context(|| format!("parsing {}", args.listener_config.display()))?;
     cfg.listeners = file.listeners;
     for l in &mut cfg.listeners {
-        l.kind = suiftly_ingest::listener::ListenerKind::Udp;
-        l.address = "127.0.0.1:0".into();
+        l.transport = Transport::Udp(UdpConfig::new("127.0.0.1:0"));
     }
     cfg.listeners.truncate(1);
     let sockets = Sockets::listeners(&cfg)?;
@@ -104,12 +104,15 @@ pub async fn run(mut cfg: Config, args: DemoArgs) -> Result<()> {
         .await?
         .get(0);
     println!();
-    println!(
-        "sent {sent} datagrams; listener received {}, parsed {}, rejected {}",
-        lstats.iter().map(|s| s.datagrams).sum::<u64>(),
-        lstats.iter().map(|s| s.parsed).sum::<u64>(),
-        lstats.iter().map(|s| s.rejected).sum::<u64>()
-    );
+    println!("sent {sent} datagrams");
+    for (l, s) in cfg.listeners.iter().zip(&lstats) {
+        // With the spool on the listener only appends; parsed/rejected are the consumer's
+        // counts for this listener's lines.
+        println!(
+            "listener {}: received {}, denied {}, accepted into the spool {}; parsed {}, rejected {}",
+            l.name, s.datagrams, s.denied, s.accepted, s.parsed, s.rejected
+        );
+    }
     println!(
         "writer committed {} batches: {} rows, {} rejected lines",
         wstats.batches, wstats.rows, wstats.rejected

@@ -296,7 +296,7 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
             let a = cfg
                 .listeners
                 .first()
-                .map(|l| l.address.clone())
+                .map(|l| l.address())
                 .unwrap_or_default();
             Sender::udp(a.parse().context("give --udp or --unix")?)?
         }

@@ -42,10 +42,11 @@ use anyhow::{Context, Result};
 use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
 use suiftly_aggregate::service::{self as metering, AggregateError, Aggregator, Recovery};
+use suiftly_ingest::db;
 use suiftly_ingest::health::Health;
 use suiftly_ingest::listener::{self, BoundListener};
 use suiftly_ingest::spooled::{self, SpoolHandle};
-use suiftly_ingest::writer::{self, Writer, WriterConfig};
+use suiftly_ingest::writer::{Writer, WriterConfig};
 use suiftly_parser::Parser;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
@@ -248,7 +249,7 @@ async fn start_stages(
     abort: &CancellationToken,
 ) -> Result<(Arc<Health>, Option<Aggregator>)> {
     // upkeep
-    let (made, dropped) = writer::maintain_once(
+    let (made, dropped) = db::maintain_once(
         conninfo,
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,
@@ -261,10 +262,10 @@ async fn start_stages(
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,
     );
-    let every = Duration::from_secs(cfg.storage.maintenance_interval_secs.max(1));
+    let every = cfg.storage.maintenance_interval();
     let stop = upkeep.stop_token();
     upkeep.spawn(async move {
-        writer::run_maintenance(c, retention, ahead, every, stop).await;
+        db::run_maintenance(c, retention, ahead, every, stop).await;
         Ok(StageOutput::Nothing)
     });
     let stop = upkeep.stop_token();
@@ -284,7 +285,7 @@ async fn start_stages(
     // What the endpoints and the storing stages share.
     let storing = if cfg.spool.enabled {
         let dir = cfg.spool_dir();
-        let scfg = cfg.spool.spool_config()?;
+        let scfg = cfg.spool.spool_config();
         let spool = tokio::task::block_in_place(|| SpoolHandle::open(&dir, scfg))
             .with_context(|| format!("opening the spool at {}", dir.display()))?;
         let metering = if cfg.aggregate.enabled {
@@ -379,10 +380,13 @@ async fn start_stages(
                 None => None,
             };
             stages.push(consumer_stage(stages, cfg, conninfo, &spool, tap, abort)?);
-            stages.push(spool_stage(stages, cfg, &spool)?);
-            for (i, b) in listeners.into_iter().enumerate() {
-                let run = spooled::run_listener(b, i as u16, spool.clone(), shutdown.clone());
-                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+            stages.push(spool_stage(stages, cfg, &spool));
+            for (index, b) in listeners.into_iter().enumerate() {
+                let run = spooled::run_listener(b, index as u16, spool.clone(), shutdown.clone());
+                listener_stage.spawn(async move {
+                    let stats = run.await?;
+                    Ok(StageOutput::Listener { index, stats })
+                });
             }
         }
         Storing::Direct => {
@@ -393,10 +397,13 @@ async fn start_stages(
                 .run(rx, abort.clone());
             s.spawn(async move { Ok(StageOutput::Writer(w.await)) });
             stages.push(s);
-            for (b, lc) in listeners.into_iter().zip(&cfg.listeners) {
+            for (index, (b, lc)) in listeners.into_iter().zip(&cfg.listeners).enumerate() {
                 let parser = Parser::new(lc.source_config()?);
                 let run = listener::run(b, parser, cfg.limits(), tx.clone(), shutdown.clone());
-                listener_stage.spawn(async move { Ok(StageOutput::Listener(run.await?)) });
+                listener_stage.spawn(async move {
+                    let stats = run.await?;
+                    Ok(StageOutput::Listener { index, stats })
+                });
             }
         }
     }
@@ -535,31 +542,32 @@ fn consumer_stage(
         abort.clone(),
         tap,
     );
-    s.spawn(async move { Ok(StageOutput::Writer(run.await?)) });
+    let outputs = s.outputs();
+    s.spawn(async move {
+        let stats = run.await?;
+        outputs.record(StageOutput::Decoded(stats.decoded));
+        Ok(StageOutput::Writer(stats.writer))
+    });
     Ok(s)
 }
 
 /// Interval fsyncs while running; on stop, one final sync so everything accepted is durable
 /// (and visible to the consumer) before the consumer is told to finish.
-fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Result<Stage> {
-    let interval = match cfg.spool.spool_config()?.fsync {
-        suiftly_spool::FsyncPolicy::IntervalMs(ms) => Some(Duration::from_millis(ms)),
-        _ => None,
-    };
+fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Stage {
     let s = stages.stage("spool", OnFailure::StopProcess);
-    let run = spooled::run_syncer(spool.clone(), interval, s.stop_token());
+    let run = spooled::run_syncer(spool.clone(), cfg.spool.sync_interval(), s.stop_token());
     s.spawn(async move {
         run.await;
         Ok(StageOutput::Nothing)
     });
     let sp = spool.clone();
-    Ok(s.after_stop(move || async move {
+    s.after_stop(move || async move {
         tokio::task::spawn_blocking(move || sp.sync())
             .await
             .context("final spool sync")??;
         info!("spool synced: the consumer stores what it holds");
         Ok(())
-    }))
+    })
 }
 
 /// `suiftly run`: start, wait for SIGTERM/ctrl-c (or a stage failure), stop in order.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use suiftly_ingest::replay::Replayer;
+use suiftly_ingest::backfill::Backfill;
 use suiftly_ingest::writer::{Writer, WriterConfig};
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
@@ -50,8 +50,8 @@ fn is_spool(p: &Path) -> bool {
             .unwrap_or(false)
 }
 
-/// Every retained record of a (stopped) spool, as lines.
-fn spool_lines(dir: &Path) -> Result<Vec<Vec<u8>>> {
+/// Every retained record of a (stopped) spool: (line, arrived cut).
+fn spool_lines(dir: &Path) -> Result<Vec<(Vec<u8>, bool)>> {
     let (w, _) = suiftly_spool::SpoolWriter::open(dir, suiftly_spool::SpoolConfig::default())
         .with_context(|| {
             format!(
@@ -62,7 +62,8 @@ fn spool_lines(dir: &Path) -> Result<Vec<Vec<u8>>> {
     let mut r = w.reader(w.oldest_position())?;
     let mut out = Vec::new();
     while let Some(rec) = r.next_record()? {
-        out.push(rec.payload.to_vec());
+        let (_, truncated) = suiftly_ingest::spooled::split_listener_field(rec.listener);
+        out.push((rec.payload.to_vec(), truncated));
     }
     Ok(out)
 }
@@ -114,7 +115,7 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
     let parser = Parser::new(lc.source_config()?);
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
-    suiftly_ingest::writer::maintain_once(
+    suiftly_ingest::db::maintain_once(
         &db.conninfo,
         cfg.retention(),
         cfg.storage.partitions_ahead_hours,
@@ -125,7 +126,7 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
     let writer = tokio::spawn(
         Writer::new(WriterConfig::new(&db.conninfo)).run(rx, CancellationToken::new()),
     );
-    let mut replayer = Replayer::new(&format!("replay:{}", lc.name), parser, cfg.limits(), tx);
+    let mut backfill = Backfill::new(&format!("replay:{}", lc.name), parser, cfg.limits(), tx);
 
     let total: u64 = files.iter().map(|f| size(f)).sum();
     let bar = ProgressBar::new(total);
@@ -142,16 +143,16 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default(),
         );
-        let owned: Vec<Vec<u8>>;
+        let owned: Vec<(Vec<u8>, bool)>;
         let data: Vec<u8>;
-        let records: Box<dyn Iterator<Item = &[u8]>> = if is_spool(f) {
+        let records: Box<dyn Iterator<Item = (&[u8], bool)>> = if is_spool(f) {
             owned = spool_lines(f)?;
-            Box::new(owned.iter().map(|l| l.as_slice()))
+            Box::new(owned.iter().map(|(l, t)| (l.as_slice(), *t)))
         } else {
             data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            Box::new(data.split(|&b| b == b'\n'))
+            Box::new(data.split(|&b| b == b'\n').map(|l| (l, false)))
         };
-        for line in records {
+        for (line, truncated) in records {
             bar.inc(line.len() as u64 + 1);
             if line.is_empty() {
                 continue;
@@ -159,13 +160,15 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
             lines += 1;
             if args.retime {
                 let l = retime(line, now_us(), None);
-                replayer.line(l.as_deref().unwrap_or(line)).await?;
+                backfill
+                    .line(l.as_deref().unwrap_or(line), truncated)
+                    .await?;
             } else {
-                replayer.line(line).await?;
+                backfill.line(line, truncated).await?;
             }
         }
     }
-    let stats = replayer.finish().await?;
+    let stats = backfill.finish().await?;
     let w = writer.await.context("writer task")?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();

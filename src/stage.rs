@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use suiftly_ingest::decode::DecodeStats;
 use suiftly_ingest::listener::ListenerStats;
 use suiftly_ingest::writer::WriterStats;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +41,15 @@ pub enum OnFailure {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StageOutput {
     Nothing,
-    Listener(ListenerStats),
+    /// Listener `index` (configuration order) stopped.
+    Listener {
+        index: usize,
+        stats: ListenerStats,
+    },
     Writer(WriterStats),
+    /// The spool consumer's decode counts, by listener index (spool on: listeners only
+    /// append, the consumer parses).
+    Decoded(Vec<DecodeStats>),
 }
 
 /// A task of stage `stage` ended with an error (or panicked).
@@ -128,6 +136,14 @@ impl Stage {
         });
     }
 
+    /// Where a task records a further output of this stage besides its return value.
+    pub fn outputs(&self) -> Outputs {
+        Outputs {
+            stage: self.name,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Runs once this stage's tasks have ended (e.g. the final spool sync, stopping the
     /// embedded PostgreSQL). Hooks run in the order they were added.
     pub fn after_stop<F>(mut self, hook: impl FnOnce() -> F + Send + 'static) -> Self
@@ -136,6 +152,23 @@ impl Stage {
     {
         self.after_stop.push(Box::new(move || hook().boxed()));
         self
+    }
+}
+
+/// Records outputs of one stage (see [`Stage::outputs`]).
+#[derive(Clone)]
+pub struct Outputs {
+    stage: &'static str,
+    shared: Shared,
+}
+
+impl Outputs {
+    pub fn record(&self, out: StageOutput) {
+        self.shared
+            .outputs
+            .lock()
+            .expect("outputs")
+            .push((self.stage, out));
     }
 }
 
@@ -151,13 +184,30 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// The listeners' statistics, in the order they ended.
+    /// Each listener's statistics, in configuration order. With the spool on, a listener
+    /// only receives and appends; what its lines became (parsed, rejected) is the consumer's
+    /// count for that listener, added in here.
     pub fn listeners(&self) -> Vec<ListenerStats> {
-        self.outputs
+        let mut out: Vec<(usize, ListenerStats)> = self
+            .outputs
             .iter()
             .filter_map(|(_, o)| match o {
-                StageOutput::Listener(s) => Some(*s),
+                StageOutput::Listener { index, stats } => Some((*index, *stats)),
                 _ => None,
+            })
+            .collect();
+        out.sort_by_key(|(i, _)| *i);
+        let decoded = self.outputs.iter().find_map(|(_, o)| match o {
+            StageOutput::Decoded(d) => Some(d),
+            _ => None,
+        });
+        out.into_iter()
+            .map(|(i, mut s)| {
+                if let Some(d) = decoded.and_then(|d| d.get(i)) {
+                    s.parsed += d.parsed;
+                    s.rejected += d.rejected;
+                }
+                s
             })
             .collect()
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 pub use suiftly_model::SettledWindow;
 use suiftly_model::time::now_us;
-use suiftly_model::{Committed, CommittedSource, SourceError};
+use suiftly_model::{Backoff, Committed, CommittedSource, SourceError};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -293,7 +293,7 @@ async fn settle_due(
     };
     let s = Arc::new(s);
     *agg.inflight.lock().expect("inflight lock poisoned") = Some(s.clone());
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     let outcome = loop {
         let started = std::time::Instant::now();
         let r = match client {
@@ -315,15 +315,15 @@ async fn settle_due(
                 return Err(e.into());
             }
             Err(e) => {
-                warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "settlement failed; retrying");
+                let delay = backoff.next_delay();
+                warn!(error = %e, backoff_ms = delay.as_millis() as u64, "settlement failed; retrying");
                 gauge!("suiftly_aggregate_degraded").set(1.0);
                 counter!("suiftly_aggregate_settle_retries_total").increment(1);
                 *client = None;
                 tokio::select! {
                     _ = abort.cancelled() => return Err(AggregateError::Aborted),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(cfg.max_backoff);
             }
         }
     };

@@ -10,8 +10,8 @@
 use std::time::SystemTime;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Transaction};
-use tracing::{debug, warn};
+use tokio_postgres::{Client, Transaction};
+use tracing::warn;
 
 use crate::window::{Persisted, Settlement, US_PER_MIN};
 
@@ -42,19 +42,8 @@ pub struct Outcome {
     pub usage: Vec<UsageRow>,
 }
 
-pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(error = %e, "aggregate connection closed");
-        }
-    });
-    // date_trunc on timestamptz follows the session time zone: buckets are UTC.
-    client
-        .batch_execute("SET TIME ZONE 'UTC'; SET lock_timeout = '10s'")
-        .await?;
-    Ok(client)
-}
+/// The one connection helper (UTC session, lock timeout): see `suiftly_migrations::connect`.
+pub use suiftly_migrations::connect;
 
 fn row_to_persisted(r: &tokio_postgres::Row) -> Persisted {
     Persisted {

@@ -25,7 +25,11 @@ async fn store(w: &mut Writer, rows: &[Row]) {
         rejected: Vec::new(),
         spool: None,
     };
-    assert!(w.write_with_retry(&batch, &CancellationToken::new()).await);
+    assert!(
+        w.write_with_retry(&batch, &CancellationToken::new())
+            .await
+            .is_committed()
+    );
 }
 
 /// Stores each chunk, then hands it to the aggregator as the next committed spool position

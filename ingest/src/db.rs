@@ -1,11 +1,17 @@
-//! Schema migrations and hourly partition upkeep.
+//! Schema migrations and hourly partition upkeep (the writer creates the partitions a batch
+//! needs; [`run_maintenance`] keeps them ahead of time and drops expired ones).
 
 use std::collections::BTreeSet;
+use std::time::Duration;
+
+use suiftly_migrations::connect;
+use suiftly_model::time::now_us;
+use tokio_util::sync::CancellationToken;
 
 // Calendar arithmetic is the parser's (one implementation, cross-checked against chrono).
 use suiftly_parser::{civil_from_days, days_from_civil};
 use tokio_postgres::Client;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -131,6 +137,55 @@ pub async fn drop_expired_partitions(
         }
     }
     Ok(dropped)
+}
+
+/// Keeps native partitions ahead of time and drops expired ones, every `interval`.
+pub async fn run_maintenance(
+    conninfo: String,
+    retention: Duration,
+    ahead_hours: i64,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        if let Err(e) = maintain_once(&conninfo, retention, ahead_hours).await {
+            warn!(error = %e, "partition maintenance failed; will retry");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One maintenance pass; returns (partitions ensured, partitions dropped).
+pub async fn maintain_once(
+    conninfo: &str,
+    retention: Duration,
+    ahead_hours: i64,
+) -> Result<(usize, usize), DbError> {
+    let client = connect(conninfo).await?;
+    // Batch ids only need to outlive the retries of their batch.
+    client
+        .execute(
+            "DELETE FROM ingest_batch_log WHERE committed_at < now() - interval '1 day'",
+            &[],
+        )
+        .await?;
+    if storage(&client).await? == Storage::Timescale {
+        if retention != Duration::from_secs(7 * 24 * 3600) {
+            warn!(
+                retention_hours = retention.as_secs() / 3600,
+                "timescaledb keeps the 7-day retention policy of the migration; storage.retention_hours is not applied"
+            );
+        }
+        return Ok((0, 0));
+    }
+    let now = now_us();
+    let this_hour = now.div_euclid(US_PER_HOUR);
+    let made = ensure_partitions(&client, (this_hour - 1)..=(this_hour + ahead_hours)).await?;
+    let dropped = drop_expired_partitions(&client, now - retention.as_micros() as i64).await?;
+    Ok((made, dropped.len()))
 }
 
 #[cfg(test)]

@@ -11,12 +11,16 @@
 //! database would repeat for the same rows (SQLSTATE classes 22 and 23) are not retried
 //! forever: the batch is bisected and the refused rows are stored as rejected `db_rejected`.
 //!
-//! Durability: a batch is durable once its transaction commits. Batches still in the channel
-//! or in a listener's builder when the process is killed are lost; the disk spool (a later
-//! stage) closes that gap.
+//! [`Writer::write_with_retry`] says what happened as a [`WriteOutcome`]: committed (with the
+//! rows the database refused, which downstream consumers must leave out too), aborted, or a
+//! spool position conflict.
+//!
+//! Durability: a batch is durable once its transaction commits. With the spool off, batches
+//! still in the channel or in a listener's builder when the process is killed are lost; the
+//! disk spool closes that gap.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
@@ -24,10 +28,12 @@ use arrow_array::types::TimestampMicrosecondType;
 use bytes::BytesMut;
 use futures_util::SinkExt;
 use metrics::{counter, gauge, histogram};
+pub use suiftly_migrations::connect;
+use suiftly_model::Backoff;
 use tokio::sync::mpsc;
+use tokio_postgres::Client;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -106,19 +112,26 @@ pub struct Writer {
     batch_seq: i64,
     health: Option<std::sync::Arc<crate::health::Health>>,
     pub stats: WriterStats,
-    /// Rows of the last batch [`Writer::write_with_retry`] committed that the database refused
-    /// (stored as `db_rejected` instead): downstream consumers must leave them out too.
-    pub last_refused: Vec<usize>,
 }
 
-pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            warn!(error = %e, "postgres connection closed");
-        }
-    });
-    Ok(client)
+/// What [`Writer::write_with_retry`] did with a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The batch is in the database (committed now, or found committed by an earlier attempt
+    /// whose reply was lost). `refused` (sorted row indices) were refused permanently and
+    /// stored as rejected `db_rejected` instead: downstream consumers leave them out too.
+    Committed { refused: Vec<usize> },
+    /// `abort` fired before the batch committed: it is not stored.
+    Aborted,
+    /// The spool position in the database is not where the batch starts (another ingestor on
+    /// the same spool?): nothing was written, and retrying cannot help.
+    PositionConflict,
+}
+
+impl WriteOutcome {
+    pub fn is_committed(&self) -> bool {
+        matches!(self, WriteOutcome::Committed { .. })
+    }
 }
 
 /// Outcome of one successful attempt.
@@ -144,16 +157,10 @@ fn is_permanent(e: &WriteError) -> bool {
 }
 
 fn random_base() -> i64 {
-    // 8 bytes from the kernel; the counter in `next_batch_id` makes ids unique in-process.
+    // 8 bytes from the OS; the counter in `next_batch_id` makes ids unique in-process.
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        b = (t.as_nanos() as u64 ^ ((std::process::id() as u64) << 40)).to_le_bytes();
+    if getrandom::fill(&mut b).is_err() {
+        b = (now_us() as u64 ^ ((std::process::id() as u64) << 40)).to_le_bytes();
     }
     i64::from_le_bytes(b) & !0xffff_ffff
 }
@@ -171,7 +178,6 @@ impl Writer {
             batch_seq: 0,
             health: None,
             stats: WriterStats::default(),
-            last_refused: Vec::new(),
         }
     }
 
@@ -181,6 +187,11 @@ impl Writer {
         self
     }
 
+    /// Capped exponential backoff between attempts: 50 ms doubling to `max_backoff`.
+    fn retry_backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(50), self.cfg.max_backoff)
+    }
+
     fn next_batch_id(&mut self) -> i64 {
         self.batch_seq += 1;
         self.batch_id_base.wrapping_add(self.batch_seq)
@@ -188,9 +199,9 @@ impl Writer {
 
     async fn client(&mut self) -> Result<&mut Client, WriteError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            // `connect` sets lock_timeout: partition DDL must not queue behind a long query
+            // and block every COPY after it.
             let c = connect(&self.cfg.conninfo).await?;
-            // Partition DDL must not queue behind a long query and block every COPY after it.
-            c.batch_execute("SET lock_timeout = '10s'").await?;
             self.storage = Some(db::storage(&c).await?);
             self.known_partitions = None;
             self.client = Some(c);
@@ -206,7 +217,7 @@ impl Writer {
     ) -> WriterStats {
         while let Some(batch) = rx.recv().await {
             gauge!("suiftly_ingest_channel_depth", "channel" => "batches").set(rx.len() as f64);
-            if !self.write_with_retry(&batch, &abort).await {
+            if !self.write_with_retry(&batch, &abort).await.is_committed() {
                 let mut lost = batch.len() as u64;
                 rx.close();
                 while let Ok(b) = rx.try_recv() {
@@ -252,10 +263,11 @@ impl Writer {
     async fn backoff(
         &mut self,
         e: &WriteError,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         rows: usize,
         abort: &CancellationToken,
     ) -> bool {
+        let delay = backoff.next_delay();
         self.stats.retries += 1;
         counter!("suiftly_ingest_write_retries_total").increment(1);
         gauge!("suiftly_ingest_degraded").set(1.0);
@@ -263,21 +275,19 @@ impl Writer {
             h.add_retry();
             h.set_degraded(true);
         }
-        warn!(error = %e, backoff_ms = backoff.as_millis() as u64, rows, "batch write failed; retrying");
+        warn!(error = %e, backoff_ms = delay.as_millis() as u64, rows, "batch write failed; retrying");
         // The catalog may have changed (maintenance), and a broken connection is replaced.
         self.known_partitions = None;
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
-        let go_on = tokio::select! {
+        tokio::select! {
             _ = abort.cancelled() => false,
-            _ = tokio::time::sleep(*backoff) => true,
-        };
-        *backoff = (*backoff * 2).min(self.cfg.max_backoff);
-        go_on
+            _ = tokio::time::sleep(delay) => true,
+        }
     }
 
-    /// Writes one batch until it commits (true) or `abort` fires (false). Transient errors
+    /// Writes one batch until it commits or `abort` fires. Transient errors
     /// (connection, timeout, locks) are retried with capped backoff. An error the database
     /// repeats for the same rows (seen twice, the partition cache reloaded in between) makes
     /// the writer find the refused rows with rolled-back probe transactions; the batch is then
@@ -287,14 +297,14 @@ impl Writer {
         &mut self,
         batch: &WriteBatch,
         abort: &CancellationToken,
-    ) -> bool {
+    ) -> WriteOutcome {
         let id = self.next_batch_id();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = self.retry_backoff();
         let mut permanent = 0;
         let mut refused: Vec<usize> = Vec::new();
         loop {
             match self.attempt(batch, id, &refused, abort).await {
-                None => return false,
+                None => return WriteOutcome::Aborted,
                 Some(Ok(w)) => {
                     gauge!("suiftly_ingest_degraded").set(0.0);
                     if let Some(h) = &self.health {
@@ -307,17 +317,16 @@ impl Writer {
                             "batch found already committed; not writing it twice"
                         );
                     }
-                    self.last_refused.clone_from(&refused);
                     if !refused.is_empty() && w == Written::Committed {
                         self.stats.db_rejected += refused.len() as u64;
                         counter!("suiftly_ingest_lines_rejected_total", "reason" => RejectReason::DbRejected.as_str())
                             .increment(refused.len() as u64);
                     }
-                    return true;
+                    return WriteOutcome::Committed { refused };
                 }
                 Some(Err(e @ WriteError::PositionConflict { .. })) => {
                     error!(error = %e, "spool position conflict: is another ingestor writing from the same spool?");
-                    return false;
+                    return WriteOutcome::PositionConflict;
                 }
                 Some(Err(e)) => {
                     if is_permanent(&e) && refused.is_empty() && batch.rows.num_rows() > 0 {
@@ -326,7 +335,7 @@ impl Writer {
                             warn!(error = %e, rows = batch.rows.num_rows(),
                                 "database refuses this batch; probing for the refused rows");
                             match self.find_refused(batch, abort).await {
-                                None => return false,
+                                None => return WriteOutcome::Aborted,
                                 Some(r) => {
                                     refused = r;
                                     continue;
@@ -338,7 +347,7 @@ impl Writer {
                         .backoff(&e, &mut backoff, batch.rows.num_rows(), abort)
                         .await
                     {
-                        return false;
+                        return WriteOutcome::Aborted;
                     }
                 }
             }
@@ -354,7 +363,7 @@ impl Writer {
     ) -> Option<Vec<usize>> {
         let mut stack = vec![(0usize, batch.rows.num_rows())];
         let mut refused = Vec::new();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = self.retry_backoff();
         while let Some((off, len)) = stack.pop() {
             if abort.is_cancelled() {
                 return None;
@@ -587,57 +596,4 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Keeps native partitions ahead of time and drops expired ones, every `interval`.
-pub async fn run_maintenance(
-    conninfo: String,
-    retention: Duration,
-    ahead_hours: i64,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        if let Err(e) = maintain_once(&conninfo, retention, ahead_hours).await {
-            warn!(error = %e, "partition maintenance failed; will retry");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// One maintenance pass; returns (partitions ensured, partitions dropped).
-pub async fn maintain_once(
-    conninfo: &str,
-    retention: Duration,
-    ahead_hours: i64,
-) -> Result<(usize, usize), WriteError> {
-    let client = connect(conninfo).await?;
-    client.batch_execute("SET lock_timeout = '10s'").await?;
-    // Batch ids only need to outlive the retries of their batch.
-    client
-        .execute(
-            "DELETE FROM ingest_batch_log WHERE committed_at < now() - interval '1 day'",
-            &[],
-        )
-        .await?;
-    if db::storage(&client).await? == Storage::Timescale {
-        if retention != Duration::from_secs(7 * 24 * 3600) {
-            warn!(
-                retention_hours = retention.as_secs() / 3600,
-                "timescaledb keeps the 7-day retention policy of the migration; storage.retention_hours is not applied"
-            );
-        }
-        return Ok((0, 0));
-    }
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    let this_hour = now.div_euclid(US_PER_HOUR);
-    let made = db::ensure_partitions(&client, (this_hour - 1)..=(this_hour + ahead_hours)).await?;
-    let dropped = db::drop_expired_partitions(&client, now - retention.as_micros() as i64).await?;
-    Ok((made, dropped.len()))
 }

@@ -297,7 +297,7 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
         suiftly_ingest::db::Storage::Native
     );
     let (made, dropped) =
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
             .await
             .unwrap();
     assert_eq!((made, dropped), (8, 0), "this hour - 1 ..= this hour + 6");
@@ -311,7 +311,7 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
         .await
         .unwrap();
     let (_, dropped) =
-        suiftly_ingest::writer::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
+        suiftly_ingest::db::maintain_once(&conninfo, Duration::from_secs(7 * 24 * 3600), 6)
             .await
             .unwrap();
     assert_eq!(dropped, 1);

@@ -63,6 +63,7 @@ async fn a_refused_row_is_isolated_and_the_rest_commits() {
     assert!(
         w.write_with_retry(&batch_of(&lines), &CancellationToken::new())
             .await
+            .is_committed()
     );
     assert_eq!(w.stats.db_rejected, 1);
     assert_eq!(w.stats.rows, 36);

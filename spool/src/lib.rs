@@ -6,20 +6,20 @@
 //!
 //! This crate is synchronous `std::fs` code. It knows nothing of sockets, tokio, PostgreSQL or
 //! the log format: the ingest stage appends what it received, the COPY writer reads records
-//! back and stores the position it reached in the same transaction as its rows.
+//! back and stores the position it reached in the same transaction as its rows. Consumers'
+//! positions live with their data (PostgreSQL), not here: [`SpoolWriter::gc`] is told the
+//! lowest position still needed.
 //!
 //! Layout:
 //! - [`writer`]: [`SpoolWriter`] — open with tail recovery, append, commit per
 //!   [`FsyncPolicy`], segment roll, [`SpoolError::Full`], [`gc`](SpoolWriter::gc), stats.
 //! - [`reader`]: [`SpoolReader`] — records from a position up to the writer's [`DurableEnd`].
-//! - [`consumers`]: [`ConsumerRegistry`] — consumers' committed positions in one atomic file.
 //! - [`format`](mod@format): the on-disk encoding below.
 //!
 //! # Directory
 //!
 //! ```text
 //! <dir>/LOCK                         flock held by the one writer
-//! <dir>/consumers                    optional ConsumerRegistry state
 //! <dir>/00000000000000000000.seg     segment files, named by base position (20 digits)
 //! <dir>/00000000000067108832.seg
 //! ```
@@ -73,7 +73,6 @@
 //! were never parsed as data. Readers, in contrast, treat any such damage below the durable end
 //! as [`SpoolError::Corrupt`].
 
-pub mod consumers;
 mod error;
 pub mod format;
 mod position;
@@ -82,7 +81,6 @@ pub mod writer;
 
 use std::net::SocketAddr;
 
-pub use consumers::ConsumerRegistry;
 pub use error::{HeaderDefect, RecordDefect, SpoolError};
 pub use format::MAX_PAYLOAD_BYTES;
 pub use position::{DurableEnd, Position};

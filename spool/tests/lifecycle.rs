@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use common::{MIN_TOTAL, read_writer, rec, small_cfg};
 use suiftly_spool::format::{list_segments, segment_path};
 use suiftly_spool::{
-    ConsumerRegistry, DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader,
-    SpoolWriter,
+    DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
 };
 
 #[test]
@@ -295,26 +294,20 @@ fn invalid_configs_are_rejected() {
 fn stats_and_oldest_unconsumed_time_drive_metrics_and_gc() {
     let dir = tempfile::tempdir().unwrap();
     let (mut w, _) = SpoolWriter::open(dir.path(), small_cfg(2048)).unwrap();
-    let mut consumers = ConsumerRegistry::open(dir.path()).unwrap();
-    consumers
-        .register_consumer("copy", w.oldest_position())
-        .unwrap();
-    consumers
-        .register_consumer("aggregate", w.oldest_position())
-        .unwrap();
+    // Consumers' positions live with their data (PostgreSQL); the binary passes the lowest
+    // one to gc. Two consumers start at the oldest position.
+    let start = w.oldest_position();
     let positions: Vec<_> = (0..50)
         .map(|i| w.append(&rec(i, 100).as_record()).unwrap())
         .collect();
     w.commit().unwrap();
 
-    let min = consumers.min_committed().unwrap();
     assert_eq!(
-        w.received_at_us_at(min).unwrap(),
+        w.received_at_us_at(start).unwrap(),
         Some(rec(0, 0).received_at_us)
     );
-    consumers.set_committed("copy", positions[40]).unwrap();
-    consumers.set_committed("aggregate", positions[20]).unwrap();
-    let min = consumers.min_committed().unwrap();
+    let (copy, aggregate) = (positions[40], positions[20]);
+    let min = copy.min(aggregate);
     assert_eq!(min, positions[20]);
     assert_eq!(
         w.received_at_us_at(min).unwrap(),
@@ -323,10 +316,11 @@ fn stats_and_oldest_unconsumed_time_drive_metrics_and_gc() {
     let report = w.gc(min).unwrap();
     assert!(report.oldest_retained <= positions[20]);
     assert!(report.segments_removed > 0);
-    // The registry survives a restart and still holds gc back.
-    drop(consumers);
-    let consumers = ConsumerRegistry::open(dir.path()).unwrap();
-    assert_eq!(consumers.min_committed(), Some(positions[20]));
+    // gc kept the segment holding the lowest consumer's position: it still reads back.
+    assert_eq!(
+        w.received_at_us_at(min).unwrap(),
+        Some(rec(20, 0).received_at_us)
+    );
     let end = w.end_position();
     assert_eq!(
         w.received_at_us_at(end).unwrap(),

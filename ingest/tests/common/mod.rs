@@ -34,7 +34,7 @@ pub fn listener_config(toml_text: &str) -> ListenerConfig {
 
 pub struct Running {
     pub shutdown: CancellationToken,
-    pub listener: tokio::task::JoinHandle<std::io::Result<ListenerStats>>,
+    pub listener: tokio::task::JoinHandle<Result<ListenerStats, listener::ListenerError>>,
     pub writer: tokio::task::JoinHandle<WriterStats>,
 }
 
