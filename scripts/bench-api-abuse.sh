@@ -6,7 +6,9 @@
 #
 # Env: BIN (default target/release/suiftly, or $CARGO_TARGET_DIR/release/suiftly), PORT (38970),
 # RUNS (3 wrk runs per phase), DUR (20s per run), CONNS (50 wrk connections), IDLE (500), SLOW
-# (20), PATHS (/health = one PostgreSQL round trip per request).
+# (20), PATHS (/health = one PostgreSQL round trip per request), IDLE_MS (the server's
+# `api.idle_timeout_ms`; default 5000 = the product default, so idle connections are closed
+# after 5 s and the abuse client reopens them: a churn; IDLE_MS=600000 keeps all IDLE open).
 # Phases: baseline (wrk alone), abuse (wrk while scripts/api_abuse.py holds IDLE idle and SLOW
 # slowloris connections, reopening every one the server closes). Prints the per-run figures,
 # the medians, the abuse client's summary and the server's connection counters. The embedded
@@ -42,6 +44,7 @@ listen = "127.0.0.1:$PORT"
 metrics_listen = "127.0.0.1:$MPORT"
 ip_requests_per_second = 0        # wrk is one client address: measure the server, not the limiter
 customer_requests_per_second = 0
+idle_timeout_ms = ${IDLE_MS:-5000}
 CFG
 env -u DATABASE_URL -u MOCK_AUTH RUST_LOG=warn "$BIN" --config "$tmp/bench.toml" api > "$tmp/api.log" 2>&1 &
 api=$!
@@ -73,7 +76,7 @@ phase() { # label
     done | paste -sd' ' | awk -v l="$label" '{ printf "%s median: %s req/s, p50 %s ms, p99 %s ms\n", l, $1, $2, $3 }'
 }
 
-echo "== $(nproc) cores, shared; wrk -t2 -c$CONNS -d$DUR $URL_PATH; $RUNS runs per phase"
+echo "== $(nproc) cores, shared; wrk -t2 -c$CONNS -d$DUR $URL_PATH; $RUNS runs per phase; idle_timeout_ms ${IDLE_MS:-5000}; $IDLE idle + $SLOW slowloris"
 phase baseline
 python3 scripts/api_abuse.py 127.0.0.1 "$PORT" "$IDLE" "$SLOW" > "$tmp/abuse.json" &
 abuse=$!
