@@ -1,8 +1,9 @@
 //! `suiftly api`: serve the customer API until SIGTERM / ctrl-c.
 //!
-//! Order: signal handlers, metrics recorder, database (DATABASE_URL or embedded) + migrations,
-//! secrets from the environment, escrow mock (re-seeded from the stored balances), bind, serve;
-//! on the signal: stop accepting, drain in-flight requests, stop the embedded PostgreSQL.
+//! Order: signal handlers, secrets from the environment, the escrow guard, metrics recorder,
+//! database (DATABASE_URL or embedded) + migrations, the persistent escrow mock (its own tables
+//! and pool), bind, serve; on the signal: stop accepting, drain in-flight requests, stop the
+//! embedded PostgreSQL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use suiftly_api::ratelimit::RateLimit;
 use suiftly_api::{ApiConfig, AppState};
-use suiftly_billing::{Escrow, MockEscrow, PriceList};
+use suiftly_billing::PriceList;
+use suiftly_escrow::PgMockEscrow;
 use suiftly_vault::Secret;
 use tracing::{info, warn};
 
@@ -91,13 +93,23 @@ pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
 pub async fn run(cfg: Config) -> Result<()> {
     let mut signals = crate::signals::Signals::new()?;
     let api_cfg = api_config(&cfg.api)?;
+    let escrow_cfg = &cfg.escrow;
+    escrow_cfg
+        .check_production(api_cfg.production)
+        .context("escrow configuration")?;
+    let armed = suiftly_escrow::failpoint::arm_from_env(api_cfg.production)?;
+    if !armed.is_empty() {
+        warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
+    }
     let dashboard = api_cfg.dashboard_dir.is_some();
     let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
     let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
-    let escrow = Arc::new(MockEscrow::new());
-    reseed_escrow(&pool, &escrow).await?;
+    let escrow = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
+        &db.conninfo,
+        escrow_cfg.pool_size,
+    )?));
     let render = prom.clone();
     let state = AppState::new(
         api_cfg,
@@ -141,28 +153,5 @@ pub async fn run(cfg: Config) -> Result<()> {
         tokio::task::block_in_place(|| c.stop())?;
         info!("embedded postgresql stopped");
     }
-    Ok(())
-}
-
-/// The mock escrow lives in memory: load the stored balances so deposits made before a
-/// restart can still be withdrawn.
-async fn reseed_escrow(pool: &deadpool_postgres::Pool, escrow: &MockEscrow) -> Result<()> {
-    let client = pool.get().await.context("connecting to postgresql")?;
-    let rows = client
-        .query(
-            "SELECT customer_id, current_balance_usd_cents FROM customers WHERE current_balance_usd_cents > 0",
-            &[],
-        )
-        .await?;
-    for r in &rows {
-        escrow
-            .deposit(r.get(0), r.get(1), "startup-reseed")
-            .await
-            .map_err(|e| anyhow::anyhow!("reseeding the mock escrow: {e}"))?;
-    }
-    info!(
-        customers = rows.len(),
-        "mock escrow seeded from stored balances"
-    );
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Which PostgreSQL to use: `DATABASE_URL`, or a private cluster under the data directory.
 
 use anyhow::{Context, Result};
-use pgcluster::{ClusterOptions, PgCluster};
+use pgcluster::{ClusterOptions, PgCluster, timescaledb};
 use tracing::info;
 
 use crate::config::Config;
@@ -11,6 +11,9 @@ use crate::config::Config;
 pub struct Database {
     pub conninfo: String,
     pub cluster: Option<PgCluster>,
+    /// What the embedded default's start did about TimescaleDB (`None` for a database someone
+    /// else runs), repeated in the storage line [`Database::migrate`] logs.
+    pub timescaledb: Option<timescaledb::Status>,
 }
 
 impl Database {
@@ -19,6 +22,7 @@ impl Database {
         Database {
             conninfo: conninfo.into(),
             cluster: None,
+            timescaledb: None,
         }
     }
 
@@ -30,7 +34,10 @@ impl Database {
             .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
         let data_dir = std::fs::canonicalize(&cfg.data_dir)?.join("postgres");
         info!(data_dir = %data_dir.display(), "no DATABASE_URL: starting embedded postgresql");
-        let cluster = PgCluster::start(ClusterOptions {
+        // TimescaleDB when it is installed (raw rows then go into a hypertable), plain
+        // PostgreSQL with native partitions otherwise; the storage line after migrating says
+        // which.
+        let (cluster, ts) = PgCluster::start_preferring_timescaledb(ClusterOptions {
             data_dir,
             port: cfg.embedded_postgres.port,
             database: "suiftly".into(),
@@ -42,10 +49,11 @@ impl Database {
         let conninfo = cluster.connection_string();
         // Lets `suiftly loadgen` and operators' psql find the private cluster.
         std::fs::write(cfg.data_dir.join("conninfo"), &conninfo)?;
-        info!(%conninfo, "embedded postgresql ready");
+        info!(%conninfo, timescaledb = %ts, "embedded postgresql ready");
         Ok(Database {
             conninfo,
             cluster: Some(cluster),
+            timescaledb: Some(ts),
         })
     }
 
@@ -58,6 +66,7 @@ impl Database {
         Ok(Database {
             conninfo: cluster.connection_string(),
             cluster: Some(cluster),
+            timescaledb: None,
         })
     }
 
@@ -65,7 +74,21 @@ impl Database {
         let mut client = suiftly_ingest::writer::connect(&self.conninfo)
             .await
             .with_context(|| format!("connecting to postgresql ({})", redact(&self.conninfo)))?;
-        suiftly_ingest::db::migrate(&mut client).await?;
+        let checked = match suiftly_ingest::db::migrate(&mut client).await {
+            Ok(_) => suiftly_ingest::timescale::check(&client).await,
+            Err(e) => Err(e),
+        };
+        let storage = match checked {
+            Ok(s) => s,
+            // The embedded default started without a library it could not load: say why.
+            Err(e) => match &self.timescaledb {
+                Some(ts @ timescaledb::Status::Unloadable { .. }) => {
+                    return Err(anyhow::Error::new(e).context(format!("embedded postgresql: {ts}")));
+                }
+                _ => return Err(e.into()),
+            },
+        };
+        info!(storage = %storage, "raw log storage");
         Ok(())
     }
 }

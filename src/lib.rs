@@ -14,7 +14,7 @@
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
 //! - [`config`], [`database`], [`signals`].
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`).
 
 pub mod admin_sql;
 pub mod api_cmd;
@@ -22,6 +22,7 @@ pub mod config;
 pub mod database;
 pub mod demo;
 pub mod loadgen;
+pub mod manager_cmd;
 pub mod pipeline;
 pub mod replay;
 pub mod servers;

@@ -45,6 +45,10 @@ pub struct LoadgenArgs {
     /// Where to count stored rows; defaults to DATABASE_URL or <data_dir>/conninfo.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Send even when the fixture's customer ids are customers of the target database (their
+    /// traffic would be billed to them). Off by default: test traffic never bills anyone.
+    #[arg(long)]
+    pub allow_billing: bool,
     /// Seconds to wait for the ingestor to finish storing after the last send.
     #[arg(long, default_value_t = 10)]
     pub settle_secs: u64,
@@ -145,6 +149,43 @@ enum Stamp {
     Sf1,
     /// `dd/Mon/yyyy:HH:MM:SS.mmm`: 24 bytes.
     Accept,
+}
+
+/// Customer ids of the `sf1` lines (field 8).
+pub fn fixture_customer_ids(lines: &[Vec<u8>]) -> Vec<i32> {
+    let mut ids: Vec<i32> = lines
+        .iter()
+        .filter_map(|l| {
+            let p = find(l, b"sf1 ")?;
+            let s = std::str::from_utf8(&l[p..]).ok()?;
+            s.split_whitespace().nth(7)?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Test traffic never bills anyone (docs/BILLING.md): billing charges usage of existing
+/// customers only, so load-test lines must not carry a customer id of the target database.
+async fn refuse_billed_traffic(conninfo: &str, lines: &[Vec<u8>]) -> Result<()> {
+    let ids = fixture_customer_ids(lines);
+    let client = suiftly_ingest::writer::connect(conninfo).await?;
+    let billed: Vec<i32> = client
+        .query(
+            "SELECT customer_id FROM customers WHERE customer_id = ANY($1) ORDER BY 1",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !billed.is_empty() {
+        bail!(
+            "the fixture's lines carry customer ids {billed:?}, customers of this database: their traffic would be billed to them (use another fixture or database, or --allow-billing)"
+        );
+    }
+    Ok(())
 }
 
 fn templates(lines: &[Vec<u8>], tag: Option<i16>) -> Vec<Template> {
@@ -310,6 +351,9 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
             )
         })?,
     };
+    if !args.allow_billing {
+        refuse_billed_traffic(&conninfo, &lines).await?;
+    }
     let total = args.count.unwrap_or(args.rate * args.duration_secs);
     let rate = args.rate.max(1);
     eprintln!(
@@ -413,6 +457,17 @@ pub async fn run(cfg: Config, args: LoadgenArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixture_customer_ids_are_read_from_sf1_lines() {
+        let lines = vec![
+            b"<134>Nov 26 02:22:49 haproxy[1]: sf1 1795659769.248 fe_sf1 1 17 2 2 12345 00ff 1 1 1 - 1.2.3.4 200 1 0 0 1 2 3 1 -- /x".to_vec(),
+            b"<134>Nov 26 02:22:49 haproxy[1]: sf1 1795659769.254 fe_sf1 1 17 2 2 - - - - 3 10 ::1 401 1 0 -1 -1 -1 0 - PR /y".to_vec(),
+            b"not a line".to_vec(),
+            b"<134>Nov 26 02:22:49 haproxy[1]: sf1 1795659769.254 fe_sf1 1 17 2 2 42 0 -4 1 1 - unix 200 1 0 0 0 2 2 3 -- /z".to_vec(),
+        ];
+        assert_eq!(fixture_customer_ids(&lines), [42, 12345]);
+    }
 
     #[test]
     fn retimes_sf1_and_tags_server() {

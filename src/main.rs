@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use suiftly::{admin_sql, api_cmd, config, database, demo, loadgen, pipeline, replay};
+use suiftly::{admin_sql, api_cmd, config, database, demo, loadgen, manager_cmd, pipeline, replay};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,10 +36,31 @@ enum Cmd {
     /// Operator SQL (read-only) against the running process: live windows, settled
     /// aggregates, usage records, raw logs (with a time range).
     Sql(admin_sql::SqlArgs),
-    /// Recompute the aggregates from the raw rows and print the differences (exit 1 if any).
-    Audit(admin_sql::AuditArgs),
+    /// Recompute the aggregates from the raw rows and print the differences (exit 1 if any);
+    /// `audit billing --month YYYY-MM` audits a month of invoices and payments.
+    Audit(AuditCmd),
     /// Serve the customer API (docs/API.md) until SIGTERM / ctrl-c.
     Api,
+    /// Run the manager (billing cycle, scheduled work; one leader across processes) with its
+    /// admin endpoint until SIGTERM / ctrl-c.
+    Manager,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AuditCmd {
+    #[command(subcommand)]
+    what: Option<AuditWhat>,
+    #[command(flatten)]
+    metering: admin_sql::AuditArgs,
+}
+
+#[derive(Subcommand)]
+enum AuditWhat {
+    /// Recompute every invoice line of a month from usage_records and, independently, from
+    /// haproxy_raw_logs, and check escrow debits = ledger = invoice payments (exit 1 if any
+    /// difference).
+    Billing(manager_cmd::AuditBillingArgs),
 }
 
 fn main() -> Result<()> {
@@ -66,7 +87,18 @@ fn main() -> Result<()> {
         Cmd::Loadgen(args) => rt.block_on(loadgen::run(cfg, args)),
         Cmd::Replay(args) => rt.block_on(replay::run(cfg, args)),
         Cmd::Sql(args) => rt.block_on(admin_sql::sql_command(cfg, args)),
-        Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args)),
+        Cmd::Audit(AuditCmd {
+            what: Some(AuditWhat::Billing(args)),
+            ..
+        }) => {
+            let code = rt.block_on(manager_cmd::audit_billing(cfg, args))?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args.metering)),
         Cmd::Api => rt.block_on(api_cmd::run(cfg)),
+        Cmd::Manager => rt.block_on(manager_cmd::run(cfg)),
     }
 }

@@ -10,6 +10,7 @@
 //! | `database` | — | stops the embedded PostgreSQL (nothing for `DATABASE_URL`) |
 //! | `upkeep` | partition maintenance, kernel-drop sampler, metrics-recorder upkeep | cancel |
 //! | `pgwire` | operator SQL over the PostgreSQL protocol (when configured) | sessions end |
+//! | `manager` | billing cycle and scheduled work under one fenced leader (`[manager] enabled`, on by default); its routes join `admin` | finishes the customer being processed, releases the lease |
 //! | `admin` | `GET /health`, `POST /admin/sql` | graceful: in-flight requests complete |
 //! | `metrics` | `GET /metrics` (listens last: reaching it means start-up is complete) | graceful |
 //! | `aggregator` | metering, the spool gc-floor follower | ends once the consumer closed its input: settles what is due |
@@ -27,8 +28,8 @@
 //! consumer keeps storing and metering resumes from its committed position at the next
 //! start); either makes the exit status an error.
 //!
-//! **Adding a stage** (the billing manager, the vault writer): write a function that spawns
-//! its tasks on a [`Stage`] (`stages.stage("manager", OnFailure::KeepRunning)`, then
+//! **Adding a stage** (the vault writer): write a function that spawns
+//! its tasks on a [`Stage`] (`stages.stage("vault", OnFailure::KeepRunning)`, then
 //! `stage.spawn(…)` with `stage.stop_token()`), and push it in [`Pipeline::start`] after the
 //! stages it reads from (e.g. after `aggregator`, whose [`Aggregator::subscribe`] it takes) —
 //! one entry; it is then stopped before them.
@@ -347,11 +348,20 @@ async fn start_stages(
         });
         stages.push(s);
     }
+    // The manager (billing, scheduled work): it reads what the storing stages committed, so
+    // it needs nothing of them at start; its admin routes join the admin endpoint.
+    let manager_routes = if cfg.manager.enabled {
+        let (s, routes) = crate::manager_cmd::stage(stages, cfg, conninfo)?;
+        stages.push(s);
+        Some(routes)
+    } else {
+        None
+    };
     if let Some(l) = admin {
         let s = stages.stage("admin", OnFailure::KeepRunning);
         let (stop, health, l) = (s.stop_token(), health.clone(), listen(l)?);
         s.spawn(async move {
-            servers::serve_admin(l, health, sql, stop).await?;
+            servers::serve_admin(l, health, sql, manager_routes, stop).await?;
             Ok(StageOutput::Nothing)
         });
         stages.push(s);

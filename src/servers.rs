@@ -69,17 +69,19 @@ pub async fn serve_metrics(
         .context("metrics endpoint")
 }
 
-/// The admin endpoint until `stop`: `GET /health` (JSON; 503 while degraded) and, when the
-/// operator SQL context exists, `POST /admin/sql`.
+/// The admin endpoint until `stop`: `GET /health` (JSON; 503 while degraded), when the
+/// operator SQL context exists `POST /admin/sql`, and the routes of other stages (`extra`:
+/// the manager's `/manager/...`).
 pub async fn serve_admin(
     listener: TcpListener,
     health: Arc<Health>,
     sql: Option<Arc<SqlEndpoint>>,
+    extra: Option<axum::Router>,
     stop: CancellationToken,
 ) -> Result<()> {
-    use axum::{Json, Router, http::StatusCode, routing::get};
+    use axum::{Json, http::StatusCode, routing::get};
     let addr = listener.local_addr()?;
-    let mut app = Router::new();
+    let mut app = extra.unwrap_or_default();
     if let Some(sql) = sql {
         app = app.route(
             "/admin/sql",

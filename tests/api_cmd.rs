@@ -102,4 +102,22 @@ fn production_mode_refuses_mock_auth_and_missing_secrets() {
     let mut dev_secret = good.to_vec();
     dev_secret[1].1 = suiftly_vault::DEV_SECRET_HEX;
     assert!(run(&dev_secret).contains("SUIFTLY_API_KEY_SECRET"));
+    // The mock escrow would let a deposit create money: refused unless the network is a test
+    // network named explicitly (then start-up goes on, and fails later on the data dir).
+    assert!(run(&good).contains("the mock escrow is refused in production mode"));
+    let mut mainnet = good.to_vec();
+    mainnet.push(("SUIFTLY_ESCROW_NETWORK", "mainnet"));
+    assert!(run(&mainnet).contains("the mock escrow is refused in production mode"));
+    // (An unreachable external database, so that nothing is started.)
+    let mut testnet = good.to_vec();
+    testnet.push(("SUIFTLY_ESCROW_NETWORK", "testnet"));
+    testnet.push((
+        "DATABASE_URL",
+        "host=/nonexistent/socket port=1 user=x dbname=x",
+    ));
+    let out = run(&testnet);
+    assert!(
+        !out.contains("escrow") && out.contains("postgresql"),
+        "{out}"
+    );
 }

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -19,14 +21,21 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 /// `suiftly run` on its embedded PostgreSQL under `data`, returned once /metrics answers
 /// (which means its listeners are bound).
+/// Its log (info level) is appended to `data/../run.log`.
 fn start_run(cfg: &Path, data: &Path, mport: u16) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_file_name("run.log"))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env_remove("DATABASE_URL")
         .env("SUIFTLY_DATA_DIR", data)
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .unwrap();
     wait_until("metrics endpoint", Duration::from_secs(90), || {
@@ -93,16 +102,55 @@ fn run_starts_and_stops_its_embedded_postgres() {
         .enable_all()
         .build()
         .unwrap();
-    let (customer, path): (Option<i32>, Option<String>) = rt.block_on(async {
-        let c = suiftly_ingest::writer::connect(&conninfo2).await.unwrap();
-        let r = c
-            .query_one("SELECT customer_id, path_prefix FROM haproxy_raw_logs", &[])
-            .await
-            .unwrap();
-        (r.get(0), r.get(1))
-    });
+    let (customer, path, preload, storage): (Option<i32>, Option<String>, String, String) = rt
+        .block_on(async {
+            let c = suiftly_ingest::writer::connect(&conninfo2).await.unwrap();
+            let r = c
+                .query_one("SELECT customer_id, path_prefix FROM haproxy_raw_logs", &[])
+                .await
+                .unwrap();
+            let s = c
+                .query_one(
+                    "SELECT current_setting('shared_preload_libraries'), \
+                     (SELECT value FROM suiftly_settings WHERE key = 'raw_logs_storage')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1), s.get(0), s.get(1))
+        });
     assert_eq!(customer, Some(77));
     assert_eq!(path.as_deref(), Some("hello/worl"));
+    // TimescaleDB when installed (and loadable by this server), native otherwise; said at
+    // start-up.
+    let log = std::fs::read_to_string(data.with_file_name("run.log")).unwrap();
+    let ts = pgcluster::timescaledb::installed().unwrap();
+    eprintln!("installed: {ts:?}; preload {preload:?}; storage {storage}");
+    if ts.is_none() {
+        assert_eq!(preload, "");
+    }
+    assert_eq!(
+        storage,
+        if preload == "timescaledb" {
+            "timescaledb"
+        } else {
+            "native"
+        }
+    );
+    let said = if storage == "timescaledb" {
+        "timescaledb hypertable"
+    } else {
+        "native hourly partitions"
+    };
+    assert!(
+        log.lines()
+            .any(|l| l.contains("raw log storage") && l.contains(said)),
+        "start-up log names the storage ({said}):\n{log}"
+    );
+    assert!(
+        log.contains("embedded postgresql ready") && log.contains("timescaledb"),
+        "{log}"
+    );
     let _ = conninfo;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
@@ -266,6 +314,7 @@ fn replay_feeds_every_fixture_line_through_the_ingest_path() {
         stdout.contains(&format!("replayed {lines} lines")),
         "{stdout}"
     );
+    common::storage::expect(&pg.connection_string());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -2,6 +2,8 @@
 //! by the test, lines sent through a real UDP socket, then the ordered stop — checked against
 //! the recorded shutdown order and what landed in a real PostgreSQL.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -109,6 +111,10 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
     // Spool on, metering on: the default graph.
     let cfg = config(tmp.path(), "");
     let report = run_once(&cfg, &conninfo, 300).await;
+    let c = conninfo.clone();
+    tokio::task::spawn_blocking(move || common::storage::expect(&c))
+        .await
+        .unwrap();
     assert_eq!(
         report.order,
         [
@@ -118,6 +124,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "aggregator",
             "metrics",
             "admin",
+            "manager",
             "upkeep",
             "database"
         ]
@@ -144,6 +151,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "writer",
             "metrics",
             "admin",
+            "manager",
             "upkeep",
             "database"
         ]

@@ -134,6 +134,17 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body sent for this error (also stored as the result of an idempotent request).
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(d) = self.details() {
+            error["details"] = d;
+        }
+        json!({ "error": error })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
@@ -141,11 +152,7 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(cause) => tracing::warn!(%cause, "dependency unavailable"),
             _ => {}
         }
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(d) = self.details() {
-            error["details"] = d;
-        }
-        (self.status(), Json(json!({ "error": error }))).into_response()
+        (self.status(), Json(self.body())).into_response()
     }
 }
 

@@ -236,6 +236,7 @@ pub async fn create(
         return Err(ApiError::KeyLimitReached { limit });
     }
     let out = insert_key(&state, &tx, caller.customer_id, service, meta).await?;
+    crate::billing::notify(&tx, "key", caller.customer_id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -285,6 +286,7 @@ pub async fn regenerate(
         proc_group: row.get::<_, i16>(5) as u8,
     };
     let mut out = insert_key(&state, &tx, caller.customer_id, service, meta).await?;
+    crate::billing::notify(&tx, "key", caller.customer_id).await?;
     tx.commit().await?;
     out["replaces_key_id"] = json!(id);
     Ok((StatusCode::CREATED, Json(out)))
@@ -306,5 +308,6 @@ pub async fn revoke(
     if n == 0 {
         return Err(ApiError::NotFound("api key"));
     }
+    crate::billing::notify(&client, "key", caller.customer_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -276,6 +276,14 @@ pub fn routes() -> Vec<RouteDef> {
         r(M::POST, "/billing/deposit", post(billing::deposit)),
         r(M::POST, "/billing/withdraw", post(billing::withdraw)),
         r(M::PUT, "/billing/limit", put(billing::set_limit)),
+        r(M::GET, "/billing/invoices", get(billing::invoices)),
+        r(
+            M::GET,
+            "/billing/invoices/{invoice_id}",
+            get(billing::invoice),
+        ),
+        r(M::GET, "/billing/current", get(billing::current)),
+        r(M::GET, "/billing/transactions", get(billing::transactions)),
     ]
 }
 

@@ -150,7 +150,10 @@ fn ops() -> Vec<Op> {
             vec![],
             None,
             "200",
-            json!({ "type": "object", "required": ["services"], "additionalProperties": false, "properties": { "services": { "type": "array", "items": svc.clone() } } }),
+            json!({ "type": "object", "required": ["services", "suspension"], "additionalProperties": false, "properties": {
+                "services": { "type": "array", "items": svc.clone() },
+                "suspension": { "allOf": [{ "$ref": "#/components/schemas/Suspension" }], "nullable": true,
+                                "description": "billing suspension of every enabled service (null: not suspended)" } } }),
             &["401", "429"],
         ),
         o(
@@ -290,24 +293,24 @@ fn ops() -> Vec<Op> {
         o(
             "post",
             "/billing/deposit",
-            "Deposit into the escrow (idempotent by idempotency_key)",
+            "Deposit into the escrow. Idempotent by idempotency_key (stored once execution starts; a replay returns the stored result with replayed=true; the same key with other parameters is 409); 503 means retry with the same key",
             true,
             vec![],
             Some(moves.clone()),
             "200",
             movement.clone(),
-            &["400", "401", "409", "413", "429"],
+            &["400", "401", "409", "413", "429", "503"],
         ),
         o(
             "post",
             "/billing/withdraw",
-            "Withdraw from the escrow (idempotent by idempotency_key)",
+            "Withdraw from the escrow (checked against the balance minus debits in flight; idempotent like deposit)",
             true,
             vec![],
             Some(moves),
             "200",
             movement,
-            &["400", "401", "402", "409", "413", "429"],
+            &["400", "401", "402", "409", "413", "429", "503"],
         ),
         o(
             "put",
@@ -323,11 +326,75 @@ fn ops() -> Vec<Op> {
             money,
             &["400", "401", "413", "422", "429"],
         ),
+        o(
+            "get",
+            "/billing/invoices",
+            "The caller's monthly invoices, newest first",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "type": "object", "required": ["invoices"], "additionalProperties": false, "properties": {
+                "invoices": { "type": "array", "items": { "$ref": "#/components/schemas/Invoice" } } } }),
+            &["401", "429"],
+        ),
+        o(
+            "get",
+            "/billing/invoices/{invoice_id}",
+            "One invoice with its lines (usage lines name the settled range and the quantities they priced) and the charges that paid it",
+            true,
+            vec![
+                json!({ "name": "invoice_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } }),
+            ],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/InvoiceDetail" }),
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "get",
+            "/billing/current",
+            "The month to date: the draft invoice plus settled usage not billed yet (usage_source says which usage is counted)",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/MonthToDate" }),
+            &["401", "429"],
+        ),
+        o(
+            "get",
+            "/billing/transactions",
+            "Escrow movements recorded in the ledger (newest first) and those still in flight",
+            true,
+            vec![
+                json!({ "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }),
+            ],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/Transactions" }),
+            &["400", "401", "429"],
+        ),
     ]
 }
 
 fn components() -> Value {
-    json!({
+    let invoice_props = json!({
+        "id": { "type": "integer", "format": "int64" },
+        "month": { "type": "string", "description": "YYYY-MM (UTC)" },
+        "status": { "type": "string", "enum": ["draft", "pending", "paid", "failed", "void"] },
+        "total_usd_cents": { "type": "integer", "format": "int64" },
+        "paid_usd_cents": { "type": "integer", "format": "int64" },
+        "due_usd_cents": { "type": "integer", "format": "int64" },
+        "created_at": { "type": "string", "format": "date-time" },
+        "finalized_at": { "type": "string", "format": "date-time", "nullable": true },
+        "paid_at": { "type": "string", "format": "date-time", "nullable": true } });
+    let mut detail_props = invoice_props.clone();
+    detail_props["lines"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/InvoiceLine" } });
+    detail_props["payments"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/Payment" } });
+    let mut doc = json!({
         "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         "schemas": {
             "Error": { "type": "object", "required": ["error"], "additionalProperties": false, "properties": {
@@ -352,7 +419,17 @@ fn components() -> Value {
                 "extra_packages": { "type": "integer", "minimum": 0, "maximum": 1000 } } },
             "Service": { "type": "object", "additionalProperties": false, "required": [
                     "service", "tier", "is_enabled", "config", "monthly_price_usd_cents", "rate_limit_per_region",
-                    "api_key_limit", "active_api_keys", "enabled_at", "disabled_at"], "properties": {
+                    "api_key_limit", "active_api_keys", "enabled_at", "disabled_at", "suspended",
+                    "suspension_reason", "pending_change"], "properties": {
+                "suspended": { "type": "boolean", "description": "enabled but suspended by billing (the vault leaves it out)" },
+                "suspension_reason": { "allOf": [{ "$ref": "#/components/schemas/SuspensionReason" }], "nullable": true },
+                "pending_change": { "type": "object", "nullable": true, "additionalProperties": false,
+                    "description": "a downgrade scheduled for the 1st of next month (what was paid for stays in force until then)",
+                    "required": ["config", "tier", "monthly_price_usd_cents", "effective"], "properties": {
+                        "config": { "$ref": "#/components/schemas/ServiceConfig" },
+                        "tier": { "$ref": "#/components/schemas/Tier" },
+                        "monthly_price_usd_cents": { "type": "integer", "format": "int64" },
+                        "effective": { "type": "string", "format": "date" } } },
                 "service": { "$ref": "#/components/schemas/ServiceName" },
                 "tier": { "$ref": "#/components/schemas/Tier" },
                 "is_enabled": { "type": "boolean" },
@@ -423,6 +500,81 @@ fn components() -> Value {
                 "accessToken": { "type": "string" }, "tokenType": { "type": "string", "enum": ["Bearer"] },
                 "expiresIn": { "type": "integer", "description": "seconds" }, "walletAddress": { "type": "string" } } }
         }
+    });
+    // The billing schemas (issue 11), in a second macro call: one json! of every schema
+    // exceeds the macro's recursion limit.
+    let billing = billing_schemas(invoice_props, detail_props);
+    for (k, v) in billing.as_object().expect("object") {
+        doc["schemas"][k] = v.clone();
+    }
+    doc
+}
+
+fn billing_schemas(invoice_props: Value, detail_props: Value) -> Value {
+    json!({
+            "SuspensionReason": { "type": "string", "enum": ["insufficient_balance", "monthly_limit_reached"] },
+            "Suspension": { "type": "object", "additionalProperties": false, "required": ["reason", "since", "until"], "properties": {
+                "reason": { "$ref": "#/components/schemas/SuspensionReason" },
+                "since": { "type": "string", "format": "date-time" },
+                "until": { "type": "string", "format": "date-time", "nullable": true,
+                           "description": "monthly_limit_reached: the 1st of next month (unless the limit is raised)" } } },
+            "Invoice": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "month", "status", "total_usd_cents", "paid_usd_cents", "due_usd_cents", "created_at",
+                    "finalized_at", "paid_at"], "properties": invoice_props },
+            "InvoiceDetail": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "month", "status", "total_usd_cents", "paid_usd_cents", "due_usd_cents", "created_at",
+                    "finalized_at", "paid_at", "lines", "payments"], "properties": detail_props },
+            "InvoiceLine": { "type": "object", "additionalProperties": false, "required": [
+                    "id", "kind", "service", "metric", "for_month", "description", "amount_usd_cents",
+                    "quantity_before", "quantity_after", "usage_from", "usage_to", "created_at"], "properties": {
+                "id": { "type": "integer", "format": "int64" },
+                "kind": { "type": "string", "enum": ["fee", "usage", "adjustment", "credit"] },
+                "service": { "allOf": [{ "$ref": "#/components/schemas/ServiceName" }], "nullable": true },
+                "metric": { "type": "string", "nullable": true, "enum": ["requests", "bandwidth"] },
+                "for_month": { "type": "string", "description": "YYYY-MM: the month the fee or usage belongs to (earlier than the invoice's for adjustments)" },
+                "description": { "type": "string" },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "quantity_before": { "type": "integer", "format": "int64", "nullable": true, "description": "usage: the month's cumulative quantity already priced" },
+                "quantity_after": { "type": "integer", "format": "int64", "nullable": true, "description": "usage: the cumulative quantity this line brings the pricing to" },
+                "usage_from": { "type": "string", "format": "date-time", "nullable": true },
+                "usage_to": { "type": "string", "format": "date-time", "nullable": true },
+                "created_at": { "type": "string", "format": "date-time" } } },
+            "Payment": { "type": "object", "additionalProperties": false, "required": ["tx_digest", "amount_usd_cents", "at"], "properties": {
+                "tx_digest": { "type": "string" },
+                "amount_usd_cents": { "type": "integer", "format": "int64" },
+                "at": { "type": "string", "format": "date-time" } } },
+            "MonthToDate": { "type": "object", "additionalProperties": false, "required": [
+                    "month", "invoice", "invoiced_usd_cents", "unbilled_usage_usd_cents", "month_to_date_usd_cents",
+                    "usage", "usage_source", "settled_before"], "properties": {
+                "month": { "type": "string" },
+                "invoice": { "allOf": [{ "$ref": "#/components/schemas/Invoice" }], "nullable": true },
+                "invoiced_usd_cents": { "type": "integer", "format": "int64" },
+                "unbilled_usage_usd_cents": { "type": "integer", "format": "int64" },
+                "month_to_date_usd_cents": { "type": "integer", "format": "int64" },
+                "usage": { "type": "array", "items": { "type": "object", "additionalProperties": false,
+                    "required": ["service", "requests", "bytes", "usage_usd_cents", "unbilled_usd_cents"], "properties": {
+                        "service": { "$ref": "#/components/schemas/ServiceName" },
+                        "requests": { "type": "integer", "format": "int64" },
+                        "bytes": { "type": "integer", "format": "int64" },
+                        "usage_usd_cents": { "type": "integer", "format": "int64" },
+                        "unbilled_usd_cents": { "type": "integer", "format": "int64" } } } },
+                "usage_source": { "type": "string", "enum": ["settled"], "description": "settled: the minutes still open in the aggregator are not counted yet" },
+                "settled_before": { "type": "string", "format": "date-time", "nullable": true } } },
+            "Transactions": { "type": "object", "additionalProperties": false, "required": ["transactions", "pending"], "properties": {
+                "transactions": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": [
+                        "tx_digest", "kind", "amount_usd_cents", "balance_after_usd_cents", "at", "invoice_id"], "properties": {
+                    "tx_digest": { "type": "string" },
+                    "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
+                    "amount_usd_cents": { "type": "integer", "format": "int64" },
+                    "balance_after_usd_cents": { "type": "integer", "format": "int64" },
+                    "at": { "type": "string", "format": "date-time" },
+                    "invoice_id": { "type": "integer", "format": "int64", "nullable": true } } } },
+                "pending": { "type": "array", "items": { "type": "object", "additionalProperties": false, "required": [
+                        "kind", "amount_usd_cents", "since", "invoice_id"], "properties": {
+                    "kind": { "type": "string", "enum": ["deposit", "withdraw", "charge"] },
+                    "amount_usd_cents": { "type": "integer", "format": "int64" },
+                    "since": { "type": "string", "format": "date-time" },
+                    "invoice_id": { "type": "integer", "format": "int64", "nullable": true } } } } } }
     })
 }
 

@@ -343,6 +343,46 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
     )
     .await;
     w.call(M::GET, "/services", "/services", tok, None).await;
+    // Billing views (issue 11): an invoice as the manager writes it, then every view.
+    let iid: i64 = w
+        .t
+        .db
+        .query_one(
+            "INSERT INTO invoices (customer_id, month, epoch) VALUES ($1, '2026-11-01', 1) RETURNING invoice_id",
+            &[&s.customer_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    w.t.db
+        .execute(
+            "INSERT INTO invoice_lines (invoice_id, line_key, kind, service_type, metric, for_month, amount_cents,
+                 quantity_before, quantity_after, usage_from, usage_to, description, epoch)
+             VALUES ($1, 'k', 'usage', 1, 'requests', '2026-11-01', 5, 0, 500, '2026-11-01', '2026-11-02', 'd', 1)",
+            &[&iid],
+        )
+        .await
+        .unwrap();
+    w.call(M::GET, "/billing/invoices", "/billing/invoices", tok, None)
+        .await;
+    w.call(
+        M::GET,
+        "/billing/invoices/{invoice_id}",
+        &format!("/billing/invoices/{iid}"),
+        tok,
+        None,
+    )
+    .await;
+    w.call(M::GET, "/billing/current", "/billing/current", tok, None)
+        .await;
+    w.call(
+        M::GET,
+        "/billing/transactions",
+        "/billing/transactions",
+        tok,
+        None,
+    )
+    .await;
     // Refresh and logout (the cookie flows).
     let r = w.t.with_cookie("/auth/refresh", &s.refresh_cookie).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -355,7 +395,7 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
         &mut errs,
     );
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(w.checked.len(), 25, "{:?}", w.checked);
+    assert_eq!(w.checked.len(), 29, "{:?}", w.checked);
 }
 
 #[test]

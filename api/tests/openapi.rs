@@ -25,7 +25,7 @@ fn document_lists_exactly_the_route_table() {
         .map(|(m, p)| (m.as_str().to_string(), p.to_string()))
         .collect();
     assert_eq!(doc_routes(), table);
-    assert_eq!(table.len(), 21);
+    assert_eq!(table.len(), 25);
 }
 
 #[tokio::test]
@@ -33,7 +33,10 @@ async fn every_documented_route_is_served_and_nothing_else() {
     let t = test_app().await;
     let s = t.login(1).await;
     for (method, path) in doc_routes() {
-        let concrete = path.replace("{service}", "seal").replace("{key_id}", "1");
+        let concrete = path
+            .replace("{service}", "seal")
+            .replace("{key_id}", "1")
+            .replace("{invoice_id}", "1");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let r = t.call(m.clone(), &concrete, Some(&s.token), None).await;
         assert_ne!(r.code(), "route_not_found", "{method} {path}");
@@ -90,7 +93,7 @@ fn links_point_at_existing_operations() {
             }
         }
     }
-    assert_eq!(ids.len(), 21, "operation ids are unique");
+    assert_eq!(ids.len(), 25, "operation ids are unique");
     assert!(targets.len() >= 7);
     for t in targets {
         assert!(ids.contains(&t), "{t}");

@@ -1,4 +1,5 @@
-//! The on-chain escrow boundary and an in-process mock that behaves like the contract:
+//! The on-chain escrow boundary and an in-process mock (for unit tests; the persistent mock
+//! that survives restarts is `suiftly_escrow::PgMockEscrow`) that behaves like the contract:
 //! balances never go negative, every movement has a transaction digest, and a repeated nonce
 //! returns the original transaction instead of moving money twice.
 
@@ -78,6 +79,9 @@ pub trait Escrow: Send + Sync {
         amount_cents: i64,
         nonce: &'a str,
     ) -> EscrowFuture<'a, EscrowTx>;
+    /// Every movement of `account` the contract recorded (the audit compares it with the
+    /// ledger and the invoices).
+    fn history(&self, account: i32) -> EscrowFuture<'_, Vec<EscrowTx>>;
 }
 
 #[derive(Default)]
@@ -187,6 +191,18 @@ impl Escrow for MockEscrow {
     ) -> EscrowFuture<'a, EscrowTx> {
         let r = self.apply(account, TxKind::Charge, amount_cents, nonce);
         Box::pin(async move { r })
+    }
+
+    fn history(&self, account: i32) -> EscrowFuture<'_, Vec<EscrowTx>> {
+        let s = self.state.lock().expect("mock escrow lock");
+        let mut txs: Vec<EscrowTx> = s
+            .by_nonce
+            .iter()
+            .filter(|((a, _), _)| *a == account)
+            .map(|(_, tx)| tx.clone())
+            .collect();
+        txs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        Box::pin(async move { Ok(txs) })
     }
 }
 

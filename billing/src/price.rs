@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Service types as numbered in the raw log (SPEC section 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceType {
     Seal = 1,
@@ -43,12 +43,40 @@ impl ServiceType {
         ServiceType::ALL.into_iter().find(|t| *t as i16 == v)
     }
 
+    /// Whether billable bytes are charged (SPEC section 5: grpc and graphql).
+    pub fn pays_bandwidth(self) -> bool {
+        matches!(self, ServiceType::Grpc | ServiceType::Graphql)
+    }
+
     /// Whether customers can subscribe to it (ssfn and sealo are reserved; platform is internal).
     pub fn is_sellable(self) -> bool {
         matches!(
             self,
             ServiceType::Seal | ServiceType::Grpc | ServiceType::Graphql
         )
+    }
+}
+
+/// What usage is measured in: billable requests, billable bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    Requests,
+    Bandwidth,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 2] = [Metric::Requests, Metric::Bandwidth];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Requests => "requests",
+            Metric::Bandwidth => "bandwidth",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == s)
     }
 }
 
@@ -87,9 +115,10 @@ pub struct PriceList {
     pub starter_rate_per_region: u32,
     pub pro_rate_per_region: u32,
     pub enterprise_rate_per_region: u32,
-    /// Usage: cents per 1,000 billable requests (SPEC: $1 per 10,000).
-    pub request_cents_per_thousand: i64,
-    /// Bandwidth for grpc and graphql, cents per GiB.
+    /// Usage: cents per 10,000 billable requests (SPEC: $1 per 10,000). Priced over the
+    /// month's total, rounded down once (BILLING.md §3).
+    pub request_cents_per_10k: i64,
+    /// Bandwidth for grpc and graphql, cents per GiB (2^30 bytes) of billable bytes.
     pub bandwidth_cents_per_gib: i64,
     pub included_seal_keys: u32,
     pub included_packages_per_seal_key: u32,
@@ -109,7 +138,7 @@ impl Default for PriceList {
             starter_rate_per_region: 100,
             pro_rate_per_region: 500,
             enterprise_rate_per_region: 2_000,
-            request_cents_per_thousand: 10,
+            request_cents_per_10k: 100,
             bandwidth_cents_per_gib: 6,
             included_seal_keys: 1,
             included_packages_per_seal_key: 3,
@@ -138,10 +167,30 @@ impl PriceList {
         }
     }
 
-    /// Usage charge for `requests` billable requests: whole thousands only (rounded down per
-    /// invoice line, SPEC section 5).
-    pub fn request_cents(&self, requests: u64) -> i64 {
-        (requests / 1_000) as i64 * self.request_cents_per_thousand
+    /// `floor(requests × price / 10,000)`: 9,999 requests are 99 cents. Apply it to a month's
+    /// cumulative total, never to an hourly record (BILLING.md §3): the month's charge is
+    /// `request_cents(total)`, and a cycle charges `request_cents(now) − request_cents(before)`.
+    pub fn request_cents(&self, requests: i64) -> i64 {
+        let r = requests.max(0) as i128;
+        (r * self.request_cents_per_10k as i128 / 10_000) as i64
+    }
+
+    /// `floor(bytes × price / 2^30)` for services that pay for bandwidth (grpc, graphql); 0
+    /// for the others (seal's bandwidth is free).
+    pub fn bandwidth_cents(&self, service: ServiceType, bytes: i64) -> i64 {
+        if !service.pays_bandwidth() {
+            return 0;
+        }
+        let b = bytes.max(0) as i128;
+        ((b * self.bandwidth_cents_per_gib as i128) >> 30) as i64
+    }
+
+    /// The usage price of a cumulative `quantity` of `metric`.
+    pub fn usage_cents(&self, service: ServiceType, metric: Metric, quantity: i64) -> i64 {
+        match metric {
+            Metric::Requests => self.request_cents(quantity),
+            Metric::Bandwidth => self.bandwidth_cents(service, quantity),
+        }
     }
 }
 
@@ -275,12 +324,29 @@ mod tests {
         );
     }
 
+    /// BILLING.md §3.
     #[test]
-    fn usage_rounds_down_per_line() {
+    fn usage_examples() {
         let p = PriceList::default();
-        assert_eq!(p.request_cents(9_999), 90);
+        assert_eq!(p.request_cents(9_999), 99);
+        assert_eq!(p.request_cents(50_000), 500);
+        assert_eq!(p.request_cents(1_234_567), 12_345);
         assert_eq!(p.request_cents(10_000), 100);
-        assert_eq!(p.request_cents(999), 0);
+        assert_eq!(p.request_cents(99), 0);
+        assert_eq!(p.request_cents(-5), 0);
+        // 24 hours of 99 requests: 2,376 requests = 23 cents (never 24 × 0).
+        assert_eq!(p.request_cents(24 * 99), 23);
+        let gib = 1i64 << 30;
+        assert_eq!(p.bandwidth_cents(ServiceType::Grpc, 3 * gib + gib / 2), 21);
+        assert_eq!(p.bandwidth_cents(ServiceType::Graphql, 1), 0);
+        assert_eq!(p.bandwidth_cents(ServiceType::Seal, 10 * gib), 0);
+        assert_eq!(p.usage_cents(ServiceType::Grpc, Metric::Bandwidth, gib), 6);
+        assert_eq!(
+            p.usage_cents(ServiceType::Seal, Metric::Requests, 9_999),
+            99
+        );
+        // No overflow at the extremes.
+        assert_eq!(p.request_cents(i64::MAX), i64::MAX / 100);
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("unknown raw_logs_storage setting {0:?}")]
     UnknownStorage(String),
+    #[error(
+        "haproxy_raw_logs is a timescaledb hypertable, but this postgresql server does not preload timescaledb (shared_preload_libraries = {preload:?}); install timescaledb for this postgresql version, add it to shared_preload_libraries and restart postgresql (README, \"TimescaleDB\")"
+    )]
+    TimescaledbNotLoaded { preload: String },
 }
 
 /// How `haproxy_raw_logs` is partitioned, as decided by the first migration.
@@ -164,7 +168,7 @@ pub async fn maintain_once(
     retention: Duration,
     ahead_hours: i64,
 ) -> Result<(usize, usize), DbError> {
-    let client = connect(conninfo).await?;
+    let mut client = connect(conninfo).await?;
     // Batch ids only need to outlive the retries of their batch.
     client
         .execute(
@@ -173,12 +177,8 @@ pub async fn maintain_once(
         )
         .await?;
     if storage(&client).await? == Storage::Timescale {
-        if retention != Duration::from_secs(7 * 24 * 3600) {
-            warn!(
-                retention_hours = retention.as_secs() / 3600,
-                "timescaledb keeps the 7-day retention policy of the migration; storage.retention_hours is not applied"
-            );
-        }
+        // Chunks are TimescaleDB's; only the retention policy follows the configuration.
+        crate::timescale::apply_retention(&mut client, retention).await?;
         return Ok((0, 0));
     }
     let now = now_us();

@@ -14,6 +14,7 @@
 //! - [`spooled`]: the zero-loss path through the disk spool (accept, consume, commit position).
 //! - [`writer`]: one transaction per batch, retries, partition upkeep.
 //! - [`db`]: migrations and hourly partitions.
+//! - [`timescale`]: the hypertable's start-up check and its retention policy from configuration.
 //! - [`health`]: what `/health` reports (writer, consumer and spool update it).
 //! - [`metrics`]: kernel drop sampling.
 //!
@@ -31,4 +32,5 @@ pub mod metrics;
 pub mod recv;
 pub mod sink;
 pub mod spooled;
+pub mod timescale;
 pub mod writer;

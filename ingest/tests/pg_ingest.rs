@@ -288,10 +288,16 @@ async fn senders_outside_the_allowlist_are_dropped_and_counted() {
     assert!(stored_rows(&conninfo).await.is_empty());
 }
 
+/// Native storage: the ingestor's maintenance creates hourly partitions ahead and drops those
+/// past retention. On a hypertable (the timescaledb pass of the matrix) that upkeep is off and
+/// retention is TimescaleDB's policy, set from the configured retention instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_are_created_ahead_and_dropped_past_retention() {
     let (_pg, conninfo) = database().await;
     let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    if storage_mode() == "timescaledb" {
+        return hypertable_upkeep_is_retention_from_configuration(&conninfo).await;
+    }
     assert_eq!(
         suiftly_ingest::db::storage(&client).await.unwrap(),
         suiftly_ingest::db::Storage::Native
@@ -323,45 +329,14 @@ async fn partitions_are_created_ahead_and_dropped_past_retention() {
     );
 }
 
+/// The storage-mode matrix is real: with `SUIFTLY_TEST_STORAGE=timescaledb` migration V1 took
+/// the hypertable branch and V26 configured it; without, native partitions (also where
+/// TimescaleDB is installed but not preloaded, as on a developer's machine).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timescaledb_branch_runs_where_the_extension_exists() {
+async fn storage_follows_the_test_matrix() {
     let (_pg, conninfo) = database().await;
     let client = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
-    let available: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let storage = suiftly_ingest::db::storage(&client).await.unwrap();
-    if available {
-        // Test clusters do not preload it; the migration must then fall back to native.
-        let preloaded: String = client
-            .query_one("SELECT current_setting('shared_preload_libraries')", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if preloaded.contains("timescaledb") {
-            assert_eq!(storage, suiftly_ingest::db::Storage::Timescale);
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'haproxy_raw_logs'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(n, 1);
-            return;
-        }
-    }
-    eprintln!(
-        "NOTE: timescaledb is not available (or not preloaded) on this machine: the hypertable \
-         branch of migration V1 was not exercised; checked that the native-partition fallback ran"
-    );
-    assert_eq!(storage, suiftly_ingest::db::Storage::Native);
+    let info = suiftly_ingest::timescale::check(&client).await.unwrap();
     let partitioned: bool = client
         .query_one(
             "SELECT relkind = 'p' FROM pg_class WHERE relname = 'haproxy_raw_logs'",
@@ -370,7 +345,39 @@ async fn timescaledb_branch_runs_where_the_extension_exists() {
         .await
         .unwrap()
         .get(0);
-    assert!(partitioned);
+    if storage_mode() == "timescaledb" {
+        assert_eq!(info.storage, suiftly_ingest::db::Storage::Timescale);
+        assert!(info.preloaded && info.extension.is_some(), "{info:?}");
+        assert!(!partitioned);
+        let row = client
+            .query_one(
+                "SELECT d.time_interval = interval '1 hour', \
+                        (SELECT string_agg(attname::text, ',' ORDER BY segmentby_column_index) \
+                           FROM timescaledb_information.compression_settings \
+                          WHERE hypertable_name = 'haproxy_raw_logs' AND segmentby_column_index IS NOT NULL), \
+                        (SELECT (config->>'compress_after')::interval = interval '6 hours' \
+                           FROM timescaledb_information.jobs \
+                          WHERE proc_name = 'policy_compression' AND hypertable_name = 'haproxy_raw_logs') \
+                 FROM timescaledb_information.dimensions d WHERE d.hypertable_name = 'haproxy_raw_logs'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "1-hour chunks");
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some("server_id,service_type,network")
+        );
+        assert_eq!(
+            row.get::<_, Option<bool>>(2),
+            Some(true),
+            "compression after 6 h"
+        );
+    } else {
+        assert_eq!(info.storage, suiftly_ingest::db::Storage::Native);
+        assert!(!info.preloaded, "{info:?}");
+        assert!(partitioned);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -498,4 +505,136 @@ async fn tcp_frames_become_exact_rows_with_either_framing() {
         .unwrap();
     assert_eq!(r.get::<_, &str>(0), "truncated_datagram");
     assert_eq!(r.get::<_, i32>(1), 2000);
+}
+
+/// Retention policies on the hypertable, as (drop_after in hours, schedule in minutes).
+async fn retention_policies(client: &tokio_postgres::Client) -> Vec<(f64, f64)> {
+    client
+        .query(
+            "SELECT (extract(epoch FROM (config->>'drop_after')::interval) / 3600)::float8, \
+                    (extract(epoch FROM schedule_interval) / 60)::float8 \
+             FROM timescaledb_information.jobs \
+             WHERE proc_name = 'policy_retention' AND hypertable_name = 'haproxy_raw_logs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+async fn hypertable_upkeep_is_retention_from_configuration(conninfo: &str) {
+    use suiftly_ingest::timescale::{RetentionPolicy, apply_retention};
+    let mut client = suiftly_ingest::writer::connect(conninfo).await.unwrap();
+    // V1 left its hard-coded 7 days; the first pass sets the configured 48 hours.
+    let (made, dropped) =
+        suiftly_ingest::db::maintain_once(conninfo, Duration::from_secs(48 * 3600), 6)
+            .await
+            .unwrap();
+    assert_eq!(
+        (made, dropped),
+        (0, 0),
+        "no partition upkeep on a hypertable"
+    );
+    assert_eq!(retention_policies(&client).await, vec![(48.0, 60.0)]);
+    assert_eq!(
+        apply_retention(&mut client, Duration::from_secs(48 * 3600))
+            .await
+            .unwrap(),
+        RetentionPolicy::Unchanged
+    );
+    // A row 3 days old (older than 48 h, inside V1's 7 days) and one from now.
+    let old_us = now_ms() * 1000 - 72 * suiftly_ingest::db::US_PER_HOUR;
+    for ts in [old_us, now_ms() * 1000] {
+        client
+            .execute(
+                "INSERT INTO haproxy_raw_logs (\"timestamp\", network, server_id, service_type, api_key_fp, \
+                 fe_type, traffic_type, event_type, client_ip, status_code, bytes_sent, time_total) \
+                 VALUES (to_timestamp($1::float8 / 1e6), 1, 1, 1, 0, 1, 1, 1, '10.0.0.1', 200, 1, 1)",
+                &[&(ts as f64)],
+            )
+            .await
+            .unwrap();
+    }
+    // Still no native partition: the chunks are TimescaleDB's.
+    assert!(
+        suiftly_ingest::db::existing_partitions(&client)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let native: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'haproxy\\_raw\\_logs\\_p%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(native, 0);
+    // The policy job, run by hand, drops the old chunk and keeps the current one.
+    let job: i32 = client
+        .query_one(
+            "SELECT job_id FROM timescaledb_information.jobs \
+             WHERE proc_name = 'policy_retention' AND hypertable_name = 'haproxy_raw_logs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!("CALL run_job({job})"))
+        .await
+        .unwrap();
+    let left: Vec<i64> = client
+        .query(
+            "SELECT (extract(epoch FROM \"timestamp\") * 1e6)::int8 FROM haproxy_raw_logs",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left.len(), 1, "the 3-day-old row is gone, the new one kept");
+    assert!(left[0] > old_us);
+    // A longer configured retention replaces the policy (one job, 10 days).
+    assert_eq!(
+        apply_retention(&mut client, Duration::from_secs(240 * 3600))
+            .await
+            .unwrap(),
+        RetentionPolicy::Set
+    );
+    assert_eq!(retention_policies(&client).await, vec![(240.0, 60.0)]);
+}
+
+/// Two ingestors starting at once on a fresh database: one applies the migrations, the other
+/// waits on the migration lock and finds nothing left (refinery alone would run V1 twice and
+/// fail half-way). In the timescaledb pass V1's hypertable branch is among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_migrations_at_once_apply_each_version_once() {
+    let cluster = tokio::task::spawn_blocking(pgcluster::PgCluster::temporary)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot start the test postgresql: {e}"));
+    let conninfo = cluster.connection_string();
+    let mut a = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    let mut b = suiftly_ingest::writer::connect(&conninfo).await.unwrap();
+    let (ra, rb) = tokio::join!(
+        suiftly_ingest::db::migrate(&mut a),
+        suiftly_ingest::db::migrate(&mut b)
+    );
+    let (mut ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(
+        ra.is_empty() || rb.is_empty(),
+        "one of them applied everything: {ra:?} / {rb:?}"
+    );
+    ra.extend(rb);
+    assert!(ra.contains(&1) && ra.contains(&26), "{ra:?}");
+    let mut dedup = ra.clone();
+    dedup.dedup();
+    assert_eq!(dedup, ra, "each version applied once");
+    let storage = suiftly_ingest::timescale::check(&a).await.unwrap();
+    eprintln!("storage: {storage}");
 }

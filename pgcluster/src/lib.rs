@@ -59,6 +59,12 @@
 //! Temporary clusters (and the template) live in `/dev/shm` when it is a
 //! roomy tmpfs, since a cluster's start writes tens of megabytes that nobody
 //! needs on disk; `PGCLUSTER_TMPDIR` overrides the location.
+//!
+//! # TimescaleDB
+//!
+//! [`timescaledb`]: whether the extension is installed for these binaries, an option to
+//! preload it, the embedded default's start that prefers it, and `SUIFTLY_TEST_STORAGE`, which
+//! makes temporary clusters preload it (the storage-mode test matrix).
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
@@ -78,6 +84,8 @@ mod dirs;
 mod process;
 mod user;
 mod util;
+
+pub mod timescaledb;
 
 use bins::*;
 pub use cluster::PgCluster;
@@ -232,6 +240,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+
+    #[error(transparent)]
+    Timescaledb(#[from] timescaledb::TimescaledbError),
 
     #[error("{context}: {source}")]
     Io {

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod storage;
+
 /// Ports outside the kernel's ephemeral range (32768–60999) where `base` allows, distinct per
 /// test (`slot`, < 20) and per test process (pid), so a port picked here cannot be handed to
 /// another test's socket between the pick and the child's bind (which made
@@ -85,6 +87,8 @@ pub struct Suiftly {
     pub conninfo: String,
     pub metrics_port: u16,
     pub admin_port: u16,
+    /// The storage mode was checked against the matrix (once, at the first start).
+    storage_checked: bool,
 }
 
 impl Suiftly {
@@ -97,6 +101,7 @@ impl Suiftly {
             conninfo,
             metrics_port,
             admin_port,
+            storage_checked: false,
         }
     }
 
@@ -127,6 +132,10 @@ impl Suiftly {
                 panic!("suiftly exited during start-up: {st}");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if !self.storage_checked {
+            storage::expect(&self.conninfo);
+            self.storage_checked = true;
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use suiftly_api::clock::ManualClock;
 use suiftly_api::ratelimit::RateLimit;
 use suiftly_api::{ApiConfig, AppState, app, sui};
-use suiftly_billing::MockEscrow;
+use suiftly_escrow::PgMockEscrow;
 use tokio_postgres::NoTls;
 use tower::ServiceExt;
 
@@ -75,7 +75,8 @@ pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
-    pub escrow: Arc<MockEscrow>,
+    /// The persistent escrow mock (its own tables in the test database).
+    pub escrow: Arc<PgMockEscrow>,
     pub db: tokio_postgres::Client,
     pub conninfo: String,
 }
@@ -105,15 +106,27 @@ pub async fn test_app() -> TestApp {
 
 pub async fn test_app_with(cfg: ApiConfig) -> TestApp {
     let conninfo = fresh_database().await;
-    let pool = suiftly_api::db::pool(&conninfo, 4).unwrap();
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(),
     ));
-    let escrow = Arc::new(MockEscrow::new());
+    app_on(conninfo, cfg, clock, None).await
+}
+
+/// An app over an existing database (`escrow`: the persistent mock unless another is given).
+pub async fn app_on(
+    conninfo: String,
+    cfg: ApiConfig,
+    clock: Arc<ManualClock>,
+    escrow: Option<Arc<dyn suiftly_billing::Escrow>>,
+) -> TestApp {
+    let pool = suiftly_api::db::pool(&conninfo, 4).unwrap();
+    let mock = Arc::new(PgMockEscrow::new(
+        suiftly_api::db::pool(&conninfo, 2).unwrap(),
+    ));
     let state = AppState::new(
         cfg,
         pool,
-        escrow.clone(),
+        escrow.unwrap_or_else(|| mock.clone()),
         clock.clone(),
         Some(Arc::new(|| "# metrics\n".to_string())),
     )
@@ -122,9 +135,22 @@ pub async fn test_app_with(cfg: ApiConfig) -> TestApp {
         router: app(state.clone()),
         state,
         clock,
-        escrow,
+        escrow: mock,
         db: connect(&conninfo).await,
         conninfo,
+    }
+}
+
+impl TestApp {
+    /// The same database seen by a new process (new pools, a new escrow mock instance).
+    pub async fn restarted(&self) -> TestApp {
+        app_on(
+            self.conninfo.clone(),
+            self.state.config.clone(),
+            self.clock.clone(),
+            None,
+        )
+        .await
     }
 }
 

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Starts a private cluster and migrates it. Panics (fails the test loudly) when PostgreSQL
-/// cannot be started: these tests never skip.
+/// cannot be started: these tests never skip. The cluster preloads TimescaleDB when
+/// `SUIFTLY_TEST_STORAGE=timescaledb` (the CI storage matrix); the storage the migration chose
+/// is printed with the test's output.
 pub async fn database() -> (PgCluster, String) {
     let cluster = tokio::task::spawn_blocking(PgCluster::temporary)
         .await
@@ -21,7 +23,21 @@ pub async fn database() -> (PgCluster, String) {
     let conninfo = cluster.connection_string();
     let mut client = writer::connect(&conninfo).await.unwrap();
     suiftly_ingest::db::migrate(&mut client).await.unwrap();
+    let storage = suiftly_ingest::timescale::check(&client).await.unwrap();
+    eprintln!(
+        "storage ({}={:?}): {storage}",
+        pgcluster::timescaledb::TEST_STORAGE_ENV,
+        storage_mode()
+    );
     (cluster, conninfo)
+}
+
+/// The storage mode the test run asked for (`native` when unset).
+pub fn storage_mode() -> String {
+    match std::env::var(pgcluster::timescaledb::TEST_STORAGE_ENV) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_owned(),
+        _ => "native".to_owned(),
+    }
 }
 
 pub fn listener_config(toml_text: &str) -> ListenerConfig {

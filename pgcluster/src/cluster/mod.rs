@@ -32,7 +32,7 @@ for d in "$@"; do rm -rf -- "$d"; done
 /// server; a temporary cluster's directory is removed too.
 #[derive(Debug)]
 pub struct PgCluster {
-    opts: ClusterOptions,
+    pub(crate) opts: ClusterOptions,
     bins: Bins,
     user: ClusterUser,
     port: u16,
@@ -67,6 +67,7 @@ impl PgCluster {
     pub fn temporary_with(configure: impl FnOnce(&mut ClusterOptions)) -> Result<PgCluster, Error> {
         let mut opts = ClusterOptions::new(PathBuf::new());
         opts.fsync = false;
+        timescaledb::apply_test_storage(&mut opts)?;
         configure(&mut opts);
         Self::launch(opts, true)
     }
