@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -74,6 +74,9 @@ type Shared = Arc<Mutex<ConnState>>;
 struct Watched {
     io: TcpStream,
     state: Shared,
+    /// Wakes the watchdog when a request head starts: it sleeps until the deadline it knew,
+    /// and an idle timeout longer than the header timeout must not postpone the latter.
+    head_started: Arc<Notify>,
 }
 
 impl Watched {
@@ -83,6 +86,7 @@ impl Watched {
         s.last_activity = now;
         if read && s.in_flight == 0 && s.head_started.is_none() {
             s.head_started = Some(now);
+            self.head_started.notify_one();
         }
     }
 }
@@ -234,9 +238,11 @@ async fn serve_connection(
         head_started: None,
         in_flight: 0,
     }));
+    let head_started = Arc::new(Notify::new());
     let io = TokioIo::new(Watched {
         io: stream,
         state: state.clone(),
+        head_started: head_started.clone(),
     });
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -260,8 +266,12 @@ async fn serve_connection(
             .map_err(|e: Infallible| match e {})
         }
     });
+    // hyper's own header timeout (30 s by default once a timer is set) is off: it also runs
+    // while a keep-alive connection waits, so it would cut `idle_timeout` to 30 s. The
+    // watchdog below enforces both limits as configured.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
@@ -292,6 +302,8 @@ async fn serve_connection(
                 return;
             }
             _ = tokio::time::sleep_until(wake) => {}
+            // A request head started: judge again (its header deadline may come first).
+            _ = head_started.notified() => {}
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
                     draining = true;
