@@ -40,6 +40,7 @@ fn main() {
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SUIFTLY_API_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .env("DATABASE_URL", pg.connection_string())
         .env("RUST_LOG", "error")

@@ -100,34 +100,85 @@ pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
     Ok(cfg)
 }
 
+/// The API's state on `conninfo` (already migrated): configuration, pool, escrow, and the
+/// live tail when `hub` is given. Shared by `suiftly api` and the API stage of `suiftly run`.
+pub async fn build_state(
+    cfg: &Config,
+    api_cfg: ApiConfig,
+    conninfo: &str,
+    metrics: Option<suiftly_api::MetricsRender>,
+    hub: Option<Arc<suiftly_api::live::LiveHub>>,
+) -> Result<AppState> {
+    let pool = suiftly_api::db::pool(conninfo, cfg.api.db_pool_size)?;
+    let escrow = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
+        conninfo,
+        cfg.escrow.pool_size,
+    )?));
+    let state = AppState::new(
+        api_cfg,
+        pool,
+        escrow,
+        Arc::new(suiftly_api::clock::SystemClock),
+        metrics,
+    )?;
+    Ok(match hub {
+        Some(h) => state.with_live(h),
+        None => state,
+    })
+}
+
 pub async fn run(cfg: Config) -> Result<()> {
     let mut signals = crate::signals::Signals::new()?;
+    // Secrets and production checks first: a refused configuration never starts a database.
     let api_cfg = api_config(&cfg.api)?;
-    let escrow_cfg = &cfg.escrow;
-    escrow_cfg
+    cfg.escrow
         .check_production(api_cfg.production)
         .context("escrow configuration")?;
     let armed = suiftly_escrow::failpoint::arm_from_env(api_cfg.production)?;
     if !armed.is_empty() {
         warn!(points = ?armed, "test failpoints armed: this process kills itself at them");
     }
-    let dashboard = api_cfg.dashboard_dir.is_some();
     let prom = crate::servers::install_recorder()?;
     let db = tokio::task::block_in_place(|| Database::open(&cfg))?;
     db.migrate().await?;
-    let pool = suiftly_api::db::pool(&db.conninfo, cfg.api.db_pool_size)?;
-    let escrow = Arc::new(PgMockEscrow::new(suiftly_api::db::pool(
-        &db.conninfo,
-        escrow_cfg.pool_size,
-    )?));
+    // A replica's live tail: the metering process's internal feed.
+    let stop_live = tokio_util::sync::CancellationToken::new();
+    let mut live_tasks = Vec::new();
+    let hub = match &cfg.api.live.source {
+        Some(source) => {
+            let hub = suiftly_api::live::LiveHub::new(cfg.api.live.options());
+            let token = cfg.operator_token(false).context(
+                "api.live.source needs the metering process's operator token (SUIFTLY_OPERATOR_TOKEN or admin.operator_token_file)",
+            )?;
+            live_tasks.push(tokio::spawn(crate::live_feed::follow(
+                source.clone(),
+                token,
+                hub.clone(),
+                stop_live.clone(),
+            )));
+            live_tasks.push(tokio::spawn(crate::live_feed::flush_loop(
+                hub.clone(),
+                stop_live.clone(),
+            )));
+            Some(hub)
+        }
+        None => {
+            warn!(
+                "api.live.source not set: no live tail (stats from the settled tables only, no /stats/live)"
+            );
+            None
+        }
+    };
     let render = prom.clone();
-    let state = AppState::new(
+    let state = build_state(
+        &cfg,
         api_cfg,
-        pool,
-        escrow,
-        Arc::new(suiftly_api::clock::SystemClock),
+        &db.conninfo,
         Some(Arc::new(move || render.render())),
-    )?;
+        hub,
+    )
+    .await?;
+    let dashboard = state.config.dashboard_dir.is_some();
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("binding api.listen {}", cfg.api.listen))?;
@@ -152,9 +203,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     let upkeep = tokio::spawn(crate::servers::recorder_upkeep(prom, stop_upkeep.clone()));
     let shutdown = async move {
         signals.recv().await;
-        info!("shutdown requested; draining in-flight requests");
+        info!("shutdown requested; ending live streams, draining in-flight requests");
     };
     suiftly_api::run(listener, state, shutdown).await?;
+    stop_live.cancel();
+    for t in live_tasks {
+        t.await.context("live tail task")?;
+    }
     metrics_server.abort();
     stop_upkeep.cancel();
     upkeep.await.context("metrics upkeep task")?;

@@ -641,6 +641,12 @@ pub struct ApiSection {
     /// The dashboard's build output, served under `/app/` (env `SUIFTLY_DASHBOARD_DIR`); when
     /// it holds no `index.html` the API runs without the dashboard (a warning says how to build it).
     pub dashboard_dir: PathBuf,
+    /// `suiftly run` serves the API (and the dashboard) itself, on `listen`, with the live
+    /// tail straight from its aggregator: the single-machine default. Off: run API replicas
+    /// with `suiftly api` (and `[api.live] source`).
+    pub in_run: bool,
+    /// `[api.live]`: the live tail (`/stats/live`, the stats' open bucket).
+    pub live: ApiLiveSection,
 }
 
 impl Default for ApiSection {
@@ -661,6 +667,8 @@ impl Default for ApiSection {
             max_connections: 1024,
             metrics_listen: "127.0.0.1:9471".into(),
             dashboard_dir: PathBuf::from("webapp/dist"),
+            in_run: true,
+            live: ApiLiveSection::default(),
         }
     }
 }
@@ -685,7 +693,77 @@ impl ApiSection {
                 && (1..=1_000_000).contains(&self.max_connections),
             "api.header_read_timeout_ms must be within 100..=300000, idle_timeout_ms within 100..=3600000, max_connections within 1..=1000000"
         );
+        self.live.validate()
+    }
+}
+
+/// `[api.live]`: the live tail (issue 13; see `live_feed`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiLiveSection {
+    /// Concurrent `/stats/live` streams per customer.
+    pub max_streams_per_customer: usize,
+    /// Keep-alive comment interval (below HAProxy's `timeout client` / `timeout server`).
+    pub keepalive_ms: u64,
+    /// At most one provisional update per customer per interval.
+    pub provisional_interval_ms: u64,
+    /// A stream ends after this long (the client reconnects with `Last-Event-ID`).
+    pub max_stream_secs: u64,
+    /// `suiftly api` only: the metering process's admin endpoint, e.g.
+    /// `http://10.0.0.5:9465`; its internal feed (`/internal/live`, operator token) is this
+    /// replica's live tail. Unset: the replica serves the settled tables only and no
+    /// `/stats/live`.
+    pub source: Option<String>,
+}
+
+impl Default for ApiLiveSection {
+    fn default() -> Self {
+        Self {
+            max_streams_per_customer: 5,
+            keepalive_ms: 15_000,
+            provisional_interval_ms: 1_000,
+            max_stream_secs: 900,
+            source: None,
+        }
+    }
+}
+
+impl ApiLiveSection {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (1..=1000).contains(&self.max_streams_per_customer),
+            "api.live.max_streams_per_customer must be within 1..=1000"
+        );
+        ensure!(
+            (100..=120_000).contains(&self.keepalive_ms),
+            "api.live.keepalive_ms must be within 100..=120000"
+        );
+        ensure!(
+            self.provisional_interval_ms <= 60_000,
+            "api.live.provisional_interval_ms must be at most 60000"
+        );
+        ensure!(
+            (1..=86_400).contains(&self.max_stream_secs),
+            "api.live.max_stream_secs must be within 1..=86400"
+        );
+        if let Some(s) = &self.source {
+            ensure!(
+                s.starts_with("http://"),
+                "api.live.source must be an http:// URL of the metering process's admin endpoint"
+            );
+        }
         Ok(())
+    }
+
+    /// The hub's options.
+    pub fn options(&self) -> suiftly_api::live::LiveOptions {
+        suiftly_api::live::LiveOptions {
+            max_streams_per_customer: self.max_streams_per_customer,
+            keepalive: Duration::from_millis(self.keepalive_ms),
+            provisional_interval: Duration::from_millis(self.provisional_interval_ms),
+            max_stream_duration: Duration::from_secs(self.max_stream_secs),
+            ..suiftly_api::live::LiveOptions::default()
+        }
     }
 }
 

@@ -12,6 +12,8 @@
 //! - [`pipeline`]: the composition root (`suiftly run`, and the demo and tests through it).
 //! - [`stage`]: the stage list — start in order, stop in reverse, every task tracked.
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
+//! - [`live_feed`]: the live tail between the aggregator and the API (in-process, and the
+//!   internal feed API replicas follow).
 //! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
 //!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`; the manager's steps
@@ -24,6 +26,7 @@ pub mod check_config;
 pub mod config;
 pub mod database;
 pub mod demo;
+pub mod live_feed;
 pub mod loadgen;
 pub mod manager_cmd;
 pub mod pipeline;

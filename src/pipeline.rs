@@ -9,9 +9,11 @@
 //! |---|---|---|
 //! | `database` | — | stops the embedded PostgreSQL (nothing for `DATABASE_URL`) |
 //! | `upkeep` | partition maintenance, kernel-drop sampler, metrics-recorder upkeep | cancel |
+//! | `live` | the live tail: aggregator → [`suiftly_api::live::LiveHub`] (with metering) | cancel, after the API and the admin feed |
 //! | `pgwire` | operator SQL over the PostgreSQL protocol (when configured) | sessions end |
 //! | `manager` | billing cycle and scheduled work under one fenced leader (`[manager] enabled`, on by default); its routes join `admin` | finishes the customer being processed, releases the lease |
-//! | `admin` | `GET /health`, `POST /admin/sql` | graceful: in-flight requests complete |
+//! | `admin` | `GET /health`, `POST /admin/sql`, `GET /internal/live` (API replicas) | graceful: feed streams end, in-flight requests complete |
+//! | `api` | the customer API and dashboard (`[api] in_run`, the default) | live streams end, then graceful |
 //! | `metrics` | `GET /metrics` (listens last: reaching it means start-up is complete) | graceful |
 //! | `aggregator` | metering, the spool gc-floor follower | ends once the consumer closed its input: settles what is due |
 //! | `consumer` | spool → COPY (+ position), hands committed batches to the aggregator | told the listeners are done: stores everything durable, then ends |
@@ -73,6 +75,8 @@ pub struct Sockets {
     pub pgwire: Option<TcpSocket>,
     pub admin: Option<TcpSocket>,
     pub metrics: Option<TcpSocket>,
+    /// The customer API (`[api] in_run`, the single-machine default).
+    pub api: Option<TcpSocket>,
 }
 
 /// A TCP socket bound to `listen` (not listening yet).
@@ -113,6 +117,9 @@ impl Sockets {
         }
         s.admin = Some(bind_tcp(&cfg.admin.listen, "admin.listen")?);
         s.metrics = Some(bind_tcp(&cfg.metrics.listen, "metrics.listen")?);
+        if cfg.api.in_run {
+            s.api = Some(bind_tcp(&cfg.api.listen, "api.listen")?);
+        }
         Ok(s)
     }
 
@@ -152,6 +159,7 @@ impl Sockets {
             pgwire: None,
             admin: None,
             metrics: None,
+            api: None,
         })
     }
 
@@ -345,7 +353,24 @@ async fn start_stages(
         pgwire,
         admin,
         metrics,
+        api,
     } = sockets;
+    // The live tail (issue 13): fed from the aggregator, read by the API stage and by API
+    // replicas through the admin endpoint's internal feed. Stopped after both.
+    let hub = match &aggregator {
+        Some(agg) => {
+            let hub = suiftly_api::live::LiveHub::new(cfg.api.live.options());
+            let s = stages.stage("live", OnFailure::KeepRunning);
+            let (stop, agg, h) = (s.stop_token(), agg.clone(), hub.clone());
+            s.spawn(async move {
+                crate::live_feed::feed_from_aggregator(agg, h, stop).await;
+                Ok(StageOutput::Nothing)
+            });
+            stages.push(s);
+            Some(hub)
+        }
+        None => None,
+    };
     let sql = if admin.is_some() || pgwire.is_some() {
         match suiftly_aggregate::sql::context_with_limits(
             aggregator.clone(),
@@ -392,11 +417,22 @@ async fn start_stages(
     if let Some(l) = admin {
         let s = stages.stage("admin", OnFailure::KeepRunning);
         let (stop, health, l) = (s.stop_token(), health.clone(), listen(l)?);
+        let feed = match &hub {
+            Some(h) => Some(Arc::new(crate::live_feed::InternalFeed {
+                hub: h.clone(),
+                token: cfg.operator_token(true)?,
+                stop: stop.clone(),
+            })),
+            None => None,
+        };
         s.spawn(async move {
-            servers::serve_admin(l, health, sql, manager_routes, stop).await?;
+            servers::serve_admin(l, health, sql, manager_routes, feed, stop).await?;
             Ok(StageOutput::Nothing)
         });
         stages.push(s);
+    }
+    if let Some(l) = api {
+        stages.push(api_stage(stages, cfg, conninfo, l, recorder.clone(), hub.clone()).await?);
     }
     if let Some(l) = metrics {
         let h = recorder.context("a metrics socket needs the metrics recorder")?;
@@ -451,6 +487,33 @@ async fn start_stages(
     }
     stages.push(listener_stage);
     Ok((health, aggregator))
+}
+
+/// The customer API (and the dashboard) inside this process, with the live tail straight from
+/// the aggregator. Stopping it ends open live streams first, then drains requests.
+async fn api_stage(
+    stages: &Stages,
+    cfg: &Config,
+    conninfo: &str,
+    socket: TcpSocket,
+    recorder: Option<PrometheusHandle>,
+    hub: Option<Arc<suiftly_api::live::LiveHub>>,
+) -> Result<Stage> {
+    let render = recorder.map(|h| Arc::new(move || h.render()) as suiftly_api::MetricsRender);
+    let api_cfg = crate::api_cmd::api_config(&cfg.api)?;
+    let state = crate::api_cmd::build_state(cfg, api_cfg, conninfo, render, hub).await?;
+    let l = listen(socket)?;
+    let addr = l.local_addr()?;
+    info!(%addr, dashboard = state.config.dashboard_dir.is_some(), "customer api at http://{addr}/ (dashboard under /app/)");
+    let s = stages.stage("api", OnFailure::KeepRunning);
+    let stop = s.stop_token();
+    s.spawn(async move {
+        suiftly_api::run(l, state, async move { stop.cancelled().await })
+            .await
+            .context("customer api")?;
+        Ok(StageOutput::Nothing)
+    });
+    Ok(s)
 }
 
 /// Each listener's parser, by listener index (the spool records which listener a line came

@@ -70,18 +70,26 @@ pub async fn serve_metrics(
 }
 
 /// The admin endpoint until `stop`: `GET /health` (JSON; 503 while degraded), when the
-/// operator SQL context exists `POST /admin/sql`, and the routes of other stages (`extra`:
-/// the manager's `/manager/...`).
+/// operator SQL context exists `POST /admin/sql`, the routes of other stages (`extra`:
+/// the manager's `/manager/...`), and with metering the live tail's internal feed for API
+/// replicas, `GET /internal/live` (see [`crate::live_feed`]).
 pub async fn serve_admin(
     listener: TcpListener,
     health: Arc<Health>,
     sql: Option<Arc<SqlEndpoint>>,
     extra: Option<axum::Router>,
+    feed: Option<Arc<crate::live_feed::InternalFeed>>,
     stop: CancellationToken,
 ) -> Result<()> {
     use axum::{Json, http::StatusCode, routing::get};
     let addr = listener.local_addr()?;
     let mut app = extra.unwrap_or_default();
+    if let Some(feed) = feed {
+        app = app.route(
+            "/internal/live",
+            get(crate::live_feed::internal_live).with_state(feed),
+        );
+    }
     if let Some(sql) = sql {
         app = app.route(
             "/admin/sql",

@@ -203,6 +203,7 @@ fn e2e(transport: Transport) {
     .unwrap();
     let suiftly = Command::new(env!("CARGO_BIN_EXE_suiftly"))
         .env("SUIFTLY_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SUIFTLY_API_LISTEN", "127.0.0.1:0")
         .args(["--config", cfg_path.to_str().unwrap(), "run"])
         .env("DATABASE_URL", pg.connection_string())
         .stdout(Stdio::null())

@@ -52,7 +52,7 @@ fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 fn config(dir: &std::path::Path, extra: &str) -> Config {
     let text = format!(
-        "data_dir = \"{}\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+        "data_dir = \"{}\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
          [[listener]]\nname = \"u\"\nkind = \"udp\"\naddress = \"127.0.0.1:0\"\nframing = \"raw\"\npayload = \"sf1\"\n",
         dir.display()
     );
@@ -123,8 +123,10 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "consumer",
             "aggregator",
             "metrics",
+            "api",
             "admin",
             "manager",
+            "live",
             "upkeep",
             "database"
         ]
@@ -133,6 +135,8 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
     let listeners = report.listeners();
     assert_eq!(listeners.len(), 1);
     assert_eq!(listeners[0].datagrams, 300);
+    // With the spool on, parsed/rejected are the consumer's counts for this listener's lines.
+    assert_eq!((listeners[0].parsed, listeners[0].rejected), (300, 0));
     let w = report.writer().expect("the consumer reports its writer");
     assert_eq!((w.rows, w.rejected), (300, 0));
     assert_eq!(count(&conninfo, "haproxy_raw_logs").await, 300);
@@ -150,6 +154,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "listeners",
             "writer",
             "metrics",
+            "api",
             "admin",
             "manager",
             "upkeep",

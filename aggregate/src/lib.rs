@@ -8,6 +8,7 @@
 //! - [`service`]: the async shell (replay, input, settlement tick) and the settled-window
 //!   subscription for billing and the vault.
 //! - [`sql`]: the operator `SessionContext` (live windows, settled tables, raw logs).
+//! - [`live`]: the customer-facing view of the windows (the live tail's rows).
 //! - [`policy`]: what operator SQL may run (one rule for HTTP and the PostgreSQL port).
 //! - [`guard`]: the bounds every operator query runs under (memory, result size, time).
 //! - [`throttle`]: back-off for failed operator-token guesses, shared by both front-ends.
@@ -20,6 +21,7 @@
 
 pub mod audit;
 pub mod guard;
+pub mod live;
 pub mod partial;
 pub mod pgwire;
 pub mod policy;

@@ -9,6 +9,7 @@
 //!   falls behind receives `RecvError::Lagged(n)` and must re-read `usage_records` (the
 //!   durable truth: every settled window is there before its message is sent).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,9 @@ pub struct Aggregator {
     /// What the database holds (the last committed settlement's positions).
     committed: Arc<Mutex<Persisted>>,
     settled: broadcast::Sender<Arc<SettledWindow>>,
+    /// Bumped whenever the unsettled state changes (a batch applied, a settlement taken or
+    /// committed): the live tail polls it instead of copying the windows when nothing moved.
+    generation: Arc<AtomicU64>,
 }
 
 impl Aggregator {
@@ -76,12 +80,48 @@ impl Aggregator {
     /// Not a snapshot across tables: a query that also reads the settled tables while a
     /// settlement commits may count the moving minutes twice for that instant.
     pub fn live(&self) -> LiveRows {
-        let (mut cust, mut infra) = self.lock().live();
+        let st = self.lock();
+        let (mut cust, mut infra) = st.live();
+        // Read under the state lock: a settlement moves rows from the windows to in flight
+        // while holding it.
         if let Some(s) = &*self.inflight.lock().expect("inflight lock poisoned") {
             cust.extend(s.cust.iter().copied());
             infra.extend(s.infra.iter().copied());
         }
         (cust, infra)
+    }
+
+    /// The unsettled part as customers see it, in one step: open minutes and pending late
+    /// deltas, plus the settlement being committed, each tagged with its sequence number
+    /// (see [`LiveState::rows_beyond`] for combining it with the settled tables).
+    pub fn live_state(&self) -> crate::live::LiveState {
+        let st = self.lock();
+        let (cust, _) = st.live();
+        let inflight = self
+            .inflight
+            .lock()
+            .expect("inflight lock poisoned")
+            .as_ref()
+            .map(|s| {
+                (
+                    s.next.settlement_seq,
+                    crate::live::customer_minutes(&s.cust),
+                )
+            });
+        // Under the state lock the committed seq is the inflight one's predecessor, or the
+        // state's own when nothing is in flight.
+        let committed = *self.committed.lock().expect("committed lock poisoned");
+        crate::live::LiveState {
+            committed_seq: committed.settlement_seq,
+            settled_before: committed.settled_before,
+            rows: crate::live::customer_minutes(&cust),
+            inflight,
+        }
+    }
+
+    /// Changes whenever [`Aggregator::live_state`] may have changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Positions and boundary of the last committed settlement.
@@ -157,6 +197,7 @@ pub fn start(
         inflight: Arc::default(),
         committed: Arc::new(Mutex::new(recovery.persisted)),
         settled,
+        generation: Arc::default(),
     };
     let task = run(
         handle.clone(),
@@ -178,6 +219,7 @@ async fn apply(
     let started = std::time::Instant::now();
     let p = pa.partial(&c.rows).await?;
     let st = agg.lock().apply(&p, c.start, c.end);
+    agg.generation.fetch_add(1, Ordering::AcqRel);
     histogram!("suiftly_aggregate_batch_seconds").record(started.elapsed().as_secs_f64());
     counter!("suiftly_aggregate_rows_total").increment(c.rows.num_rows() as u64);
     if st.late > 0 {
@@ -286,13 +328,16 @@ async fn settle_due(
             gauge!("suiftly_aggregate_watermark_lag_seconds")
                 .set(now.saturating_sub(w) as f64 / 1e6);
         }
-        st.take_settlement(now, up)
+        let Some(s) = st.take_settlement(now, up) else {
+            return Ok(());
+        };
+        // Still under the state lock: a reader of `live()` sees the moving rows either in the
+        // windows or in flight, never in neither.
+        let s = Arc::new(s);
+        *agg.inflight.lock().expect("inflight lock poisoned") = Some(s.clone());
+        s
     };
-    let Some(s) = s else {
-        return Ok(());
-    };
-    let s = Arc::new(s);
-    *agg.inflight.lock().expect("inflight lock poisoned") = Some(s.clone());
+    agg.generation.fetch_add(1, Ordering::AcqRel);
     let mut backoff = Backoff::new(Duration::from_millis(100), cfg.max_backoff);
     let outcome = loop {
         let started = std::time::Instant::now();
@@ -327,8 +372,14 @@ async fn settle_due(
             }
         }
     };
-    *agg.committed.lock().expect("committed lock poisoned") = s.next;
-    *agg.inflight.lock().expect("inflight lock poisoned") = None;
+    {
+        // Under the state lock, so `live_state` sees the commit and the end of the in-flight
+        // rows together.
+        let _st = agg.lock();
+        *agg.committed.lock().expect("committed lock poisoned") = s.next;
+        *agg.inflight.lock().expect("inflight lock poisoned") = None;
+    }
+    agg.generation.fetch_add(1, Ordering::AcqRel);
     notify(agg, &s, outcome);
     Ok(())
 }
@@ -339,6 +390,8 @@ fn notify(agg: &Aggregator, s: &Settlement, o: Outcome) {
         .increment((s.cust.len() + s.infra.len()) as u64);
     gauge!("suiftly_aggregate_settled_before_seconds").set((s.next.settled_before * 60) as f64);
     let msg = SettledWindow {
+        seq: s.next.settlement_seq,
+        minutes: crate::live::customer_minutes(&s.cust),
         settled_before_us: s.next.settled_before * US_PER_MIN,
         newly_settled_us: (
             s.prev.settled_before * US_PER_MIN,

@@ -50,6 +50,7 @@ fn row_to_persisted(r: &tokio_postgres::Row) -> Persisted {
         applied_through: r.get::<_, i64>(0) as u64,
         restart_position: r.get::<_, i64>(1) as u64,
         settled_before: time_to_us(r.get::<_, SystemTime>(2)).div_euclid(US_PER_MIN),
+        settlement_seq: r.get::<_, i64>(3) as u64,
     }
 }
 
@@ -69,7 +70,7 @@ pub async fn load_or_init(
         .await?;
     let r = client
         .query_one(
-            "SELECT applied_through, restart_position, settled_before FROM aggregate_state WHERE id = 1",
+            "SELECT applied_through, restart_position, settled_before, settlement_seq FROM aggregate_state WHERE id = 1",
             &[],
         )
         .await?;
@@ -90,17 +91,21 @@ pub async fn reset(
         .query_one(
             "UPDATE aggregate_state SET applied_through = $1, restart_position = $1, \
                 settled_before = GREATEST(settled_before, $2), updated_at = now() WHERE id = 1 \
-             RETURNING applied_through, restart_position, settled_before",
+             RETURNING applied_through, restart_position, settled_before, settlement_seq",
             &[&(position as i64), &minute_to_time(sb)],
         )
         .await?;
     Ok(row_to_persisted(&r))
 }
 
+pub use suiftly_model::live::{NUMBERS_COLUMNS, NUMBERS_SQL};
+
 /// The `stats_per_hour` columns computed from minute-shaped rows (`stats_per_min`, the delta
 /// table, or raw rows shaped alike by the audit).
 pub fn stats_hour_select(src: &str, cond: &str) -> String {
     const B: &str = "traffic_type IN (1, 2)";
+    // Requests for the status classes (V24): traffic types 1–6 (suiftly_model::live).
+    const R: &str = "traffic_type BETWEEN 1 AND 6";
     format!(
         "SELECT date_trunc('hour', bucket) AS bucket, customer_id, service_type, network, \
             COALESCE(SUM(request_count) FILTER (WHERE traffic_type = 1 AND status_code BETWEEN 200 AND 299), 0)::bigint AS guaranteed_success_count, \
@@ -115,7 +120,13 @@ pub fn stats_hour_select(src: &str, cond: &str) -> String {
             MAX(max_response_time_ms) FILTER (WHERE {B}) AS max_response_time_ms, \
             COALESCE(SUM(response_time_sum_ms) FILTER (WHERE {B}), 0)::bigint AS response_time_sum_ms, \
             COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type <> 8), 0)::bigint AS total_bytes, \
-            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint AS billable_bytes \
+            COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint AS billable_bytes, \
+            COALESCE(SUM(request_count) FILTER (WHERE {B} AND status_code BETWEEN 400 AND 499), 0)::bigint AS billable_client_error_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {B} AND status_code >= 500), 0)::bigint AS billable_server_error_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {R} AND status_code BETWEEN 200 AND 299), 0)::bigint AS status_2xx_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {R} AND status_code BETWEEN 300 AND 399), 0)::bigint AS status_3xx_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {R} AND status_code BETWEEN 400 AND 499), 0)::bigint AS status_4xx_count, \
+            COALESCE(SUM(request_count) FILTER (WHERE {R} AND status_code >= 500), 0)::bigint AS status_5xx_count \
          FROM {src} WHERE {cond} GROUP BY 1, 2, 3, 4"
     )
 }
@@ -126,7 +137,9 @@ fn stats_hour_upsert(src: &str, cond: &str) -> String {
         "INSERT INTO stats_per_hour AS t (bucket, customer_id, service_type, network, \
             guaranteed_success_count, burst_success_count, dropped_count, client_error_count, \
             server_error_count, billable_requests, success_count, avg_response_time_ms, \
-            min_response_time_ms, max_response_time_ms, response_time_sum_ms, total_bytes, billable_bytes) \
+            min_response_time_ms, max_response_time_ms, response_time_sum_ms, total_bytes, billable_bytes, \
+            billable_client_error_count, billable_server_error_count, status_2xx_count, status_3xx_count, \
+            status_4xx_count, status_5xx_count) \
          {} \
          ON CONFLICT (bucket, customer_id, service_type, network) DO UPDATE SET \
             guaranteed_success_count = t.guaranteed_success_count + EXCLUDED.guaranteed_success_count, \
@@ -142,7 +155,13 @@ fn stats_hour_upsert(src: &str, cond: &str) -> String {
             min_response_time_ms = LEAST(t.min_response_time_ms, EXCLUDED.min_response_time_ms), \
             max_response_time_ms = GREATEST(t.max_response_time_ms, EXCLUDED.max_response_time_ms), \
             total_bytes = t.total_bytes + EXCLUDED.total_bytes, \
-            billable_bytes = t.billable_bytes + EXCLUDED.billable_bytes",
+            billable_bytes = t.billable_bytes + EXCLUDED.billable_bytes, \
+            billable_client_error_count = t.billable_client_error_count + EXCLUDED.billable_client_error_count, \
+            billable_server_error_count = t.billable_server_error_count + EXCLUDED.billable_server_error_count, \
+            status_2xx_count = t.status_2xx_count + EXCLUDED.status_2xx_count, \
+            status_3xx_count = t.status_3xx_count + EXCLUDED.status_3xx_count, \
+            status_4xx_count = t.status_4xx_count + EXCLUDED.status_4xx_count, \
+            status_5xx_count = t.status_5xx_count + EXCLUDED.status_5xx_count",
         stats_hour_select(src, cond)
     )
 }
@@ -307,8 +326,8 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
     let tx = client.transaction().await?;
     let r = tx
         .query_one(
-            "SELECT applied_through, restart_position, settled_before FROM aggregate_state \
-             WHERE id = 1 FOR UPDATE",
+            "SELECT applied_through, restart_position, settled_before, settlement_seq \
+             FROM aggregate_state WHERE id = 1 FOR UPDATE",
             &[],
         )
         .await?;
@@ -446,13 +465,38 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
         .await?;
     usage.extend(rows.iter().map(usage_row));
 
+    // The live tail's record of this settlement (V23): its sequence number and, per (minute,
+    // customer, service, network), what it added — replayed to a stream that reconnects.
+    let seq = s.next.settlement_seq as i64;
+    tx.execute(
+        "INSERT INTO settlement_log (seq, prev_settled_before, settled_before, late_requests) \
+         VALUES ($1, $2, $3, $4)",
+        &[
+            &seq,
+            &minute_to_time(s.prev.settled_before),
+            &minute_to_time(s.next.settled_before),
+            &s.late_requests,
+        ],
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO settlement_minutes (seq, customer_id, bucket, service_type, network, {NUMBERS_COLUMNS}) \
+             SELECT $1, customer_id, bucket, service_type, network, {NUMBERS_SQL} \
+             FROM d_cust GROUP BY customer_id, bucket, service_type, network"
+        ),
+        &[&seq],
+    )
+    .await?;
+
     tx.execute(
         "UPDATE aggregate_state SET applied_through = $1, restart_position = $2, \
-            settled_before = $3, updated_at = now() WHERE id = 1",
+            settled_before = $3, settlement_seq = $4, updated_at = now() WHERE id = 1",
         &[
             &(s.next.applied_through as i64),
             &(s.next.restart_position as i64),
             &minute_to_time(s.next.settled_before),
+            &seq,
         ],
     )
     .await?;
@@ -487,9 +531,29 @@ pub const RETENTION: &[(&str, &str)] = &[
     ("infra_per_day", "2 years"),
 ];
 
+/// How long the live tail can replay missed settled events (`settlement_log`,
+/// `settlement_minutes`): a stream that reconnects later is told to reload (`reset`).
+pub const REPLAY_RETENTION: &str = "24 hours";
+
 /// Deletes aggregate rows past retention; returns the number deleted.
 pub async fn purge(client: &Client) -> Result<u64, tokio_postgres::Error> {
-    let mut n = 0;
+    let mut n = client
+        .execute(
+            &format!(
+                "DELETE FROM settlement_minutes WHERE seq <= (SELECT max(seq) FROM settlement_log \
+                 WHERE committed_at < now() - interval '{REPLAY_RETENTION}')"
+            ),
+            &[],
+        )
+        .await?;
+    n += client
+        .execute(
+            &format!(
+                "DELETE FROM settlement_log WHERE committed_at < now() - interval '{REPLAY_RETENTION}'"
+            ),
+            &[],
+        )
+        .await?;
     for (table, keep) in RETENTION {
         n += client
             .execute(

@@ -111,7 +111,8 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
         Persisted {
             applied_through: 0,
             restart_position: 0,
-            settled_before: start_minute
+            settled_before: start_minute,
+            settlement_seq: 0,
         }
     );
     let (agg, task) = service::start(
@@ -539,4 +540,213 @@ async fn pushed_down_time_bounds_keep_the_boundary_rows() {
         }
     }
     assert_eq!(checked, lits.len() * instants.len() * 10);
+}
+
+/// The live tail's side of settlement (issue 13): every commit gets the next sequence number,
+/// its `SettledWindow` carries what it added as customers see it, `settlement_minutes` holds
+/// the same rows (the SQL rules equal the Rust rules of `suiftly_model::live`), and the V24
+/// columns of `stats_per_hour` agree with the same rules per hour; the unsettled part read
+/// through `live_state` equals the brute-force fold of the rows not yet settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_events_and_customer_numbers_follow_the_rules() {
+    use std::collections::BTreeMap;
+    use suiftly_model::{MinuteKey, Numbers};
+
+    let pg = pgcluster::PgCluster::temporary().expect("a PostgreSQL test cluster must start");
+    let conninfo = pg.connection_string();
+    let mut c = crate::settle::connect(&conninfo).await.unwrap();
+    suiftly_migrations::migrate(&mut c).await.unwrap();
+    let now = suiftly_model::time::now_us();
+    let base = (now - 3 * US_PER_HOUR).div_euclid(US_PER_HOUR) * US_PER_HOUR;
+    let mut runner = TestRunner::deterministic();
+    let mut rows: Vec<Row> = prop::collection::vec(arb_row(base, 150), 1500)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current();
+    rows.sort_by_key(|r| r.ts_us);
+    let cfg = AggregatorConfig {
+        window: WindowConfig {
+            allowed_lateness_us: 1_000_000,
+            idle_lag_us: 0,
+        },
+        settle_interval: Duration::from_millis(30),
+        subscriber_capacity: 100_000,
+        max_backoff: Duration::from_millis(200),
+    };
+    crate::settle::load_or_init(&c, 0, base / US_PER_MIN)
+        .await
+        .unwrap();
+    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+        .await
+        .unwrap();
+    let mut w = Writer::new(WriterConfig::new(&conninfo));
+    let (tx, rx) = mpsc::channel(4);
+    let (agg, task) = service::start(
+        cfg,
+        conninfo.clone(),
+        Recovery {
+            persisted,
+            replay_to: 0,
+            replay: None,
+        },
+        rx,
+        Arc::new(|_| true),
+        CancellationToken::new(),
+    );
+    let mut sub = agg.subscribe();
+    let task = tokio::spawn(task);
+    // Chunk by chunk, each settled before the next: the later chunks are late rows for
+    // settled minutes (deltas), so there are several settlements whatever the timing.
+    let mut pos = 0u64;
+    for chunk in rows.chunks(300) {
+        feed(&mut w, &tx, std::iter::once(chunk), &mut pos).await;
+        wait_settled(&agg, pos).await;
+    }
+
+    // Sequence numbers: 1, 2, 3, … with a settlement_log row each.
+    let mut from_messages: BTreeMap<MinuteKey, Numbers> = BTreeMap::new();
+    let mut seqs = Vec::new();
+    while let Ok(m) = sub.try_recv() {
+        seqs.push(m.seq);
+        for (k, v) in &m.minutes {
+            from_messages.entry(*k).or_default().merge(v);
+        }
+    }
+    assert!(seqs.len() >= 5, "{seqs:?}");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let logged: Vec<i64> = c
+        .query("SELECT seq FROM settlement_log ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logged, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    assert_eq!(agg.persisted().settlement_seq, seqs.len() as u64);
+
+    // What the messages carried = the brute-force fold of every row (Rust rules).
+    let expect: BTreeMap<MinuteKey, Numbers> =
+        crate::live::customer_minutes(&crate::window::tests::brute_force(&rows).cust)
+            .into_iter()
+            .collect();
+    assert_eq!(from_messages, expect);
+
+    // settlement_minutes (SQL rules) = the same.
+    let db = c
+        .query(
+            &format!(
+                "SELECT customer_id, (extract(epoch FROM bucket) / 60)::bigint, service_type, network, \
+                 {} FROM settlement_minutes",
+                suiftly_model::live::NUMBERS_COLUMNS
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut from_db: BTreeMap<MinuteKey, Numbers> = BTreeMap::new();
+    for r in &db {
+        let k = MinuteKey {
+            customer_id: r.get(0),
+            minute: r.get(1),
+            service_type: r.get(2),
+            network: r.get(3),
+        };
+        let n = Numbers {
+            requests: r.get(4),
+            billable_requests: r.get(5),
+            dropped_requests: r.get(6),
+            success: r.get(7),
+            client_errors: r.get(8),
+            server_errors: r.get(9),
+            status_2xx: r.get(10),
+            status_3xx: r.get(11),
+            status_4xx: r.get(12),
+            status_5xx: r.get(13),
+            total_bytes: r.get(14),
+            billable_bytes: r.get(15),
+            response_time_sum_ms: r.get(16),
+            min_response_time_ms: r.get(17),
+            max_response_time_ms: r.get(18),
+        };
+        from_db.entry(k).or_default().merge(&n);
+    }
+    assert_eq!(from_db, expect);
+
+    // stats_per_hour's V24 columns per completed hour = the Rust rules rolled up to hours.
+    let mut hourly: BTreeMap<(i64, i32, i16, i16), Numbers> = BTreeMap::new();
+    for (k, v) in &expect {
+        let hour = k.minute.div_euclid(60) * 60;
+        hourly
+            .entry((hour, k.customer_id, k.service_type, k.network))
+            .or_default()
+            .merge(v);
+    }
+    let settled_hour = agg.persisted().settled_before.div_euclid(60) * 60;
+    let db = c
+        .query(
+            "SELECT (extract(epoch FROM bucket) / 60)::bigint, customer_id, service_type, network, \
+                billable_requests + dropped_count, billable_requests, dropped_count, \
+                guaranteed_success_count + burst_success_count, billable_client_error_count, \
+                billable_server_error_count, status_2xx_count, status_3xx_count, status_4xx_count, \
+                status_5xx_count, total_bytes, billable_bytes, response_time_sum_ms, \
+                min_response_time_ms, max_response_time_ms FROM stats_per_hour",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut compared = 0;
+    for r in &db {
+        let key = (r.get::<_, i64>(0), r.get(1), r.get(2), r.get(3));
+        assert!(key.0 < settled_hour);
+        let got = Numbers {
+            requests: r.get(4),
+            billable_requests: r.get(5),
+            dropped_requests: r.get(6),
+            success: r.get(7),
+            client_errors: r.get(8),
+            server_errors: r.get(9),
+            status_2xx: r.get(10),
+            status_3xx: r.get(11),
+            status_4xx: r.get(12),
+            status_5xx: r.get(13),
+            total_bytes: r.get(14),
+            billable_bytes: r.get(15),
+            response_time_sum_ms: r.get(16),
+            min_response_time_ms: r.get(17),
+            max_response_time_ms: r.get(18),
+        };
+        assert_eq!(Some(&got), hourly.get(&key), "{key:?}");
+        compared += 1;
+    }
+    assert_eq!(
+        compared,
+        hourly.keys().filter(|k| k.0 < settled_hour).count()
+    );
+    assert!(compared > 10);
+
+    // Rows five minutes ahead stay open (the watermark never runs ahead of the clock):
+    // live_state shows exactly them, relative to the last committed sequence.
+    let ahead = now + 5 * US_PER_MIN;
+    let live_rows: Vec<Row> = prop::collection::vec(arb_row(ahead, 1), 200)
+        .new_tree(&mut runner)
+        .unwrap()
+        .current();
+    feed(&mut w, &tx, std::iter::once(&live_rows[..]), &mut pos).await;
+    for _ in 0..400 {
+        if agg.input_position() == pos {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = agg.live_state();
+    let expect_live =
+        crate::live::customer_minutes(&crate::window::tests::brute_force(&live_rows).cust);
+    assert!(!expect_live.is_empty());
+    assert_eq!(st.rows, expect_live);
+    // A settlement may be moving an empty minute at this instant: it carries none of them.
+    assert!(st.inflight.as_ref().is_none_or(|(_, r)| r.is_empty()));
+    assert!(st.committed_seq <= agg.persisted().settlement_seq);
+    assert_eq!(st.rows_beyond(st.base_seq()), Some(expect_live));
+    drop(tx);
+    task.await.unwrap().unwrap();
 }

@@ -158,6 +158,9 @@ pub struct Persisted {
     pub restart_position: u64,
     /// Minutes below this (minutes since the epoch) are settled.
     pub settled_before: i64,
+    /// Sequence number of the last committed settlement (0: none yet); each settlement's
+    /// `next` is one more than its `prev` — the live tail's event id.
+    pub settlement_seq: u64,
 }
 
 #[derive(Debug, Default)]
@@ -339,6 +342,7 @@ impl WindowState {
             applied_through: self.input_pos,
             restart_position,
             settled_before,
+            settlement_seq: prev.settlement_seq + 1,
         };
         let mut cust: Vec<_> = late.cust.into_iter().collect();
         let mut infra: Vec<_> = late.infra.into_iter().collect();
@@ -601,7 +605,7 @@ pub(crate) mod tests {
             // Positions: record i occupies [10 i, 10 i + 10).
             let pos = |i: usize| (i as u64) * 10;
             let mut db = Db::default();
-            let first = Persisted { applied_through: 0, restart_position: 0, settled_before: i64::MIN / US_PER_MIN };
+            let first = Persisted { applied_through: 0, restart_position: 0, settled_before: i64::MIN / US_PER_MIN, settlement_seq: 0 };
             let mut st = WindowState::restore(cfg, first);
             let mut next = 0usize; // next record to read
             let mut now = BASE;
@@ -663,6 +667,7 @@ pub(crate) mod tests {
             applied_through: 0,
             restart_position: 0,
             settled_before: BASE / US_PER_MIN,
+            settlement_seq: 0,
         };
         let mut st = WindowState::restore(cfg, p0);
         let row = |ts_us| Row {

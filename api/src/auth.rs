@@ -145,30 +145,36 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let (customer_id, family) = validate(state, token.trim(), "access")?;
-        let now = state.clock.now();
-        if !state.customer_limiter.check(&customer_id, now) {
-            metrics::counter!("suiftly_api_rate_limited_total", "scope" => "customer").increment(1);
-            return Err(ApiError::RateLimited);
-        }
-        let client = state.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT c.status, EXISTS (SELECT 1 FROM refresh_tokens r \
+        caller_from_token(state, token).await
+    }
+}
+
+/// Every check of [`Caller`] on an access token however it arrived (the live stream also
+/// takes it from a query parameter, for `EventSource`).
+pub async fn caller_from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let (customer_id, family) = validate(state, token.trim(), "access")?;
+    let now = state.clock.now();
+    if !state.customer_limiter.check(&customer_id, now) {
+        metrics::counter!("suiftly_api_rate_limited_total", "scope" => "customer").increment(1);
+        return Err(ApiError::RateLimited);
+    }
+    let client = state.pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT c.status, EXISTS (SELECT 1 FROM refresh_tokens r \
                      WHERE r.family_id = $2 AND r.customer_id = $1 \
                        AND r.revoked_at IS NULL AND r.expires_at > $3) \
                  FROM customers c WHERE c.customer_id = $1",
-                &[&customer_id, &family, &now],
-            )
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        account_open(row.get(0))?;
-        if !row.get::<_, bool>(1) {
-            // Logged out, or the family was revoked after a refresh-token reuse.
-            return Err(ApiError::Unauthorized);
-        }
-        Ok(Caller { customer_id })
+            &[&customer_id, &family, &now],
+        )
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    account_open(row.get(0))?;
+    if !row.get::<_, bool>(1) {
+        // Logged out, or the family was revoked after a refresh-token reuse.
+        return Err(ApiError::Unauthorized);
     }
+    Ok(Caller { customer_id })
 }
 
 #[derive(Deserialize)]

@@ -54,6 +54,8 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("too many requests")]
     RateLimited,
+    #[error("{limit} live streams are already open")]
+    StreamLimitReached { limit: usize },
     #[error("service temporarily unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -79,7 +81,7 @@ impl ApiError {
             KeyLimitReached { .. } | IdempotencyConflict => StatusCode::CONFLICT,
             Timeout => StatusCode::REQUEST_TIMEOUT,
             Spend(_) | InsufficientEscrowFunds { .. } => StatusCode::PAYMENT_REQUIRED,
-            RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited | StreamLimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -109,6 +111,7 @@ impl ApiError {
             InsufficientEscrowFunds { .. } => "insufficient_escrow_funds",
             IdempotencyConflict => "idempotency_conflict",
             RateLimited => "rate_limited",
+            StreamLimitReached { .. } => "stream_limit_reached",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal",
         }
@@ -118,6 +121,7 @@ impl ApiError {
         match self {
             ApiError::Spend(e) => Some(serde_json::to_value(e).expect("plain struct")),
             ApiError::KeyLimitReached { limit } => Some(json!({ "limit": limit })),
+            ApiError::StreamLimitReached { limit } => Some(json!({ "limit": limit })),
             ApiError::LimitOutOfRange {
                 min_usd_cents,
                 max_usd_cents,

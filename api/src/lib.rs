@@ -16,12 +16,16 @@ pub mod clock;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod live;
+pub mod live_sse;
 pub mod middleware;
 pub mod openapi;
 pub mod ratelimit;
+pub mod seal_keys;
 pub mod server;
 pub mod services;
 pub mod static_files;
+pub mod stats;
 pub mod sui;
 
 use std::future::Future;
@@ -183,6 +187,16 @@ pub struct Inner {
     pub ip_limiter: RateLimiter<std::net::IpAddr>,
     pub customer_limiter: RateLimiter<i32>,
     pub metrics: Option<MetricsRender>,
+    /// The live tail (stats' open bucket, `/stats/live`); `None`: settled tables only.
+    pub live: Option<LiveHandle>,
+}
+
+/// The live hub an API serves from, and the token that ends its streams (fired when the
+/// server starts its graceful shutdown: open streams would otherwise keep it waiting).
+#[derive(Clone)]
+pub struct LiveHandle {
+    pub hub: Arc<live::LiveHub>,
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 /// Shared state of every handler (cheap to clone).
@@ -216,7 +230,20 @@ impl AppState {
             escrow,
             clock,
             metrics,
+            live: None,
         })))
+    }
+
+    /// Serves the live tail from `hub` (before the state is shared: call right after
+    /// [`AppState::new`]).
+    pub fn with_live(mut self, hub: Arc<live::LiveHub>) -> AppState {
+        Arc::get_mut(&mut self.0)
+            .expect("with_live before the state is cloned")
+            .live = Some(LiveHandle {
+            hub,
+            stop: tokio_util::sync::CancellationToken::new(),
+        });
+        self
     }
 }
 
@@ -284,6 +311,34 @@ pub fn routes() -> Vec<RouteDef> {
         ),
         r(M::GET, "/billing/current", get(billing::current)),
         r(M::GET, "/billing/transactions", get(billing::transactions)),
+        r(M::GET, "/stats/summary", get(stats::summary)),
+        r(M::GET, "/stats/traffic", get(stats::traffic)),
+        r(M::GET, "/stats/usage", get(stats::usage)),
+        r(M::GET, "/stats/bandwidth", get(stats::bandwidth)),
+        r(M::GET, "/stats/response-time", get(stats::response_time)),
+        r(M::GET, "/stats/live", get(live_sse::stream)),
+        r(M::GET, "/seal-keys", get(seal_keys::list)),
+        r(M::POST, "/seal-keys", post(seal_keys::create)),
+        r(
+            M::DELETE,
+            "/seal-keys/{seal_key_id}",
+            delete(seal_keys::delete),
+        ),
+        r(
+            M::GET,
+            "/seal-keys/{seal_key_id}/packages",
+            get(seal_keys::packages),
+        ),
+        r(
+            M::POST,
+            "/seal-keys/{seal_key_id}/packages",
+            post(seal_keys::add_package),
+        ),
+        r(
+            M::DELETE,
+            "/seal-keys/{seal_key_id}/packages/{package_id}",
+            delete(seal_keys::remove_package),
+        ),
     ]
 }
 
@@ -339,6 +394,15 @@ pub async fn run(
 ) -> Result<(), RunError> {
     state.config.check_listen(listener.local_addr()?)?;
     let limits = state.config.server;
+    // Live streams never end by themselves: end them when the shutdown starts, so the
+    // graceful drain can finish.
+    let streams = state.live.as_ref().map(|l| l.stop.clone());
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(s) = streams {
+            s.cancel();
+        }
+    };
     server::serve(listener, app(state), limits, shutdown).await?;
     Ok(())
 }

@@ -21,8 +21,50 @@ fn service_param() -> Value {
             "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "ssfn", "sealo"] } })
 }
 
+fn seal_key_param() -> Value {
+    json!({ "name": "seal_key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
+}
+
 fn key_param() -> Value {
     json!({ "name": "key_id", "in": "path", "required": true, "schema": { "type": "integer", "format": "int64" } })
+}
+
+fn stats_params(series: bool) -> Vec<Value> {
+    let mut v = vec![
+        json!({ "name": "service", "in": "query", "required": false, "description": "only this service",
+                "schema": { "type": "string", "enum": ["seal", "grpc", "graphql", "platform", "ssfn", "sealo"] } }),
+        json!({ "name": "network", "in": "query", "required": false, "description": "only this network",
+                "schema": { "type": "string", "enum": ["mainnet", "testnet", "devnet", "localnet"] } }),
+    ];
+    if series {
+        v.push(json!({ "name": "range", "in": "query", "required": false,
+            "description": "window ending with the current bucket (default 24h); not with period",
+            "schema": { "type": "string", "enum": ["24h", "7d", "30d"] } }));
+        v.push(
+            json!({ "name": "interval", "in": "query", "required": false,
+            "description": "bucket size (UTC); default hour for 24h, day otherwise",
+            "schema": { "type": "string", "enum": ["hour", "day"] } }),
+        );
+        v.push(json!({ "name": "period", "in": "query", "required": false,
+            "description": "a billing period (UTC month) instead of a range: summed, the usage series equals the invoice's usage",
+            "schema": { "type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$" } }));
+    }
+    v
+}
+
+fn series_schema(point: &str) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "required": [
+            "range", "period", "interval", "from", "to", "service", "network", "settled_before", "points"], "properties": {
+        "range": { "type": "string", "enum": ["24h", "7d", "30d"], "nullable": true },
+        "period": { "type": "string", "nullable": true },
+        "interval": { "type": "string", "enum": ["hour", "day"] },
+        "from": { "type": "string", "format": "date-time" },
+        "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+        "service": { "type": "string", "nullable": true },
+        "network": { "type": "string", "nullable": true },
+        "settled_before": { "type": "string", "format": "date-time", "description": "metering has settled every minute before this" },
+        "points": { "type": "array", "items": { "$ref": format!("#/components/schemas/{point}") },
+                    "description": "completed buckets always (zero when empty); a partial bucket only when it has data" } } })
 }
 
 struct Op {
@@ -375,7 +417,293 @@ fn ops() -> Vec<Op> {
             json!({ "$ref": "#/components/schemas/Transactions" }),
             &["400", "401", "429"],
         ),
+        o(
+            "get",
+            "/stats/summary",
+            "Usage of the last 24 hours (the current UTC hour and the 23 before it)",
+            true,
+            stats_params(false),
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/StatsSummary" }),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/traffic",
+            "Requests per bucket: billable, dropped, success, errors, status classes",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("TrafficPoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/usage",
+            "Billable usage per bucket (the numbers billing charges)",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("UsagePoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/bandwidth",
+            "Bytes per bucket",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("BandwidthPoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/response-time",
+            "Response time of billable requests per bucket (averages weighted by requests)",
+            true,
+            stats_params(true),
+            None,
+            "200",
+            series_schema("ResponseTimePoint"),
+            &["400", "401", "429"],
+        ),
+        o(
+            "get",
+            "/stats/live",
+            "Usage pushed as server-sent events: `provisional` (LiveProvisional, the unsettled rows, at most once a second), \
+             `settled` (LiveSettled, id = settlement sequence; reconnect with Last-Event-ID to replay what was missed), \
+             `reset` (LiveReset), `end` (LiveEnd); `: keep-alive` comments. EventSource clients may pass \
+             `access_token` and `last_event_id` as query parameters",
+            true,
+            vec![
+                json!({ "name": "Last-Event-ID", "in": "header", "required": false, "schema": { "type": "string" },
+                        "description": "the last settled event received: the stream replays the settled events after it" }),
+                json!({ "name": "last_event_id", "in": "query", "required": false, "schema": { "type": "string" } }),
+                json!({ "name": "access_token", "in": "query", "required": false, "schema": { "type": "string" },
+                        "description": "the access token, for EventSource (which cannot send Authorization)" }),
+            ],
+            None,
+            "200",
+            json!({ "type": "string" }),
+            &["400", "401", "429", "503"],
+        ),
+        o(
+            "get",
+            "/seal-keys",
+            "The caller's Seal keys and what the seal service allows (1 key and 3 packages per key included)",
+            true,
+            vec![],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/SealKeyList" }),
+            &["401", "429"],
+        ),
+        o(
+            "post",
+            "/seal-keys",
+            "Create a derived Seal key or import one; buys an extra key when the included one is used (cost-checked)",
+            true,
+            vec![],
+            Some(json!({ "$ref": "#/components/schemas/SealKeyCreate" })),
+            "201",
+            json!({ "$ref": "#/components/schemas/SealKey" }),
+            &["400", "401", "402", "404", "413", "429"],
+        ),
+        o(
+            "delete",
+            "/seal-keys/{seal_key_id}",
+            "Delete a Seal key (its packages go with it; cost-checked: the pooled package allowance shrinks)",
+            true,
+            vec![seal_key_param()],
+            None,
+            "204",
+            Value::Null,
+            &["400", "401", "402", "404", "429"],
+        ),
+        o(
+            "get",
+            "/seal-keys/{seal_key_id}/packages",
+            "The Sui packages a Seal key serves",
+            true,
+            vec![seal_key_param()],
+            None,
+            "200",
+            json!({ "$ref": "#/components/schemas/SealPackages" }),
+            &["400", "401", "404", "429"],
+        ),
+        o(
+            "post",
+            "/seal-keys/{seal_key_id}/packages",
+            "Add a package to a Seal key; buys an extra package beyond 3 per key (cost-checked)",
+            true,
+            vec![seal_key_param()],
+            Some(
+                json!({ "type": "object", "required": ["package_id"], "additionalProperties": false, "properties": {
+                "package_id": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } } }),
+            ),
+            "201",
+            json!({ "$ref": "#/components/schemas/SealPackages" }),
+            &["400", "401", "402", "404", "413", "429"],
+        ),
+        o(
+            "delete",
+            "/seal-keys/{seal_key_id}/packages/{package_id}",
+            "Remove a package from a Seal key",
+            true,
+            vec![
+                seal_key_param(),
+                json!({ "name": "package_id", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^0x[0-9a-fA-F]{64}$" } }),
+            ],
+            None,
+            "204",
+            Value::Null,
+            &["400", "401", "404", "429"],
+        ),
     ]
+}
+
+fn int64(description: &str) -> Value {
+    if description.is_empty() {
+        json!({ "type": "integer", "format": "int64" })
+    } else {
+        json!({ "type": "integer", "format": "int64", "description": description })
+    }
+}
+
+/// The Seal-key schemas (issue 13), merged into `components.schemas`.
+fn seal_schemas() -> Value {
+    json!({
+        "SealKey": { "type": "object", "additionalProperties": false, "required": [
+                "seal_key_id", "name", "source", "network", "public_key", "derivation_index", "packages",
+                "is_active", "created_at", "revoked_at"], "properties": {
+            "seal_key_id": int64(""),
+            "name": { "type": "string" },
+            "source": { "type": "string", "enum": ["derived", "imported"] },
+            "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+            "public_key": { "type": "string", "description": "96 bytes (BLS12-381 G2, compressed) as hex" },
+            "derivation_index": { "type": "integer", "nullable": true, "description": "derived keys: the key server's derivation index" },
+            "packages": { "type": "array", "items": { "type": "string" } },
+            "is_active": { "type": "boolean" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "revoked_at": { "type": "string", "format": "date-time", "nullable": true },
+            "allowance": { "$ref": "#/components/schemas/SealAllowance" } } },
+        "SealAllowance": { "type": "object", "additionalProperties": false, "required": [
+                "active_keys", "included_keys", "purchased_keys", "packages", "included_packages_per_key",
+                "purchased_packages", "extra_key_usd_cents_per_month", "extra_package_usd_cents_per_month"], "properties": {
+            "active_keys": { "type": "integer" }, "included_keys": { "type": "integer" },
+            "purchased_keys": { "type": "integer" }, "packages": { "type": "integer" },
+            "included_packages_per_key": { "type": "integer" }, "purchased_packages": { "type": "integer" },
+            "extra_key_usd_cents_per_month": int64(""), "extra_package_usd_cents_per_month": int64("") } },
+        "SealKeyList": { "type": "object", "additionalProperties": false, "required": ["seal_keys", "allowance"], "properties": {
+            "seal_keys": { "type": "array", "items": { "$ref": "#/components/schemas/SealKey" } },
+            "allowance": { "$ref": "#/components/schemas/SealAllowance" } } },
+        "SealKeyCreate": { "type": "object", "additionalProperties": false, "properties": {
+            "name": { "type": "string", "maxLength": 64 },
+            "network": { "type": "string", "enum": ["mainnet", "testnet"] },
+            "source": { "type": "string", "enum": ["derived", "imported"] },
+            "public_key": { "type": "string", "description": "imported: 192 hex digits" },
+            "encrypted_private_key": { "type": "string", "description": "imported: the private key encrypted to the key server, base64 (at most 1024 bytes)" } } },
+        "SealPackages": { "type": "object", "additionalProperties": false, "required": ["seal_key_id", "packages"], "properties": {
+            "seal_key_id": int64(""),
+            "packages": { "type": "array", "items": { "type": "string" } } } }
+    })
+}
+
+/// The stats and live-tail schemas (issue 13), merged into `components.schemas`.
+fn stats_schemas() -> Vec<(String, Value)> {
+    let a = json!({
+            "StatsSummary": { "type": "object", "additionalProperties": false, "required": [
+                    "from", "to", "partial", "service", "network", "settled_before", "requests", "billable_requests",
+                    "dropped_requests", "success", "client_errors", "server_errors", "status_2xx", "status_3xx",
+                    "status_4xx", "status_5xx", "status_other", "total_bytes", "billable_bytes",
+                    "avg_response_time_ms", "min_response_time_ms", "max_response_time_ms"], "properties": {
+                "from": { "type": "string", "format": "date-time" },
+                "to": { "type": "string", "format": "date-time", "description": "exclusive" },
+                "partial": { "type": "boolean", "description": "includes numbers metering has not settled yet" },
+                "service": { "type": "string", "nullable": true },
+                "network": { "type": "string", "nullable": true },
+                "settled_before": { "type": "string", "format": "date-time" },
+                "requests": int64("traffic types 1–6 (served and dropped; stream rows are not requests)"),
+                "billable_requests": int64("traffic types 1–2"),
+                "dropped_requests": int64("traffic types 3–6"),
+                "success": int64("billable with a 2xx status"),
+                "client_errors": int64("billable with a 4xx status"),
+                "server_errors": int64("billable with a status of 500 or more"),
+                "status_2xx": int64("requests by status class"),
+                "status_3xx": int64(""), "status_4xx": int64(""), "status_5xx": int64(""),
+                "status_other": int64("1xx or no status"),
+                "total_bytes": int64("every traffic type but 8 (stream close)"),
+                "billable_bytes": int64("traffic types 1, 2 and 7"),
+                "avg_response_time_ms": { "type": "number", "nullable": true, "description": "billable requests, weighted by repeat" },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } },
+            "TrafficPoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "requests", "billable_requests", "dropped_requests", "success", "client_errors",
+                    "server_errors", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "requests": int64(""), "billable_requests": int64(""), "dropped_requests": int64(""), "success": int64(""),
+                "client_errors": int64(""), "server_errors": int64(""), "status_2xx": int64(""), "status_3xx": int64(""),
+                "status_4xx": int64(""), "status_5xx": int64(""), "status_other": int64("") } },
+            "UsagePoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "billable_requests", "billable_bytes"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "billable_requests": int64(""), "billable_bytes": int64("") } },
+            "BandwidthPoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "total_bytes", "billable_bytes"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "total_bytes": int64(""), "billable_bytes": int64("") } },
+            "ResponseTimePoint": { "type": "object", "additionalProperties": false, "required": [
+                    "start", "partial", "billable_requests", "avg_response_time_ms", "min_response_time_ms",
+                    "max_response_time_ms"], "properties": {
+                "start": { "type": "string", "format": "date-time" }, "partial": { "type": "boolean" },
+                "billable_requests": int64("the weight of the average"),
+                "avg_response_time_ms": { "type": "number", "nullable": true },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } }
+    });
+    let b = json!({
+            "LiveRow": { "type": "object", "additionalProperties": false, "required": [
+                    "minute", "service", "network", "requests", "billable_requests", "dropped_requests", "success",
+                    "client_errors", "server_errors", "status_2xx", "status_3xx", "status_4xx", "status_5xx",
+                    "total_bytes", "billable_bytes", "response_time_sum_ms", "avg_response_time_ms",
+                    "min_response_time_ms", "max_response_time_ms"], "properties": {
+                "minute": { "type": "string", "format": "date-time" },
+                "service": { "type": "string" }, "network": { "type": "string" },
+                "requests": int64(""), "billable_requests": int64(""), "dropped_requests": int64(""), "success": int64(""),
+                "client_errors": int64(""), "server_errors": int64(""), "status_2xx": int64(""), "status_3xx": int64(""),
+                "status_4xx": int64(""), "status_5xx": int64(""), "total_bytes": int64(""), "billable_bytes": int64(""),
+                "response_time_sum_ms": int64("sum over billable requests; add these, not averages"),
+                "avg_response_time_ms": { "type": "number", "nullable": true },
+                "min_response_time_ms": { "type": "integer", "nullable": true },
+                "max_response_time_ms": { "type": "integer", "nullable": true } } },
+            "LiveProvisional": { "type": "object", "additionalProperties": false, "required": ["settled_before", "rows"],
+                "description": "`provisional` event: every unsettled row of the caller; replaces the previous provisional view", "properties": {
+                "settled_before": { "type": "string", "format": "date-time" },
+                "rows": { "type": "array", "items": { "$ref": "#/components/schemas/LiveRow" } } } },
+            "LiveSettled": { "type": "object", "additionalProperties": false, "required": ["seq", "settled_before", "rows"],
+                "description": "`settled` event: what settlement `seq` added for the caller (final; add to what you have) — may be empty", "properties": {
+                "seq": int64("the event id"),
+                "settled_before": { "type": "string", "format": "date-time" },
+                "rows": { "type": "array", "items": { "$ref": "#/components/schemas/LiveRow" } } } },
+            "LiveReset": { "type": "object", "additionalProperties": false, "required": ["reason", "seq"],
+                "description": "`reset` event: missed events cannot be replayed; reload the series", "properties": {
+                "reason": { "type": "string", "enum": ["replay_unavailable", "unknown_event_id"] }, "seq": int64("") } },
+            "LiveEnd": { "type": "object", "additionalProperties": false, "required": ["reason"],
+                "description": "`end` event: the stream ends; reconnect with Last-Event-ID", "properties": {
+                "reason": { "type": "string", "enum": ["shutdown", "max_duration", "unavailable"] } } }
+    });
+    let mut out = Vec::new();
+    for v in [a, b] {
+        if let Value::Object(m) = v {
+            out.extend(m);
+        }
+    }
+    out
 }
 
 fn components() -> Value {
@@ -405,7 +733,7 @@ fn components() -> Value {
                     "not_found", "route_not_found", "unknown_service", "service_not_available", "invalid_config",
                     "request_timeout", "insufficient_balance", "monthly_limit_exceeded", "api_key_limit_reached",
                     "limit_out_of_range", "insufficient_escrow_funds", "idempotency_conflict", "rate_limited",
-                    "unavailable", "internal"] },
+                    "stream_limit_reached", "unavailable", "internal"] },
                 "message": { "type": "string" },
                 "details": { "type": "object", "additionalProperties": { "type": "integer", "format": "int64" },
                              "description": "numbers that explain the refusal (all money in cents)" } } },
@@ -501,6 +829,13 @@ fn components() -> Value {
                 "expiresIn": { "type": "integer", "description": "seconds" }, "walletAddress": { "type": "string" } } }
         }
     });
+    let schemas = doc["schemas"].as_object_mut().expect("schemas");
+    for (k, v) in stats_schemas() {
+        schemas.insert(k, v);
+    }
+    if let Value::Object(m) = seal_schemas() {
+        schemas.extend(m);
+    }
     // The billing schemas (issue 11), in a second macro call: one json! of every schema
     // exceeds the macro's recursion limit.
     let billing = billing_schemas(invoice_props, detail_props);
@@ -626,6 +961,8 @@ pub fn document() -> Value {
         let mut responses = Map::new();
         let success = if op.response.is_null() {
             json!({ "description": "no content" })
+        } else if op.path == "/stats/live" {
+            json!({ "description": "an event stream (see the summary and the Live* schemas)", "content": { "text/event-stream": { "schema": op.response } } })
         } else {
             ok("success", op.response)
         };

@@ -32,7 +32,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -74,6 +74,9 @@ type Shared = Arc<Mutex<ConnState>>;
 struct Watched {
     io: TcpStream,
     state: Shared,
+    /// Wakes the watchdog when a request head starts: it sleeps until the deadline it knew,
+    /// and an idle timeout longer than the header timeout must not postpone the latter.
+    head_started: Arc<Notify>,
 }
 
 impl Watched {
@@ -83,6 +86,7 @@ impl Watched {
         s.last_activity = now;
         if read && s.in_flight == 0 && s.head_started.is_none() {
             s.head_started = Some(now);
+            self.head_started.notify_one();
         }
     }
 }
@@ -234,9 +238,11 @@ async fn serve_connection(
         head_started: None,
         in_flight: 0,
     }));
+    let head_started = Arc::new(Notify::new());
     let io = TokioIo::new(Watched {
         io: stream,
         state: state.clone(),
+        head_started: head_started.clone(),
     });
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
@@ -245,12 +251,27 @@ async fn serve_connection(
         let app = app.clone();
         async move {
             let resp = app.oneshot(req.map(axum::body::Body::new)).await;
-            drop(guard);
-            resp.map_err(|e: Infallible| match e {})
+            // In flight until the response body is done, not only its head: a streamed body
+            // (the live tail's server-sent events) may be silent for longer than the idle
+            // timeout between its keep-alives and must not be cut as idle.
+            resp.map(|r| {
+                r.map(move |body| {
+                    use http_body_util::BodyExt;
+                    axum::body::Body::new(body.map_frame(move |f| {
+                        let _in_flight = &guard;
+                        f
+                    }))
+                })
+            })
+            .map_err(|e: Infallible| match e {})
         }
     });
+    // hyper's own header timeout (30 s by default once a timer is set) is off: it also runs
+    // while a keep-alive connection waits, so it would cut `idle_timeout` to 30 s. The
+    // watchdog below enforces both limits as configured.
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = *stop.borrow();
@@ -281,6 +302,8 @@ async fn serve_connection(
                 return;
             }
             _ = tokio::time::sleep_until(wake) => {}
+            // A request head started: judge again (its header deadline may come first).
+            _ = head_started.notified() => {}
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
                     draining = true;
@@ -301,6 +324,55 @@ mod tests {
             head_started: head_for.map(|h| now - Duration::from_secs(h)),
             in_flight,
         }
+    }
+
+    /// A response body that streams slower than the idle timeout is not cut: the request
+    /// stays in flight until its body ends (the live tail's streams depend on it).
+    #[tokio::test]
+    async fn a_slow_streamed_body_is_not_idle() {
+        use axum::routing::get;
+        let app = Router::new().route(
+            "/s",
+            get(|| async {
+                let chunks = futures_util::stream::unfold(0u8, |i| async move {
+                    if i == 3 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Some((
+                        Ok::<_, Infallible>(axum::body::Bytes::from(vec![b'a' + i])),
+                        i + 1,
+                    ))
+                });
+                axum::body::Body::from_stream(chunks)
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_millis(100),
+            max_connections: 4,
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let s = stop.clone();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            async move { s.cancelled().await },
+        ));
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /s HTTP/1.0\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.ends_with("abc"), "{text}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[test]

@@ -235,6 +235,9 @@ async fn apply(
     if enabled {
         check_spend(&money, new_price - old_price)?;
     }
+    if service == ServiceType::Seal {
+        crate::seal_keys::check_config_covers_use(&tx, prices, caller.customer_id, &config).await?;
+    }
     let keys = active_keys(&tx, caller.customer_id, service).await?;
     if (config.api_key_limit(prices) as i64) < keys {
         return Err(ApiError::InvalidConfig(format!(

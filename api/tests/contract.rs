@@ -383,6 +383,36 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
         None,
     )
     .await;
+    // What the dashboard's billing page asks besides: the ledger with its page size, a
+    // missing invoice (its error state), and the account's suspension on /services.
+    let txs = w
+        .call(
+            M::GET,
+            "/billing/transactions",
+            "/billing/transactions?limit=50",
+            tok,
+            None,
+        )
+        .await;
+    assert!(!txs["transactions"].as_array().unwrap().is_empty(), "{txs}");
+    w.call(
+        M::GET,
+        "/billing/invoices/{invoice_id}",
+        &format!("/billing/invoices/{}", iid + 1000),
+        tok,
+        None,
+    )
+    .await;
+    w.t.db
+        .execute(
+            "UPDATE customers SET suspension_reason = 'monthly_limit_reached', suspended_at = now(),
+                 suspended_until = date_trunc('month', now()) + interval '1 month' WHERE customer_id = $1",
+            &[&s.customer_id],
+        )
+        .await
+        .unwrap();
+    let v = w.call(M::GET, "/services", "/services", tok, None).await;
+    assert_eq!(v["suspension"]["reason"], "monthly_limit_reached", "{v}");
     // Refresh and logout (the cookie flows).
     let r = w.t.with_cookie("/auth/refresh", &s.refresh_cookie).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -395,7 +425,7 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
         &mut errs,
     );
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(w.checked.len(), 29, "{:?}", w.checked);
+    assert_eq!(w.checked.len(), 32, "{:?}", w.checked);
 }
 
 #[test]
@@ -420,4 +450,127 @@ fn the_checker_catches_drift() {
         check(&doc, &svc, &bad, "b", &mut errs);
         assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
     }
+}
+
+/// Issue 13's routes (stats, Seal keys) through the same schema check: the dashboard's usage
+/// page and Seal-key page read these shapes.
+#[tokio::test]
+async fn stats_and_seal_key_responses_match_their_documented_schemas() {
+    let t = test_app().await;
+    let doc = suiftly_api::openapi::document();
+    let s = t.login(8).await;
+    // Settled data for the caller so the series have non-zero points.
+    t.db.batch_execute(&format!(
+        "INSERT INTO aggregate_state (id, applied_through, restart_position, settled_before, settlement_seq)
+         VALUES (1, 0, 0, '2026-11-26 11:30:00+00', 3);
+         INSERT INTO stats_per_hour (bucket, customer_id, service_type, network, guaranteed_success_count,
+             burst_success_count, dropped_count, client_error_count, server_error_count, billable_requests,
+             success_count, avg_response_time_ms, min_response_time_ms, max_response_time_ms,
+             response_time_sum_ms, total_bytes, billable_bytes, status_2xx_count)
+         VALUES ('2026-11-26 10:00:00+00', {0}, 2, 1, 5, 1, 2, 0, 0, 6, 6, 10.0, 1, 20, 60, 1000, 900, 6);
+         INSERT INTO stats_per_min (bucket, customer_id, service_type, network, traffic_type, status_code,
+             request_count, total_bytes, avg_response_time_ms, min_response_time_ms, max_response_time_ms,
+             response_time_sum_ms)
+         VALUES ('2026-11-26 11:05:00+00', {0}, 2, 1, 1, 200, 4, 40, 5.0, 5, 5, 20);",
+        s.customer_id
+    ))
+    .await
+    .unwrap();
+    let mut w = Walk {
+        t,
+        doc,
+        checked: Vec::new(),
+    };
+    let tok = Some(s.token.as_str());
+    use Method as M;
+    let sm = w
+        .call(M::GET, "/stats/summary", "/stats/summary", tok, None)
+        .await;
+    assert_eq!(sm["requests"], json!(6 + 2 + 4));
+    assert_eq!(sm["partial"], json!(true));
+    for (template, path) in [
+        ("/stats/traffic", "/stats/traffic"),
+        ("/stats/usage", "/stats/usage?range=7d&service=grpc"),
+        (
+            "/stats/bandwidth",
+            "/stats/bandwidth?range=30d&interval=day",
+        ),
+        (
+            "/stats/response-time",
+            "/stats/response-time?network=mainnet",
+        ),
+        ("/stats/usage", "/stats/usage?period=2026-10"),
+    ] {
+        let v = w.call(M::GET, template, path, tok, None).await;
+        assert!(!v["points"].as_array().unwrap().is_empty(), "{path}: {v}");
+    }
+    w.call(
+        M::GET,
+        "/stats/traffic",
+        "/stats/traffic?range=1y",
+        tok,
+        None,
+    )
+    .await; // 400
+    w.call(M::GET, "/stats/summary", "/stats/summary", None, None)
+        .await; // 401
+    w.call(M::GET, "/stats/live", "/stats/live", tok, None)
+        .await; // 503: no live source here
+
+    w.t.deposit(&s, 10_000).await;
+    w.t.post("/services/seal/enable", &s.token, json!({})).await;
+    w.call(M::GET, "/seal-keys", "/seal-keys", tok, None).await;
+    let k = w
+        .call(
+            M::POST,
+            "/seal-keys",
+            "/seal-keys",
+            tok,
+            Some(json!({ "name": "k" })),
+        )
+        .await;
+    let id = k["seal_key_id"].as_i64().unwrap();
+    let pkg = format!("0x{}", "ab".repeat(32));
+    w.call(
+        M::POST,
+        "/seal-keys/{seal_key_id}/packages",
+        &format!("/seal-keys/{id}/packages"),
+        tok,
+        Some(json!({ "package_id": pkg })),
+    )
+    .await;
+    w.call(
+        M::GET,
+        "/seal-keys/{seal_key_id}/packages",
+        &format!("/seal-keys/{id}/packages"),
+        tok,
+        None,
+    )
+    .await;
+    w.call(
+        M::DELETE,
+        "/seal-keys/{seal_key_id}/packages/{package_id}",
+        &format!("/seal-keys/{id}/packages/{pkg}"),
+        tok,
+        None,
+    )
+    .await;
+    w.call(M::GET, "/seal-keys", "/seal-keys", tok, None).await;
+    w.call(
+        M::DELETE,
+        "/seal-keys/{seal_key_id}",
+        &format!("/seal-keys/{id}"),
+        tok,
+        None,
+    )
+    .await;
+    w.call(
+        M::DELETE,
+        "/seal-keys/{seal_key_id}",
+        &format!("/seal-keys/{id}"),
+        tok,
+        None,
+    )
+    .await; // 404
+    assert_eq!(w.checked.len(), 17, "{:?}", w.checked);
 }

@@ -85,6 +85,11 @@ async fn arbitrary_requests_never_5xx() {
     let key_ids = ["1", "2", "0", "-1", "abc", "99999999999999999999", "1.5"];
     let mut seen = std::collections::BTreeMap::new();
     for (method, path) in suiftly_api::route_table() {
+        // A stream (tests/live_tail.rs covers it); without a live source, as here, it answers
+        // 503 by design.
+        if path == "/stats/live" {
+            continue;
+        }
         for _ in 0..25 {
             let svc = rng.pick::<&str>(&services);
             let key = rng.pick::<&str>(&key_ids);

@@ -101,7 +101,7 @@ impl Decoder {
             listener: input.name.clone(),
             source_addr: match source {
                 Source::Inet(a) => Some(a.to_string()),
-                Source::Unix => None,
+                Source::Unix | Source::Unknown => None,
             },
             reason,
             error_offset: offset.map(|o| o as i32),

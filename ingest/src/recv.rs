@@ -18,6 +18,11 @@ pub enum Source {
     Inet(SocketAddr),
     /// A unix-socket peer; senders are usually unnamed, so no address is kept.
     Unix,
+    /// An inet socket reported a sender that is neither IPv4 nor IPv6, or no address at all
+    /// (a socket of another family handed to an inet listener, e.g. by socket activation). It
+    /// has no address an allowlist could check, so it is never admitted (fail closed:
+    /// `listener::Admission` denies and counts it as `unknown_family`).
+    Unknown,
 }
 
 impl Source {
@@ -30,7 +35,7 @@ impl Source {
                     .unwrap_or(IpAddr::V6(v6)),
                 v4 => v4,
             }),
-            Source::Unix => None,
+            Source::Unix | Source::Unknown => None,
         }
     }
 }
@@ -89,6 +94,9 @@ impl RecvBuffers {
             let h = &mut hdrs[i].msg_hdr;
             h.msg_iov = &mut iov[i];
             h.msg_iovlen = 1;
+            // The storage is reused: clear the family so a call that returns no address
+            // cannot leave the previous datagram's (allowlisted) sender in place.
+            self.addrs[i].ss_family = libc::AF_UNSPEC as libc::sa_family_t;
             h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
@@ -113,7 +121,8 @@ impl RecvBuffers {
             let source = if unix {
                 Source::Unix
             } else {
-                sockaddr_to_std(&self.addrs[i]).map_or(Source::Unix, Source::Inet)
+                sockaddr_to_std(&self.addrs[i], h.msg_hdr.msg_namelen)
+                    .map_or(Source::Unknown, Source::Inet)
             };
             self.datagrams.push(Datagram {
                 offset: i * self.slot,
@@ -126,9 +135,12 @@ impl RecvBuffers {
     }
 }
 
-fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The sender's address, when the kernel wrote a whole IPv4 or IPv6 one (`len` is the
+/// `msg_namelen` it returned); `None` for any other family or a short address.
+fn sockaddr_to_std(s: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
     match s.ss_family as libc::c_int {
-        libc::AF_INET => {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: family says this storage holds a sockaddr_in.
             let a: &libc::sockaddr_in = unsafe { &*(s as *const _ as *const libc::sockaddr_in) };
             Some(SocketAddr::new(
@@ -136,7 +148,7 @@ fn sockaddr_to_std(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
                 u16::from_be(a.sin_port),
             ))
         }
-        libc::AF_INET6 => {
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
             // SAFETY: family says this storage holds a sockaddr_in6.
             let a: &libc::sockaddr_in6 = unsafe { &*(s as *const _ as *const libc::sockaddr_in6) };
             Some(SocketAddr::new(

@@ -8,6 +8,8 @@
 //!   [`CommittedSource`], the re-read input the aggregator recovers from.
 //! - [`settled`]: [`SettledWindow`] and [`UsageRow`], what metering hands billing and the
 //!   vault after each settlement.
+//! - [`live`]: what customers see of metering — per-minute [`Numbers`] with the stats rules,
+//!   and [`LiveState`], the unsettled part tagged with its settlement sequence.
 //! - [`time`]: the clock and the µs-since-epoch helpers every stage uses.
 //! - [`backoff`]: the one capped exponential backoff of every retry loop.
 //!
@@ -16,10 +18,12 @@
 
 pub mod backoff;
 pub mod committed;
+pub mod live;
 pub mod schema;
 pub mod settled;
 pub mod time;
 
 pub use backoff::Backoff;
 pub use committed::{Committed, CommittedSource, SourceError};
+pub use live::{LiveState, MinuteKey, Numbers};
 pub use settled::{SettledWindow, UsageRow};

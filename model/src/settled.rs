@@ -20,6 +20,9 @@ pub struct UsageRow {
 /// The typed message downstream stages receive after each settlement commit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SettledWindow {
+    /// The settlement sequence (`aggregate_state.settlement_seq`): one more per commit, never
+    /// reused; the live tail's event id.
+    pub seq: u64,
     /// Minutes before this instant (µs since the epoch) are settled.
     pub settled_before_us: i64,
     /// Minutes settled by this commit: `[from, to)` in µs (empty when only late rows moved).
@@ -30,4 +33,7 @@ pub struct SettledWindow {
     pub usage: Vec<UsageRow>,
     /// Requests in this commit that arrived after their minute had settled.
     pub late_requests: i64,
+    /// What this commit added, per (minute, customer, service, network), as customers see it
+    /// (the `settlement_minutes` rows of `seq`): newly settled minutes and late deltas.
+    pub minutes: Vec<(crate::live::MinuteKey, crate::live::Numbers)>,
 }

@@ -111,6 +111,7 @@ impl Suiftly {
         let child = Command::new(env!("CARGO_BIN_EXE_suiftly"))
             .args(["--config", self.cfg.to_str().unwrap(), "run"])
             .env("DATABASE_URL", &self.conninfo)
+            .env("SUIFTLY_API_LISTEN", "127.0.0.1:0")
             .env(
                 "SUIFTLY_ADMIN_LISTEN",
                 format!("127.0.0.1:{}", self.admin_port),

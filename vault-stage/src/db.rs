@@ -146,6 +146,77 @@ pub async fn load(
     Ok(snap)
 }
 
+/// How a Seal key's private key is obtained by the key server (issue 13).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealMaterial {
+    /// Derived from the key server's master seed at this index.
+    Derived { derivation_index: u32 },
+    /// Brought by the customer: the private key encrypted to the key server (opaque).
+    Imported { encrypted_private_key: Vec<u8> },
+}
+
+/// One Seal key as the key server's configuration needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealKeyRow {
+    pub seal_key_id: i64,
+    pub customer_id: u32,
+    /// SPEC §3 network (0 testnet, 1 mainnet).
+    pub network: u8,
+    /// Hex, as the customer's clients configure it.
+    pub public_key: String,
+    pub material: SealMaterial,
+    /// Sui package ids (`0x…`, lower case) the key serves.
+    pub packages: Vec<String>,
+    /// The customer's seal service is enabled (serve) or not (refuse, as for API keys).
+    pub service_enabled: bool,
+    pub revoked: bool,
+}
+
+/// Active Seal keys and keys deleted after `revoked_since` (so a key server can refuse them
+/// as revoked rather than unknown), ordered by id.
+pub async fn load_seal_keys(
+    client: &impl GenericClient,
+    revoked_since: DateTime<Utc>,
+) -> Result<Vec<SealKeyRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT k.seal_key_id, k.customer_id, k.network, k.public_key, k.derivation_index,
+                    k.encrypted_private_key,
+                    ARRAY(SELECT jsonb_array_elements_text(k.package_ids)),
+                    COALESCE(s.is_enabled, false), NOT k.is_active
+             FROM seal_keys k
+             LEFT JOIN service_instances s ON s.instance_id = k.instance_id
+             WHERE k.is_active OR k.revoked_at >= $1
+             ORDER BY k.seal_key_id",
+            &[&revoked_since],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let material = match (r.get::<_, Option<i32>>(4), r.get::<_, Option<Vec<u8>>>(5)) {
+                (Some(i), None) => SealMaterial::Derived {
+                    derivation_index: u32::try_from(i).ok()?,
+                },
+                (None, Some(b)) => SealMaterial::Imported {
+                    encrypted_private_key: b,
+                },
+                _ => return None,
+            };
+            Some(SealKeyRow {
+                seal_key_id: r.get(0),
+                customer_id: r.get::<_, i32>(1) as u32,
+                network: r.get::<_, i16>(2) as u8,
+                public_key: r.get(3),
+                material,
+                packages: r.get(6),
+                service_enabled: r.get(7),
+                revoked: r.get(8),
+            })
+        })
+        .collect())
+}
+
 /// The highest recorded sequence number (0 when none).
 pub async fn max_seq(client: &impl GenericClient) -> Result<u64, tokio_postgres::Error> {
     let v: i64 = client

@@ -27,7 +27,7 @@ use metrics::{Counter, counter};
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use self::bind::{BoundListener, bind};
 pub use self::config::{
@@ -67,8 +67,10 @@ pub struct ListenerStats {
     /// Messages received (datagrams, or TCP messages), admitted or not.
     pub datagrams: u64,
     pub bytes: u64,
-    /// Dropped because the sender is outside the allowlist.
+    /// Dropped because the sender is outside the allowlist, or has no IPv4/IPv6 address.
     pub denied: u64,
+    /// Of `denied`: an inet socket reported a sender of another address family (or none).
+    pub unknown_family: u64,
     /// Appended to the disk spool (spool on; parsed later by the consumer).
     pub accepted: u64,
     /// Decoded into rows / kept as rejected lines (by the listener with the spool off; by the
@@ -80,12 +82,21 @@ pub struct ListenerStats {
 }
 
 /// The allowlist and the per-listener receive counters.
+///
+/// Fail closed: a message is admitted only from a unix peer (unix listeners, whose file mode is
+/// the allowlist) or from an IPv4/IPv6 sender inside the allowlist. A sender an inet socket
+/// reports in any other address family ([`Source::Unknown`]) has nothing the allowlist could
+/// check and is denied, counted under `reason="unknown_family"` (issue 15 item 12: it used to
+/// pass as a unix peer, skipping the allowlist).
 pub struct Admission {
     name: Arc<str>,
     allow: Vec<IpNet>,
     datagrams: Counter,
     bytes: Counter,
+    /// `suiftly_ingest_datagrams_denied_total{reason="not_allowed"}`.
     denied: Counter,
+    /// `suiftly_ingest_datagrams_denied_total{reason="unknown_family"}`.
+    unknown_family: Counter,
     stats: ListenerStats,
 }
 
@@ -96,7 +107,10 @@ impl Admission {
         Self {
             datagrams: counter!("suiftly_ingest_datagrams_total", "listener" => label.clone()),
             bytes: counter!("suiftly_ingest_bytes_total", "listener" => label.clone()),
-            denied: counter!("suiftly_ingest_datagrams_denied_total", "listener" => label),
+            denied: counter!("suiftly_ingest_datagrams_denied_total",
+                "listener" => label.clone(), "reason" => "not_allowed"),
+            unknown_family: counter!("suiftly_ingest_datagrams_denied_total",
+                "listener" => label, "reason" => "unknown_family"),
             name,
             allow,
             stats: ListenerStats::default(),
@@ -114,14 +128,30 @@ impl Admission {
         self.stats.bytes += len as u64;
         self.datagrams.increment(1);
         self.bytes.increment(len as u64);
-        if let Some(ip) = source.ip()
-            && !self.allows(ip)
-        {
-            self.stats.denied += 1;
-            self.denied.increment(1);
-            return false;
+        match source {
+            Source::Unix => true,
+            Source::Inet(_) => {
+                let ip = source.ip().expect("an inet source has an address");
+                if self.allows(ip) {
+                    return true;
+                }
+                self.stats.denied += 1;
+                self.denied.increment(1);
+                false
+            }
+            Source::Unknown => {
+                if self.stats.unknown_family == 0 {
+                    // Once per listener: a socket of the wrong family is a deployment error
+                    // (every datagram after this one is only counted).
+                    warn!(listener = %self.name,
+                        "datagram from a sender that is neither IPv4 nor IPv6 refused (unknown address family)");
+                }
+                self.stats.denied += 1;
+                self.stats.unknown_family += 1;
+                self.unknown_family.increment(1);
+                false
+            }
         }
-        true
     }
 
     /// The receive counts plus what `sink` did; logged as the listener stops.
@@ -182,3 +212,6 @@ impl From<SinkError> for LoopError {
         LoopError::Sink(e)
     }
 }
+
+#[cfg(test)]
+mod tests;

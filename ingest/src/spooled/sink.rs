@@ -77,7 +77,7 @@ impl MessageSink for SpoolSink {
             listener: listener_field(self.index, truncated),
             source: match source {
                 Source::Inet(a) => Some(a),
-                Source::Unix => None,
+                Source::Unix | Source::Unknown => None,
             },
             payload: payload.to_vec(),
         });
