@@ -23,20 +23,33 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// A hex secret from the environment; the development value outside production, an error in
+/// it.
+fn hex_secret(name: &str, dev: Secret, production: bool) -> Result<Secret> {
+    match env(name) {
+        Some(v) => Secret::from_hex(&v, production).with_context(|| name.to_string()),
+        None if production => anyhow::bail!("{name} must be set in production mode"),
+        None => {
+            warn!("{name} not set: using the public development value");
+            Ok(dev)
+        }
+    }
+}
+
+/// The key-encryption key of `api_keys.encrypted_key` (`SUIFTLY_KEY_ENCRYPTION_KEY`): the API
+/// seals with it, the manager's vault step opens with it.
+pub fn key_encryption_key(production: bool) -> Result<Secret> {
+    hex_secret(
+        "SUIFTLY_KEY_ENCRYPTION_KEY",
+        Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY),
+        production,
+    )
+}
+
 /// Builds the API configuration from `[api]` and the secret environment variables. Missing
 /// secrets fall back to development values outside production and are an error in it.
 pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
     let production = s.production;
-    let hex_secret = |name: &str, dev: Secret| -> Result<Secret> {
-        match env(name) {
-            Some(v) => Secret::from_hex(&v, production).with_context(|| name.to_string()),
-            None if production => anyhow::bail!("{name} must be set in production mode"),
-            None => {
-                warn!("{name} not set: using the public development value");
-                Ok(dev)
-            }
-        }
-    };
     let jwt_secret = match env("SUIFTLY_JWT_SECRET") {
         Some(v) => v.into_bytes(),
         None if production => anyhow::bail!("SUIFTLY_JWT_SECRET must be set in production mode"),
@@ -53,11 +66,8 @@ pub fn api_config(s: &ApiSection) -> Result<ApiConfig> {
         production,
         mock_auth: env("MOCK_AUTH").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes")),
         jwt_secret,
-        api_key_secret: hex_secret("SUIFTLY_API_KEY_SECRET", Secret::development())?,
-        key_encryption_key: hex_secret(
-            "SUIFTLY_KEY_ENCRYPTION_KEY",
-            Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY),
-        )?,
+        api_key_secret: hex_secret("SUIFTLY_API_KEY_SECRET", Secret::development(), production)?,
+        key_encryption_key: key_encryption_key(production)?,
         dashboard_origin: Some(s.dashboard_origin.clone()),
         max_body_bytes: s.max_body_bytes,
         request_timeout: Duration::from_millis(s.request_timeout_ms),

@@ -16,8 +16,8 @@
 //!   internal feed API replicas follow).
 //! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`), [`check_config`]
-//!   (`check-config`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`; the manager's steps
+//!   from this crate: [`vault_task`]), [`check_config`] (`check-config`).
 
 pub mod activation;
 pub mod admin_sql;
@@ -34,3 +34,4 @@ pub mod replay;
 pub mod servers;
 pub mod signals;
 pub mod stage;
+pub mod vault_task;

@@ -4,8 +4,9 @@
 //! Order: signal handlers, configuration guards (`[manager]`, the escrow, failpoints — each
 //! refused in production where it must be), metrics recorder, database (DATABASE_URL, the
 //! running process's embedded cluster, or an embedded one of our own) + migrations, the
-//! persistent escrow mock, the manager, the admin listener; on the signal: the manager finishes
-//! the batch in progress and releases its lease, the admin listener stops, then the embedded
+//! persistent escrow mock, the vault step (`[vault]`, src/vault_task.rs) and its retry loop,
+//! the manager, the admin listener; on the signal: the manager finishes the batch in progress
+//! and releases its lease, the vault retry loop and the admin listener stop, then the embedded
 //! PostgreSQL (if ours) stops.
 
 use std::sync::Arc;
@@ -36,13 +37,26 @@ async fn database(cfg: &Config) -> Result<(String, Option<Database>)> {
     Ok((db.conninfo.clone(), Some(db)))
 }
 
-/// Guards, pools and the escrow; the manager itself is started by the caller with its stop
-/// token.
+/// Guards, pools, the escrow and the vault step; the manager itself is started by the caller
+/// with its stop token.
 struct Prepared {
     settings: ManagerSection,
     pool: deadpool_postgres::Pool,
     escrow: Arc<dyn Escrow>,
     production: bool,
+    prices: PriceList,
+    vault: Option<Arc<suiftly_vault_stage::VaultStage>>,
+}
+
+impl Prepared {
+    /// The steps between `bill` and `housekeeping`: the vault (issue 12).
+    fn tasks(&self) -> Vec<Box<dyn suiftly_manager::Task>> {
+        let mut tasks: Vec<Box<dyn suiftly_manager::Task>> = Vec::new();
+        if let Some(v) = &self.vault {
+            tasks.push(Box::new(crate::vault_task::VaultTask(v.clone())));
+        }
+        tasks
+    }
 }
 
 fn prepare(cfg: &Config, conninfo: &str) -> Result<Prepared> {
@@ -65,11 +79,15 @@ fn prepare(cfg: &Config, conninfo: &str) -> Result<Prepared> {
         conninfo,
         escrow_cfg.pool_size,
     )?));
+    let prices = PriceList::default();
+    let vault = crate::vault_task::stage(cfg, &prices).context("vault configuration")?;
     Ok(Prepared {
         settings,
         pool,
         escrow,
         production,
+        prices,
+        vault,
     })
 }
 
@@ -83,16 +101,28 @@ pub fn stage(
 ) -> Result<(crate::stage::Stage, axum::Router)> {
     let p = prepare(cfg, conninfo)?;
     let s = stages.stage("manager", crate::stage::OnFailure::KeepRunning);
+    let tasks = p.tasks();
     let (handle, manager) = suiftly_manager::start(
-        p.settings
-            .manager_config(PriceList::default(), p.production),
+        p.settings.manager_config(p.prices.clone(), p.production),
         p.pool,
         p.escrow,
         conninfo.to_owned(),
-        Vec::new(),
+        tasks,
         s.stop_token(),
     );
     info!(holder = %handle.status().holder, "manager started (leader election under way)");
+    if let Some(v) = p.vault {
+        let retry = crate::vault_task::retry_loop(
+            v,
+            handle.clone(),
+            cfg.vault.retry_interval(),
+            s.stop_token(),
+        );
+        s.spawn(async move {
+            retry.await;
+            Ok(crate::stage::StageOutput::Nothing)
+        });
+    }
     s.spawn(async move {
         manager.await?;
         Ok(crate::stage::StageOutput::Nothing)
@@ -110,14 +140,23 @@ pub async fn run(cfg: Config) -> Result<()> {
     let p = prepare(&cfg, &conninfo)?;
     let settings = p.settings.clone();
     let stop = CancellationToken::new();
+    let tasks = p.tasks();
     let (handle, manager) = suiftly_manager::start(
-        settings.manager_config(PriceList::default(), p.production),
+        settings.manager_config(p.prices.clone(), p.production),
         p.pool,
         p.escrow,
         conninfo.clone(),
-        Vec::new(),
+        tasks,
         stop.clone(),
     );
+    let vault_retry = p.vault.map(|v| {
+        tokio::spawn(crate::vault_task::retry_loop(
+            v,
+            handle.clone(),
+            cfg.vault.retry_interval(),
+            stop.clone(),
+        ))
+    });
     let listener = tokio::net::TcpListener::bind(&settings.admin_listen)
         .await
         .with_context(|| format!("binding manager.admin_listen {}", settings.admin_listen))?;
@@ -148,6 +187,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     info!("shutdown requested: finishing the billing batch in progress, then releasing the lease");
     stop.cancel();
     manager.await?;
+    if let Some(t) = vault_retry {
+        t.await.context("vault retry task")?;
+    }
     admin_task.await??;
     upkeep.await.context("metrics upkeep task")?;
     info!("manager stopped");

@@ -4,11 +4,13 @@
 
 mod gateway;
 
+use std::time::Duration;
+
 use chrono::Utc;
 use gateway::{Gateway, LogSink, request, spawn_origin};
 use pgcluster::PgCluster;
 use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret, ServiceLetter};
-use suiftly_vault_stage::{GatewayConfig, VaultConfig, VaultStage};
+use suiftly_vault_stage::{VaultSettings, VaultStage};
 
 const KEK: [u8; 32] = [42; 32];
 
@@ -72,24 +74,22 @@ fn database_changes_reach_the_gateway() {
     let vault_dir = tmp.path().join("vault");
     let map_path = vault_dir.join("suiftly-keys.map");
     let admin_sock = tmp.path().join("admin.sock");
-    let cfg = VaultConfig {
-        dir: Some(vault_dir.clone()),
-        push_timeout_ms: 1_000,
-        push_attempts: 1,
-        gateways: vec![GatewayConfig {
-            name: "gw1".into(),
-            socket: format!("unix:{}", admin_sock.display()),
-            map: map_path.to_str().unwrap().into(),
-        }],
-        ..VaultConfig::default()
+    let mut settings = VaultSettings::new(vault_dir.clone());
+    settings.policy = suiftly_vault::runtime::PushPolicy {
+        io_timeout: Duration::from_millis(1_000),
+        attempts: 1,
+        backoff: Duration::from_millis(200),
     };
+    settings.gateways = vec![suiftly_vault::runtime::Gateway {
+        name: "gw1".into(),
+        endpoint: suiftly_vault::runtime::Endpoint::Unix(admin_sock.clone()),
+        map: map_path.to_str().unwrap().into(),
+    }];
     let stage = VaultStage::new(
-        &cfg,
-        tmp.path().join("unused"),
+        &settings,
         [100, 500, 2_000],
         KeyCipher::new(&Secret::from_bytes(KEK)),
-    )
-    .unwrap();
+    );
 
     let (key_a, key_b) = rt.block_on(async {
         client

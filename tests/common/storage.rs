@@ -15,6 +15,7 @@ pub fn mode() -> String {
 }
 
 /// Panics unless the migrated database at `conninfo` uses the storage [`mode`] names.
+/// Callable from a `#[tokio::test]` too: the check runs on its own thread and runtime.
 pub fn expect(conninfo: &str) {
     // On a thread of its own: callers may be inside a tokio runtime (async tests start the
     // binary through the same harness), where a nested `block_on` panics.

@@ -36,7 +36,7 @@ use suiftly_vault::{
     KeyCipher, KeyRecord, MapHeader, RateLimits, VaultFiles, VaultInput, WriteOutcome, build,
 };
 
-pub use config::{ConfigError, GatewayConfig, VaultConfig};
+pub use config::VaultSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
@@ -107,29 +107,23 @@ pub struct VaultStage {
 }
 
 impl VaultStage {
-    /// `dir` is `cfg.dir` or the binary's default; `tier_rps` the guaranteed rates per region
-    /// of starter, pro and enterprise (the price list's); `cipher` opens `api_keys.encrypted_key`.
-    pub fn new(
-        cfg: &VaultConfig,
-        default_dir: PathBuf,
-        tier_rps: [u32; 3],
-        cipher: KeyCipher,
-    ) -> Result<VaultStage, ConfigError> {
-        cfg.validate()?;
-        let dir = cfg.dir.clone().unwrap_or(default_dir);
-        Ok(VaultStage {
-            files: VaultFiles::new(dir, cfg.keep_versions).with_names(&cfg.map_file, &cfg.csv_file),
+    /// `tier_rps`: the guaranteed rates per region of starter, pro and enterprise (the price
+    /// list's); `cipher` opens `api_keys.encrypted_key`.
+    pub fn new(settings: &VaultSettings, tier_rps: [u32; 3], cipher: KeyCipher) -> VaultStage {
+        VaultStage {
+            files: VaultFiles::new(settings.dir.clone(), settings.keep_versions.max(1))
+                .with_names(&settings.map_file, &settings.csv_file),
             cipher: Arc::new(cipher),
             limits: RateLimits {
                 starter_rps: tier_rps[0],
                 pro_rps: tier_rps[1],
                 enterprise_rps: tier_rps[2],
-                burst_ceiling_percent: cfg.burst_ceiling_percent,
-                gateways_per_region: cfg.gateways_per_region,
+                burst_ceiling_percent: settings.burst_ceiling_percent,
+                gateways_per_region: settings.gateways_per_region.max(1),
             },
-            revoked_retention: TimeDelta::days(i64::from(cfg.revoked_retention_days)),
-            gateways: cfg.runtime_gateways(),
-            policy: cfg.push_policy(),
+            revoked_retention: settings.revoked_retention,
+            gateways: settings.gateways.clone(),
+            policy: settings.policy,
             writer_id: format!(
                 "{}:{}",
                 std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -139,7 +133,17 @@ impl VaultStage {
             ),
             state: Mutex::new(BTreeMap::new()),
             running: tokio::sync::Mutex::new(()),
-        })
+        }
+    }
+
+    /// Whether a gateway's last push failed (what [`VaultStage::retry_failed`] retries).
+    pub fn failing_gateways(&self) -> usize {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .values()
+            .filter(|s| s.failing)
+            .count()
     }
 
     pub fn files(&self) -> &VaultFiles {
