@@ -1130,10 +1130,116 @@ mod tests {
         assert!(ENV_OVERRIDES.iter().any(|o| o.var == "SUIFTLY_DATA_DIR"));
     }
 
+    /// The keys a table accepts, from serde's own "unknown field …, expected one of …"
+    /// message (every section denies unknown fields), so the list comes from the code.
+    fn accepted(prefix: &str) -> Vec<String> {
+        let e = toml::from_str::<Config>(&format!("{prefix}zz_probe = 1\n"))
+            .expect_err("an unknown key is refused");
+        let msg = e.to_string();
+        let list = msg
+            .split_once("expected ")
+            .unwrap_or_else(|| panic!("{prefix}: {msg}"))
+            .1;
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every configuration key, dotted (`spool.max_bytes`, `listener.frontends.<name>.network`).
+    pub fn every_key() -> Vec<String> {
+        let mut out = Vec::new();
+        for k in accepted("") {
+            let sub = toml::from_str::<Config>(&format!("[{k}]\nzz_probe = 1\n"));
+            let is_table = sub.is_err_and(|e| e.to_string().contains("unknown field"));
+            if k == "listener" {
+                let l = "[[listener]]\nname = \"x\"\nkind = \"udp\"\naddress = \"127.0.0.1:1\"\n";
+                for f in accepted(l) {
+                    out.push(format!("listener.{f}"));
+                }
+                for f in accepted(&format!("{l}[listener.frontends.x]\n")) {
+                    out.push(format!("listener.frontends.<name>.{f}"));
+                }
+            } else if is_table {
+                for f in accepted(&format!("[{k}]\n")) {
+                    out.push(format!("{k}.{f}"));
+                }
+            } else {
+                out.push(k);
+            }
+        }
+        out
+    }
+
+    /// Environment variables the code reads (`env("…")`, `env::var("…")`, clap's
+    /// `env = "…"`) in the binary's sources, plus the overrides table.
+    pub fn every_env_var() -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut out: Vec<String> = ENV_OVERRIDES.iter().map(|o| o.var.to_string()).collect();
+        for e in std::fs::read_dir(root.join("src")).unwrap() {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            for pat in ["env(\"", "env::var(\"", "env = \""] {
+                for (i, _) in text.match_indices(pat) {
+                    let rest = &text[i + pat.len()..];
+                    let name = &rest[..rest.find('"').unwrap()];
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                        && !out.iter().any(|o| o == name)
+                    {
+                        out.push(name.to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_key_and_env_var_is_in_operations_md() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let ops = std::fs::read_to_string(root.join("docs/OPERATIONS.md")).unwrap();
+        let keys = every_key();
+        assert!(keys.len() > 60, "{keys:?}");
+        assert!(keys.contains(&"spool.max_bytes".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"listener.receive_buffer_bytes".to_string()),
+            "{keys:?}"
+        );
+        let missing: Vec<_> = keys
+            .iter()
+            .filter(|k| !ops.contains(&format!("`{k}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/OPERATIONS.md lacks keys {missing:?}"
+        );
+        let vars = every_env_var();
+        for v in [
+            "SUIFTLY_JWT_SECRET",
+            "SUIFTLY_OPERATOR_TOKEN",
+            "SUIFTLY_CONFIG",
+            "MOCK_AUTH",
+        ] {
+            assert!(
+                vars.iter().any(|x| x == v),
+                "{v} not found in the code: {vars:?}"
+            );
+        }
+        let missing: Vec<_> = vars
+            .iter()
+            .filter(|v| !ops.contains(&format!("`{v}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "docs/OPERATIONS.md lacks variables {missing:?}"
+        );
+    }
+
     #[test]
     fn every_env_override_is_documented() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for doc in ["suiftly.example.toml", "README.md"] {
+        for doc in ["suiftly.example.toml", "README.md", "docs/OPERATIONS.md"] {
             let text = std::fs::read_to_string(root.join(doc)).unwrap();
             for o in ENV_OVERRIDES {
                 assert!(text.contains(o.var), "{doc} does not mention {}", o.var);

@@ -14,12 +14,15 @@
 //! - [`servers`]: `/metrics`, `/health` + `/admin/sql`, pgwire; the metrics recorder.
 //! - [`live_feed`]: the live tail between the aggregator and the API (in-process, and the
 //!   internal feed API replicas follow).
-//! - [`config`], [`database`], [`signals`].
+//! - [`config`], [`database`], [`signals`], [`activation`] (sockets passed by systemd).
 //! - subcommands: [`demo`], [`loadgen`], [`replay`], [`admin_sql`] (`sql`, `audit`),
-//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`).
+//!   [`api_cmd`] (`api`), [`manager_cmd`] (`manager`, `audit billing`), [`check_config`]
+//!   (`check-config`).
 
+pub mod activation;
 pub mod admin_sql;
 pub mod api_cmd;
+pub mod check_config;
 pub mod config;
 pub mod database;
 pub mod demo;

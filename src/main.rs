@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use suiftly::{admin_sql, api_cmd, config, database, demo, loadgen, manager_cmd, pipeline, replay};
+use suiftly::{
+    admin_sql, api_cmd, check_config, config, database, demo, loadgen, manager_cmd, pipeline,
+    replay,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -41,6 +44,9 @@ enum Cmd {
     Audit(AuditCmd),
     /// Serve the customer API (docs/API.md) until SIGTERM / ctrl-c.
     Api,
+    /// Validate the config file and the environment it will run in (ports, directories,
+    /// database and migrations, secrets); exit 1 if anything fails.
+    CheckConfig(check_config::CheckArgs),
     /// Run the manager (billing cycle, scheduled work; one leader across processes) with its
     /// admin endpoint until SIGTERM / ctrl-c.
     Manager,
@@ -72,10 +78,15 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let cfg = config::Config::load(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Before loading: a config that does not load is one of the things it reports.
+    if let Cmd::CheckConfig(args) = cli.cmd {
+        let ok = rt.block_on(check_config::run(cli.config.as_deref(), args))?;
+        std::process::exit(if ok { 0 } else { 1 });
+    }
+    let cfg = config::Config::load(cli.config.as_deref())?;
     match cli.cmd {
         Cmd::Run => rt.block_on(pipeline::run_until_signal(cfg)),
         Cmd::Migrate => rt.block_on(async {
@@ -100,5 +111,6 @@ fn main() -> Result<()> {
         Cmd::Audit(args) => rt.block_on(admin_sql::audit_command(cfg, args.metering)),
         Cmd::Api => rt.block_on(api_cmd::run(cfg)),
         Cmd::Manager => rt.block_on(manager_cmd::run(cfg)),
+        Cmd::CheckConfig(_) => unreachable!("handled before the config is loaded"),
     }
 }

@@ -101,9 +101,17 @@ fn listen(s: TcpSocket) -> Result<TcpListener> {
 }
 
 impl Sockets {
-    /// Binds every socket `cfg` names: the listeners, then the endpoints.
+    /// Binds every socket `cfg` names: the listeners, then the endpoints. A listener whose
+    /// socket the service manager passed (systemd socket activation, [`crate::activation`])
+    /// adopts it instead of binding.
     pub fn bind(cfg: &Config) -> Result<Sockets> {
-        let mut s = Self::listeners(cfg)?;
+        let mut passed: Vec<Option<std::os::fd::OwnedFd>> = Vec::new();
+        let mut names = Vec::new();
+        for (fd, name) in crate::activation::take()? {
+            passed.push(Some(fd));
+            names.push(name);
+        }
+        let mut s = Self::listeners_inheriting(cfg, passed, names)?;
         if let Some(l) = &cfg.admin.pgwire_listen {
             s.pgwire = Some(bind_tcp(l, "admin.pgwire_listen")?);
         }
@@ -117,10 +125,34 @@ impl Sockets {
 
     /// Only the listeners: no endpoints (the demo, tests).
     pub fn listeners(cfg: &Config) -> Result<Sockets> {
+        Self::listeners_inheriting(cfg, Vec::new(), Vec::new())
+    }
+
+    /// The listeners, adopting the passed sockets (`names[i]` is `passed[i]`'s
+    /// `LISTEN_FDNAMES` entry) and binding the rest.
+    fn listeners_inheriting(
+        cfg: &Config,
+        mut passed: Vec<Option<std::os::fd::OwnedFd>>,
+        names: Vec<Option<String>>,
+    ) -> Result<Sockets> {
+        let described: Vec<crate::activation::Passed> = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| crate::activation::Passed {
+                fd: crate::activation::LISTEN_FDS_START + i as i32,
+                name,
+            })
+            .collect();
+        let wanted: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
+        let slots = crate::activation::assign(&wanted, &described)?;
         let listeners = cfg
             .listeners
             .iter()
-            .map(listener::bind)
+            .zip(slots)
+            .map(|(l, slot)| match slot.and_then(|i| passed[i].take()) {
+                Some(fd) => listener::inherit::adopt(l, fd),
+                None => listener::bind(l),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sockets {
             listeners,

@@ -243,6 +243,29 @@ fn demo_accounts_for_every_fixture_line() {
         "every fixture datagram is a row or a rejected line ({rows} rows, {rejected} rejected)"
     );
     assert!(rows > 2_500, "{rows}");
+    // The per-listener summary (spool on, the default): parsed and rejected are the consumer's
+    // counts for that listener's lines, so they add up to what it accepted and, over all
+    // listeners, to what is in PostgreSQL (not "parsed 0, rejected 0").
+    let summary: Vec<[u64; 3]> = stdout
+        .lines()
+        .filter(|l| l.starts_with("listener "))
+        .map(|l| {
+            let num = |key: &str| -> u64 {
+                let rest = &l[l.find(key).unwrap_or_else(|| panic!("{key} in {l}")) + key.len()..];
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                rest[..end].parse().unwrap()
+            };
+            let (acc, p, r) = (num("spool "), num("parsed "), num("rejected "));
+            assert_eq!(p + r, acc, "{l}");
+            [acc, p, r]
+        })
+        .collect();
+    assert!(!summary.is_empty(), "no per-listener summary in:\n{stdout}");
+    let total: u64 = summary.iter().map(|s| s[1] + s[2]).sum();
+    assert_eq!(total as i64, rows + rejected, "{stdout}");
+    assert!(summary.iter().any(|s| s[1] > 0), "{stdout}");
     // The hand-written malformed lines (the first is the empty datagram, which the demo does
     // not send as a fixture line).
     let malformed = std::fs::read(root.join("fixtures/haproxy/malformed.log")).unwrap();

@@ -135,6 +135,8 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
     let listeners = report.listeners();
     assert_eq!(listeners.len(), 1);
     assert_eq!(listeners[0].datagrams, 300);
+    // With the spool on, parsed/rejected are the consumer's counts for this listener's lines.
+    assert_eq!((listeners[0].parsed, listeners[0].rejected), (300, 0));
     let w = report.writer().expect("the consumer reports its writer");
     assert_eq!((w.rows, w.rejected), (300, 0));
     assert_eq!(count(&conninfo, "haproxy_raw_logs").await, 300);

@@ -7,7 +7,7 @@
 //! default; the CI's TimescaleDB pass runs them
 //! (`SUIFTLY_TEST_STORAGE=timescaledb cargo test --test timescaledb -- --include-ignored`), and
 //! there they fail, never skip, when TimescaleDB cannot be used. The rest of the suite runs
-//! against a hypertable in that same pass (the storage matrix, `.ci/run`).
+//! against a hypertable in that same pass (the storage matrix, `scripts/test-all.sh`).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;

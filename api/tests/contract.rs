@@ -383,6 +383,36 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
         None,
     )
     .await;
+    // What the dashboard's billing page asks besides: the ledger with its page size, a
+    // missing invoice (its error state), and the account's suspension on /services.
+    let txs = w
+        .call(
+            M::GET,
+            "/billing/transactions",
+            "/billing/transactions?limit=50",
+            tok,
+            None,
+        )
+        .await;
+    assert!(!txs["transactions"].as_array().unwrap().is_empty(), "{txs}");
+    w.call(
+        M::GET,
+        "/billing/invoices/{invoice_id}",
+        &format!("/billing/invoices/{}", iid + 1000),
+        tok,
+        None,
+    )
+    .await;
+    w.t.db
+        .execute(
+            "UPDATE customers SET suspension_reason = 'monthly_limit_reached', suspended_at = now(),
+                 suspended_until = date_trunc('month', now()) + interval '1 month' WHERE customer_id = $1",
+            &[&s.customer_id],
+        )
+        .await
+        .unwrap();
+    let v = w.call(M::GET, "/services", "/services", tok, None).await;
+    assert_eq!(v["suspension"]["reason"], "monthly_limit_reached", "{v}");
     // Refresh and logout (the cookie flows).
     let r = w.t.with_cookie("/auth/refresh", &s.refresh_cookie).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -395,7 +425,7 @@ async fn every_response_of_the_dashboard_flows_matches_its_documented_schema() {
         &mut errs,
     );
     assert!(errs.is_empty(), "{errs:?}");
-    assert_eq!(w.checked.len(), 29, "{:?}", w.checked);
+    assert_eq!(w.checked.len(), 32, "{:?}", w.checked);
 }
 
 #[test]

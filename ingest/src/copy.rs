@@ -7,7 +7,7 @@
 //! encodes through `ToSql` one boxed value at a time; encoding straight from the Arrow
 //! columns into one buffer avoids that dispatch (1.27× faster in the same-session bench, see
 //! docs/PERFORMANCE.md) and ties the column order to the shared schema
-//! ([`crate::schema::COLUMNS`]).
+//! ([`suiftly_model::schema::COLUMNS`]).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};

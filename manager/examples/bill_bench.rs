@@ -12,7 +12,14 @@
 //!    with its remaining usage, December's draft and fee: two charges per customer),
 //! 3. the same cycle again (nothing to do),
 //!
-//! Then it runs the audit of November.
+//! Then it runs the audit of November. After the seed and after the late hours it runs
+//! `VACUUM (ANALYZE)` and `CHECKPOINT`, so the cycles do not share the machine with the
+//! autovacuum and checkpoint a bulk load starts.
+//!
+//! Each step prints its wall time and the CPU time (user + system) it cost this process and
+//! the PostgreSQL server (the postmaster and its children, from `/proc`), and the 1-minute load
+//! average: on a shared machine the wall time mostly measures the others' load, the CPU time
+//! does not.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +44,12 @@ async fn main() {
         .init();
     let cluster = PgCluster::temporary_with(|o| o.fsync = true).expect("postgresql");
     let conninfo = cluster.connection_string();
+    let postmaster: u32 = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("postmaster pid");
     let (mut db, conn) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
     tokio::spawn(conn);
     suiftly_migrations::migrate(&mut db).await.unwrap();
@@ -62,11 +75,11 @@ async fn main() {
          INSERT INTO usage_month_totals (customer_id, service_type, month, requests, bytes)
          SELECT customer_id, service_type, date_trunc('month', window_start AT TIME ZONE 'UTC')::date,
                 SUM(request_count), SUM(bytes_transferred)
-         FROM usage_records GROUP BY 1, 2, 3;
-         ANALYZE;"
+         FROM usage_records GROUP BY 1, 2, 3;"
     ))
     .await
     .unwrap();
+    vacuum_and_checkpoint(&db).await;
     let rows: i64 = db
         .query_one("SELECT count(*) FROM usage_records", &[])
         .await
@@ -132,6 +145,7 @@ async fn main() {
                 "settled the last hours of November: {late} usage_records in {:.1?}",
                 t.elapsed()
             );
+            vacuum_and_checkpoint(&db).await;
         }
         let ctx = Ctx {
             pool: &pool,
@@ -141,11 +155,12 @@ async fn main() {
             watermark: Some(wm),
             cancel: &cancel,
         };
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), Cpu::now(postmaster));
         let r = bill::bill(&settings, &ctx, None).await.unwrap();
         println!(
-            "cycle {label}: {:.2?} — {} customers, {} lines, {} finalized, {} charges ({} cents), {} refused",
+            "cycle {label}: {:.2?} ({}) — {} customers, {} lines, {} finalized, {} charges ({} cents), {} refused",
             t.elapsed(),
+            cpu.since(postmaster),
             r.customers,
             r.lines_added,
             r.finalized,
@@ -154,7 +169,7 @@ async fn main() {
             r.refused
         );
     }
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), Cpu::now(postmaster));
     let report = suiftly_manager::audit::audit_billing(
         &db,
         escrow.as_ref(),
@@ -164,10 +179,68 @@ async fn main() {
     .await
     .unwrap();
     println!(
-        "audit 2026-11: {:.2?}, {} invoices, {} differences",
+        "audit 2026-11: {:.2?} ({}), {} invoices, {} differences",
         t.elapsed(),
+        cpu.since(postmaster),
         report.invoices,
         report.differences.len()
     );
     assert!(report.ok(), "{report}");
+}
+
+/// The timed steps measure billing, not the autovacuum and checkpoint a bulk load starts
+/// (VACUUM cannot run inside the implicit transaction of a multi-statement string).
+async fn vacuum_and_checkpoint(db: &tokio_postgres::Client) {
+    for sql in ["VACUUM (ANALYZE)", "CHECKPOINT"] {
+        db.batch_execute(sql).await.unwrap();
+    }
+}
+
+/// CPU time (user + system, clock ticks) of this process and of the PostgreSQL server.
+struct Cpu {
+    bench: u64,
+    server: u64,
+}
+
+/// USER_HZ: 100 on every Linux architecture this runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl Cpu {
+    fn now(postmaster: u32) -> Cpu {
+        // /proc/<pid>/stat after the ")" closing the command name: state, ppid, …, utime
+        // (11th), stime (12th).
+        fn parse(stat: &str) -> Option<(u32, u32, u64)> {
+            let pid = stat.split(' ').next()?.parse().ok()?;
+            let f: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some((pid, f.get(1)?.parse().ok()?, ticks))
+        }
+        let bench = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| parse(&s))
+            .map_or(0, |p| p.2);
+        let mut server = 0;
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Some((pid, ppid, ticks)) = std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| parse(&s))
+                && (pid == postmaster || ppid == postmaster)
+            {
+                server += ticks;
+            }
+        }
+        Cpu { bench, server }
+    }
+
+    /// "cpu: bench X s, postgres Y s, load Z" since `self`.
+    fn since(&self, postmaster: u32) -> String {
+        let now = Cpu::now(postmaster);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        format!(
+            "cpu: bench {:.2} s, postgres {:.2} s; load {}",
+            now.bench.saturating_sub(self.bench) as f64 / TICKS_PER_SECOND,
+            now.server.saturating_sub(self.server) as f64 / TICKS_PER_SECOND,
+            load.split(' ').next().unwrap_or("?")
+        )
+    }
 }

@@ -64,6 +64,18 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// The versions this build carries, ascending (what a fully migrated database has applied;
+/// `suiftly check-config` compares).
+pub fn versions() -> Vec<i32> {
+    let mut v: Vec<i32> = embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
 /// Applies every pending migration; returns the versions applied now.
 ///
 /// Refinery itself does not lock: two ingestors starting together on a fresh database would

@@ -16,19 +16,26 @@ pub fn mode() -> String {
 
 /// Panics unless the migrated database at `conninfo` uses the storage [`mode`] names.
 pub fn expect(conninfo: &str) {
-    let info = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-                .await
-                .expect("connecting to the test database");
-            tokio::spawn(conn);
-            suiftly_ingest::timescale::check(&client)
-                .await
-                .expect("the storage check")
-        });
+    // On a thread of its own: callers may be inside a tokio runtime (async tests start the
+    // binary through the same harness), where a nested `block_on` panics.
+    let conninfo = conninfo.to_owned();
+    let info = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let (client, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+                    .await
+                    .expect("connecting to the test database");
+                tokio::spawn(conn);
+                suiftly_ingest::timescale::check(&client)
+                    .await
+                    .expect("the storage check")
+            })
+    })
+    .join()
+    .expect("the storage check thread");
     let want = match mode().as_str() {
         "timescaledb" => Storage::Timescale,
         _ => Storage::Native,

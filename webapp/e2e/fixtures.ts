@@ -6,7 +6,9 @@
  * violation.
  */
 import { test as base, expect, type Page } from '@playwright/test';
+import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { TEST_JWT_SECRET } from './servers';
 import { installWallet, seedFor, type TestWallet, type WalletMode } from './wallet';
 
@@ -20,6 +22,8 @@ export interface Customer {
 }
 
 type Fixtures = {
+  /** Which server set: "default" (API only) or "billing" (API + manager, own database). */
+  stack: 'default' | 'billing';
   walletMode: WalletMode;
   wallet: TestWallet;
   signIn: (opts?: { from?: string }) => Promise<Customer>;
@@ -27,8 +31,9 @@ type Fixtures = {
 };
 
 export const test = base.extend<Fixtures>({
-  baseURL: async ({}, use) => {
-    await use(process.env.E2E_BASE_URL);
+  stack: ['default', { option: true }],
+  baseURL: async ({ stack }, use) => {
+    await use(stack === 'billing' ? process.env.E2E_BILLING_URL : process.env.E2E_BASE_URL);
   },
   walletMode: ['valid', { option: true }],
   wallet: async ({ page, walletMode }, use, info) => {
@@ -89,4 +94,25 @@ export function expiredAccessToken(validToken: string): string {
 /** Opens the wallet menu in the header. */
 export async function openWalletMenu(page: Page) {
   await page.getByRole('button', { name: /^Wallet 0x/ }).click();
+}
+
+/** One value from the billing stack's database (psql, as the embedded cluster's user). */
+export function billingSql(query: string): string {
+  const bins = fs.readdirSync('/usr/lib/postgresql').sort((a, b) => Number(b) - Number(a));
+  const psql = bins.map((v) => `/usr/lib/postgresql/${v}/bin/psql`).find((p) => fs.existsSync(p)) ?? 'psql';
+  const r = spawnSync(psql, [process.env.E2E_BILLING_CONNINFO!, '-XtAc', query], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Calls the billing stack's manager admin endpoint (clock, trigger). */
+export async function manager(pathAndQuery: string, body?: unknown): Promise<unknown> {
+  const r = await fetch(`${process.env.E2E_MANAGER_URL}${pathAndQuery}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: body === undefined ? '' : JSON.stringify(body),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`manager ${pathAndQuery}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
 }

@@ -1,11 +1,15 @@
 /**
- * Playwright global setup: starts the real `suiftly api` twice on free ports, serving the
+ * Playwright global setup: starts the real `suiftly api` on free ports, serving the
  * production build from `dist/`:
  *
  * - "real": no DATABASE_URL, so it starts its embedded PostgreSQL (a private cluster run as
  *   the `postgres` user) and verifies every wallet signature;
  * - "mock": `MOCK_AUTH=true` on the same database (DATABASE_URL from the first one's
- *   `conninfo` file), for the one test of mock mode.
+ *   `conninfo` file), for the one test of mock mode;
+ * - "billing": a second `suiftly api` with its own embedded PostgreSQL, plus `suiftly manager`
+ *   on that database (mock escrow, `watermark = "clock"`, its admin endpoint on a free port),
+ *   so the billing tests see real invoices, charges and suspensions, and may move the
+ *   manager's clock to the next month without disturbing the other tests' customers.
  *
  * The JWT secret is fixed so a test can mint an already-expired access token. Logs go to
  * `.e2e/*.log`. The returned function stops both (SIGTERM: drain, then the embedded
@@ -45,8 +49,9 @@ interface Server {
   log: string;
 }
 
-async function start(name: string, dir: string, env: Record<string, string>): Promise<Server> {
+async function start(name: string, dir: string, env: Record<string, string>, command: 'api' | 'manager' = 'api'): Promise<Server> {
   const port = await freePort();
+  const metricsPort = await freePort();
   const dataDir = path.join(dir, name);
   const config = path.join(dir, `${name}.toml`);
   fs.writeFileSync(
@@ -54,9 +59,13 @@ async function start(name: string, dir: string, env: Record<string, string>): Pr
     [
       `data_dir = ${JSON.stringify(dataDir)}`,
       '[api]',
-      `listen = "127.0.0.1:${port}"`,
+      `listen = "127.0.0.1:${command === 'api' ? port : await freePort()}"`,
+      `metrics_listen = "127.0.0.1:${metricsPort}"`,
       `dashboard_origin = "http://127.0.0.1:${port}"`,
       `dashboard_dir = ${JSON.stringify(path.join(webapp, 'dist'))}`,
+      '[manager]',
+      'watermark = "clock"',
+      `admin_listen = "127.0.0.1:${command === 'manager' ? port : await freePort()}"`,
       '[embedded_postgres]',
       'fsync_off = true',
       '',
@@ -71,7 +80,7 @@ async function start(name: string, dir: string, env: Record<string, string>): Pr
   if (!('MOCK_AUTH' in env)) delete childEnv.MOCK_AUTH;
   delete childEnv.SUIFTLY_API_LISTEN;
   delete childEnv.SUIFTLY_DASHBOARD_DIR;
-  const proc = spawn(binary(), ['-c', config, 'api'], { env: childEnv, stdio: ['ignore', out, out] });
+  const proc = spawn(binary(), ['-c', config, command], { env: childEnv, stdio: ['ignore', out, out] });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 90_000;
   const exit: { code: number | null } = { code: null };
@@ -81,7 +90,7 @@ async function start(name: string, dir: string, env: Record<string, string>): Pr
       throw new Error(`suiftly api (${name}) exited with ${exit.code} during start-up:\n${fs.readFileSync(log, 'utf8').slice(-3000)}`);
     }
     try {
-      const r = await fetch(`${url}/health`);
+      const r = await fetch(`${url}${command === 'api' ? '/health' : '/manager/health'}`);
       if (r.ok) break;
     } catch {
       // not listening yet
@@ -115,17 +124,31 @@ export default async function globalSetup() {
   fs.chmodSync(dir, 0o755);
   const started: Server[] = [];
   const teardown = async () => {
+    // Reverse order: the mock server and the manager use the others' databases.
     for (const s of started.reverse()) await stop(s);
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const real = await start('real', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET });
-    started.push(real);
+    // The two embedded clusters start at the same time (most of the set-up time).
+    const [real, billing] = await Promise.allSettled([
+      start('real', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET }),
+      start('billing', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET }),
+    ]);
+    for (const r of [real, billing]) if (r.status === 'fulfilled') started.push(r.value);
+    for (const r of [real, billing]) if (r.status === 'rejected') throw r.reason;
+    const realUrl = (real as PromiseFulfilledResult<Server>).value.url;
+    const billingUrl = (billing as PromiseFulfilledResult<Server>).value.url;
     const conninfo = fs.readFileSync(path.join(dir, 'real', 'conninfo'), 'utf8').trim();
+    const billingConninfo = fs.readFileSync(path.join(dir, 'billing', 'conninfo'), 'utf8').trim();
     const mock = await start('mock', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET, DATABASE_URL: conninfo, MOCK_AUTH: 'true' });
     started.push(mock);
-    process.env.E2E_BASE_URL = real.url;
+    const manager = await start('manager', dir, { DATABASE_URL: billingConninfo }, 'manager');
+    started.push(manager);
+    process.env.E2E_BASE_URL = realUrl;
     process.env.E2E_MOCK_URL = mock.url;
+    process.env.E2E_BILLING_URL = billingUrl;
+    process.env.E2E_BILLING_CONNINFO = billingConninfo;
+    process.env.E2E_MANAGER_URL = manager.url;
   } catch (e) {
     await teardown();
     throw e;

@@ -23,6 +23,9 @@ pub struct BoundListener {
     pub(super) recv_batch: usize,
     /// Receive buffer granted by the kernel (half of what getsockopt reports).
     pub effective_rcvbuf: usize,
+    /// Handed over by the service manager ([`super::inherit::adopt`]): a unix socket's file
+    /// belongs to it and must outlive this process (the next one inherits the same socket).
+    pub(super) inherited: bool,
 }
 
 pub(super) enum BoundSocket {
@@ -50,13 +53,15 @@ impl BoundListener {
 
 impl Drop for BoundListener {
     fn drop(&mut self) {
-        if let BoundSocket::Unix(_, path) = &self.socket {
+        if let BoundSocket::Unix(_, path) = &self.socket
+            && !self.inherited
+        {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
-fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
+pub(super) fn set_rcvbuf(sock: &Socket, want: usize) -> usize {
     let want = want.min(libc::c_int::MAX as usize / 2);
     let _ = sock.set_recv_buffer_size(want);
     // Linux stores and reports twice the requested value (bookkeeping overhead), capped at
@@ -104,7 +109,7 @@ fn inet_socket(
     Ok((s, eff))
 }
 
-fn bind_error(cfg: &ListenerConfig, source: io::Error) -> ListenerError {
+pub(super) fn bind_error(cfg: &ListenerConfig, source: io::Error) -> ListenerError {
     ListenerError::Bind {
         name: cfg.name.clone(),
         address: cfg.address(),
@@ -190,5 +195,6 @@ pub fn bind(cfg: &ListenerConfig) -> Result<BoundListener, ListenerError> {
         max_message_bytes: max,
         recv_batch: batch,
         effective_rcvbuf: effective,
+        inherited: false,
     })
 }

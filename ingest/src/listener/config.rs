@@ -27,6 +27,18 @@ pub enum ListenerError {
         address: String,
         source: std::io::Error,
     },
+    /// A socket handed over by the service manager (`LISTEN_FDS`, systemd socket activation)
+    /// is not the one the configuration describes: another socket type or family, or another
+    /// address. Refused at start-up rather than served under the wrong settings.
+    #[error(
+        "listener {name}: the inherited socket (fd {fd}) is {found}, but the configuration says {expected}"
+    )]
+    Inherited {
+        name: String,
+        fd: i32,
+        expected: String,
+        found: String,
+    },
     /// The socket failed while receiving.
     #[error("listener {name}: receive: {source}")]
     Receive {

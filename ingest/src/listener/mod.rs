@@ -4,6 +4,7 @@
 //! - [`config`]: one `[[listener]]` table — a [`Transport`] with only its own settings, and
 //!   the parse settings.
 //! - [`bind`](mod@bind): binding, before anything runs ([`BoundListener`]).
+//! - [`inherit`]: adopting a socket the service manager bound (systemd socket activation).
 //! - `datagram`: the UDP / unix receive loop (`recvmmsg` into one buffer, drain at stop).
 //! - `tcp`: the accept loop and one tracked task per connection (RFC 6587 framing).
 //! - [`Admission`]: the allowlist and the receive counters, once for every transport.
@@ -14,6 +15,7 @@
 pub mod bind;
 pub mod config;
 mod datagram;
+pub mod inherit;
 mod tcp;
 
 use std::net::IpAddr;

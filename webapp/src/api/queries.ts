@@ -7,12 +7,58 @@ export const keys = {
   balance: ['balance'] as const,
   apiKeys: (includeRevoked: boolean) => ['keys', includeRevoked] as const,
   quote: (service: string, config: ServiceConfig) => ['quote', service, config] as const,
+  invoices: ['billing', 'invoices'] as const,
+  invoice: (id: number) => ['billing', 'invoice', id] as const,
+  current: ['billing', 'current'] as const,
+  transactions: ['billing', 'transactions'] as const,
 };
 
+/** How often the billing views re-ask while open ("live": the manager bills on its own). */
+const LIVE_MS = 10_000;
+
+async function fetchServices() {
+  return unwrap(await api.GET('/services'));
+}
+
 export function useServices() {
+  return useQuery({ queryKey: keys.services, queryFn: fetchServices, select: (d) => d.services });
+}
+
+/** The billing suspension of the account (null when not suspended), from `GET /services`. */
+export function useSuspension() {
+  return useQuery({ queryKey: keys.services, queryFn: fetchServices, select: (d) => d.suspension, refetchInterval: LIVE_MS });
+}
+
+export function useInvoices() {
   return useQuery({
-    queryKey: keys.services,
-    queryFn: async () => unwrap(await api.GET('/services')).services,
+    queryKey: keys.invoices,
+    queryFn: async () => unwrap(await api.GET('/billing/invoices')).invoices,
+    refetchInterval: LIVE_MS,
+  });
+}
+
+export function useInvoice(id: number, enabled: boolean) {
+  return useQuery({
+    queryKey: keys.invoice(id),
+    queryFn: async () => unwrap(await api.GET('/billing/invoices/{invoice_id}', { params: { path: { invoice_id: id } } })),
+    enabled,
+  });
+}
+
+/** This month so far: the draft invoice's lines plus settled usage not on a line yet. */
+export function useCurrentCharges() {
+  return useQuery({
+    queryKey: keys.current,
+    queryFn: async () => unwrap(await api.GET('/billing/current')),
+    refetchInterval: LIVE_MS,
+  });
+}
+
+export function useTransactions() {
+  return useQuery({
+    queryKey: keys.transactions,
+    queryFn: async () => unwrap(await api.GET('/billing/transactions', { params: { query: { limit: 50 } } })),
+    refetchInterval: LIVE_MS,
   });
 }
 
@@ -20,6 +66,8 @@ export function useBalance() {
   return useQuery({
     queryKey: keys.balance,
     queryFn: async () => unwrap(await api.GET('/billing/balance')),
+    // The manager charges on its own (after a deposit, an enable, at the month's end).
+    refetchInterval: LIVE_MS,
   });
 }
 
@@ -45,7 +93,7 @@ export function useQuote(service: ServiceName, config: ServiceConfig, enabled = 
 
 function useInvalidate() {
   const qc = useQueryClient();
-  return (...what: ('services' | 'balance' | 'keys' | 'quote')[]) =>
+  return (...what: ('services' | 'balance' | 'keys' | 'quote' | 'billing')[]) =>
     Promise.all(what.map((k) => qc.invalidateQueries({ queryKey: [k] })));
 }
 
@@ -59,7 +107,7 @@ export function useSaveService(service: ServiceName) {
       if (!v.enable) return saved;
       return unwrap(await api.POST('/services/{service}/enable', { params: { path: { service } } }));
     },
-    onSettled: () => invalidate('services', 'quote', 'keys'),
+    onSettled: () => invalidate('services', 'quote', 'keys', 'billing', 'balance'),
   });
 }
 
@@ -80,7 +128,7 @@ export function useMoveFunds(kind: 'deposit' | 'withdraw') {
           ? await api.POST('/billing/deposit', { body: v })
           : await api.POST('/billing/withdraw', { body: v }),
       ),
-    onSettled: () => invalidate('balance', 'quote'),
+    onSettled: () => invalidate('balance', 'quote', 'billing', 'services'),
   });
 }
 
@@ -89,7 +137,7 @@ export function useSetLimit() {
   return useMutation({
     mutationFn: async (max_monthly_usd_cents: number) =>
       unwrap(await api.PUT('/billing/limit', { body: { max_monthly_usd_cents } })),
-    onSettled: () => invalidate('balance', 'quote'),
+    onSettled: () => invalidate('balance', 'quote', 'billing', 'services'),
   });
 }
 

@@ -5,7 +5,7 @@
  */
 import { useState } from 'react';
 import { useBalance, useMoveFunds } from '../api/queries';
-import { formatCents, parseDollars } from '../lib/money';
+import { centsToInput, formatCents, parseDollars } from '../lib/money';
 import { Alert, Button, Dialog, Field, errorText, inputClass } from './ui';
 
 export type FundsKind = 'deposit' | 'withdraw';
@@ -14,12 +14,23 @@ function newKey(): string {
   return crypto.randomUUID();
 }
 
-export function FundsDialog({ kind, open, onClose }: { kind: FundsKind; open: boolean; onClose: () => void }) {
-  return open ? <FundsForm kind={kind} onClose={onClose} /> : null;
+export function FundsDialog({
+  kind,
+  open,
+  onClose,
+  initialCents,
+}: {
+  kind: FundsKind;
+  open: boolean;
+  onClose: () => void;
+  /** Pre-filled amount (e.g. what a suspended account must deposit to resume). */
+  initialCents?: number;
+}) {
+  return open ? <FundsForm kind={kind} onClose={onClose} initialCents={initialCents} /> : null;
 }
 
-function FundsForm({ kind, onClose }: { kind: FundsKind; onClose: () => void }) {
-  const [amount, setAmount] = useState('');
+function FundsForm({ kind, onClose, initialCents }: { kind: FundsKind; onClose: () => void; initialCents?: number }) {
+  const [amount, setAmount] = useState(initialCents ? centsToInput(initialCents) : '');
   const [touched, setTouched] = useState(false);
   const [key] = useState(newKey);
   const move = useMoveFunds(kind);

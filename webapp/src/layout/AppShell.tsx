@@ -193,9 +193,12 @@ export function AppShell() {
         )}
       </header>
       <div className="flex">
-        <aside className="sticky top-14 hidden h-[calc(100vh-3.5rem)] w-56 shrink-0 overflow-y-auto border-r border-slate-200 bg-white lg:block">
-          <Sidebar />
-        </aside>
+        {/* The column carries the background and border down a long page; the menu stays in view. */}
+        <div className="hidden w-56 shrink-0 border-r border-slate-200 bg-white lg:block">
+          <aside className="sticky top-14 h-[calc(100vh-3.5rem)] overflow-y-auto">
+            <Sidebar />
+          </aside>
+        </div>
         <main id="main" className="w-full max-w-5xl min-w-0 flex-1 p-4 sm:p-6">
           <Outlet />
         </main>

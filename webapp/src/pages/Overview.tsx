@@ -2,6 +2,7 @@ import { Link } from '@tanstack/react-router';
 import { SERVICES, serviceLabel } from '../api/client';
 import { useBalance, useServices } from '../api/queries';
 import { ServiceStatus } from '../components/ServiceStatus';
+import { SuspensionNotice } from '../components/SuspensionNotice';
 import { Card, ErrorState, PageHeader, Spinner } from '../components/ui';
 import { formatCents, formatMonthly } from '../lib/money';
 import { tierLabel } from '../lib/price';
@@ -12,6 +13,7 @@ export function OverviewPage() {
   return (
     <>
       <PageHeader title="Overview" description="Your balance, this month's spending and your services at a glance." />
+      <SuspensionNotice />
       <div className="grid gap-4 md:grid-cols-2">
         <Card title="Balance">
           {balance.isPending ? (

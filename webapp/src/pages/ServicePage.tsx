@@ -10,6 +10,7 @@ import { ApiError, SERVICES, api, serviceLabel, unwrap, type Quote, type Service
 import { keys, useBalance, useDisableService, useQuote, useSaveService, useServices } from '../api/queries';
 import { FundsDialog } from '../components/FundsDialog';
 import { ServiceStatus } from '../components/ServiceStatus';
+import { SuspensionNotice } from '../components/SuspensionNotice';
 import { Alert, Button, Card, Dialog, ErrorState, Field, PageHeader, Spinner, cx, formatDate, inputClass } from '../components/ui';
 import { formatMonthly, formatPrice } from '../lib/money';
 import { TIERS, describeRefusal, quoteLines, quoteSummary, rateLabel, tierLabel, type Tier } from '../lib/price';
@@ -126,6 +127,7 @@ function ServiceEditor({ service, current, monthStart }: { service: ServiceName;
           ) : undefined
         }
       />
+      <SuspensionNotice />
 
       {current && enabled && (
         <p className="mb-4 text-sm text-slate-600">
