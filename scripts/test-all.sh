@@ -81,7 +81,7 @@ count() { awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($i == "passed;"
 if [ -z "${SKIP_RUST:-}" ]; then
     echo "test-all: cargo test --workspace"
     set +e
-    cargo test --workspace --locked 2>&1 | tee "$logs/cargo.log"
+    cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$logs/cargo.log"
     s=${PIPESTATUS[0]}
     set -e
     [ "$s" -eq 0 ] || status=1
@@ -97,10 +97,10 @@ if [ -z "${SKIP_RUST:-}" ]; then
         : >"$logs/timescaledb.log"
         for args in "--test pg_ingest --test writer --test rejected --test fault --test metering --test pipeline --test cli" \
                     "--lib -- tests_pg::" "--test timescaledb -- --include-ignored"; do
-            echo "test-all: storage timescaledb: SUIFTLY_TEST_STORAGE=timescaledb cargo test --workspace --locked $args"
+            echo "test-all: storage timescaledb: SUIFTLY_TEST_STORAGE=timescaledb cargo test --workspace --locked --no-fail-fast $args"
             set +e
             # shellcheck disable=SC2086 # $args is a list of arguments
-            SUIFTLY_TEST_STORAGE=timescaledb cargo test --workspace --locked $args 2>&1 | tee -a "$logs/timescaledb.log"
+            SUIFTLY_TEST_STORAGE=timescaledb cargo test --workspace --locked --no-fail-fast $args 2>&1 | tee -a "$logs/timescaledb.log"
             [ "${PIPESTATUS[0]}" -eq 0 ] || s=1
             set -e
         done
