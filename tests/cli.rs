@@ -39,7 +39,10 @@ fn start_run(cfg: &Path, data: &Path, mport: u16) -> std::process::Child {
         .stderr(log)
         .spawn()
         .unwrap();
-    wait_until("metrics endpoint", Duration::from_secs(90), || {
+    // initdb + start + migrations of the embedded cluster: seconds when idle, but over 90 s was
+    // seen at load 25 on 2 cores, so the bound is generous (a start-up that never comes still
+    // fails).
+    wait_until("metrics endpoint", Duration::from_secs(300), || {
         std::net::TcpStream::connect(("127.0.0.1", mport)).is_ok()
     });
     child

@@ -357,7 +357,7 @@ async fn admin_endpoint_status_trigger_and_clock() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(r["now"].as_str().unwrap().starts_with("2027-01-01T00:00:0"));
+    assert_clock_near(&r, "2027-01-01T00:00:00Z");
     let (s, r) = call(
         &app,
         "POST",
@@ -366,7 +366,7 @@ async fn admin_endpoint_status_trigger_and_clock() {
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    assert!(r["now"].as_str().unwrap().starts_with("2027-01-02T00:00:0"));
+    assert_clock_near(&r, "2027-01-02T00:00:00Z");
     let db = connect(&conninfo).await;
     assert!(one_i64(&db, "SELECT offset_ms FROM manager_clock").await > 0);
     m.stop.cancel();
@@ -414,4 +414,19 @@ async fn admin_endpoint_status_trigger_and_clock() {
     assert_eq!(p.handle.clock().offset(), chrono::TimeDelta::zero());
     p.stop.cancel();
     p.task.await.unwrap();
+}
+
+/// The manager's clock keeps running from the instant it was set, so a reply read back later
+/// is at or after the set value. How much later depends on the machine's load (a 10 s window
+/// failed once at load 20 on 2 cores), so this checks the set value took effect, with a bound
+/// generous enough to be about correctness, not speed.
+fn assert_clock_near(reply: &serde_json::Value, set: &str) {
+    let now = chrono::DateTime::parse_from_rfc3339(reply["now"].as_str().expect("now"))
+        .unwrap_or_else(|e| panic!("{reply}: {e}"));
+    let set = chrono::DateTime::parse_from_rfc3339(set).unwrap();
+    let after = now.signed_duration_since(set);
+    assert!(
+        after >= chrono::Duration::zero() && after < chrono::Duration::minutes(5),
+        "clock {now} is not just after the value set, {set}"
+    );
 }
