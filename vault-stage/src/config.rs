@@ -1,6 +1,6 @@
 //! What the vault stage runs with. The `[vault]` section of the binary's configuration file
 //! (defaults, range checks, environment overrides) lives with the other sections in the
-//! composition root (`src/config.rs`) and builds this.
+//! composition root (`src/config/vault.rs`) and builds this.
 
 use std::path::PathBuf;
 use std::time::Duration;

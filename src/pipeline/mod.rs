@@ -36,22 +36,19 @@
 //! stages it reads from (e.g. after `aggregator`, whose [`Aggregator::subscribe`] it takes) —
 //! one entry; it is then stopped before them.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use futures_util::future::BoxFuture;
 use metrics_exporter_prometheus::PrometheusHandle;
-use suiftly_aggregate::service::{self as metering, AggregateError, Aggregator, Recovery};
+use suiftly_aggregate::service::Aggregator;
 use suiftly_ingest::db;
 use suiftly_ingest::health::Health;
-use suiftly_ingest::listener::{self, BoundListener};
+use suiftly_ingest::listener;
 use suiftly_ingest::spooled::{self, SpoolHandle};
 use suiftly_ingest::writer::{Writer, WriterConfig};
 use suiftly_parser::Parser;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -63,138 +60,12 @@ use crate::servers::{self, install_recorder};
 use crate::signals::Signals;
 use crate::stage::{OnFailure, ShutdownReport, Stage, StageOutput, Stages};
 
-/// Every socket the pipeline serves, bound before it starts (tests and the demo bind port 0
-/// and read the addresses back). The endpoints' TCP sockets are bound but not yet listening:
-/// each starts listening when its stage starts, so a connection to `/metrics` succeeds only
-/// once start-up (migrations, spool recovery, metering state) is done — the signal the test
-/// harness and operators' scripts wait for.
-pub struct Sockets {
-    /// One per `[[listener]]`, in configuration order (the index is the spool's listener
-    /// index).
-    pub listeners: Vec<BoundListener>,
-    pub pgwire: Option<TcpSocket>,
-    pub admin: Option<TcpSocket>,
-    pub metrics: Option<TcpSocket>,
-    /// The customer API (`[api] in_run`, the single-machine default).
-    pub api: Option<TcpSocket>,
-}
+mod sockets;
+mod storing;
 
-/// A TCP socket bound to `listen` (not listening yet).
-pub fn bind_tcp(listen: &str, what: &str) -> Result<TcpSocket> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("{what} {listen:?} is not ip:port"))?;
-    let s = if addr.is_ipv4() {
-        TcpSocket::new_v4()
-    } else {
-        TcpSocket::new_v6()
-    }
-    .with_context(|| format!("creating the {what} socket"))?;
-    s.set_reuseaddr(true)?;
-    s.bind(addr)
-        .with_context(|| format!("binding {what} on {addr}"))?;
-    Ok(s)
-}
-
-fn listen(s: TcpSocket) -> Result<TcpListener> {
-    s.listen(1024).context("listen(2)")
-}
-
-impl Sockets {
-    /// Binds every socket `cfg` names: the listeners, then the endpoints. A listener whose
-    /// socket the service manager passed (systemd socket activation, [`crate::activation`])
-    /// adopts it instead of binding.
-    pub fn bind(cfg: &Config) -> Result<Sockets> {
-        let mut passed: Vec<Option<std::os::fd::OwnedFd>> = Vec::new();
-        let mut names = Vec::new();
-        for (fd, name) in crate::activation::take()? {
-            passed.push(Some(fd));
-            names.push(name);
-        }
-        let mut s = Self::listeners_inheriting(cfg, passed, names)?;
-        if let Some(l) = &cfg.admin.pgwire_listen {
-            s.pgwire = Some(bind_tcp(l, "admin.pgwire_listen")?);
-        }
-        s.admin = Some(bind_tcp(&cfg.admin.listen, "admin.listen")?);
-        s.metrics = Some(bind_tcp(&cfg.metrics.listen, "metrics.listen")?);
-        if cfg.api.in_run {
-            s.api = Some(bind_tcp(&cfg.api.listen, "api.listen")?);
-        }
-        Ok(s)
-    }
-
-    /// Only the listeners: no endpoints (the demo, tests).
-    pub fn listeners(cfg: &Config) -> Result<Sockets> {
-        Self::listeners_inheriting(cfg, Vec::new(), Vec::new())
-    }
-
-    /// The listeners, adopting the passed sockets (`names[i]` is `passed[i]`'s
-    /// `LISTEN_FDNAMES` entry) and binding the rest.
-    fn listeners_inheriting(
-        cfg: &Config,
-        mut passed: Vec<Option<std::os::fd::OwnedFd>>,
-        names: Vec<Option<String>>,
-    ) -> Result<Sockets> {
-        let described: Vec<crate::activation::Passed> = names
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| crate::activation::Passed {
-                fd: crate::activation::LISTEN_FDS_START + i as i32,
-                name,
-            })
-            .collect();
-        let wanted: Vec<&str> = cfg.listeners.iter().map(|l| l.name.as_str()).collect();
-        let slots = crate::activation::assign(&wanted, &described)?;
-        let listeners = cfg
-            .listeners
-            .iter()
-            .zip(slots)
-            .map(|(l, slot)| match slot.and_then(|i| passed[i].take()) {
-                Some(fd) => listener::inherit::adopt(l, fd),
-                None => listener::bind(l),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Sockets {
-            listeners,
-            pgwire: None,
-            admin: None,
-            metrics: None,
-            api: None,
-        })
-    }
-
-    /// (listener name, UDP/TCP address, unix path) as bound.
-    pub fn addresses(&self) -> Vec<(String, Option<SocketAddr>, Option<PathBuf>)> {
-        self.listeners
-            .iter()
-            .map(|b| {
-                (
-                    b.name.to_string(),
-                    b.local_addr(),
-                    b.unix_path().map(|p| p.to_path_buf()),
-                )
-            })
-            .collect()
-    }
-}
-
-/// Where accepted lines go before the COPY writer: the two modes as one type.
-enum Storing {
-    /// The disk spool, read by the consumer; metering (optional) replays it after a restart.
-    Spooled {
-        spool: SpoolHandle,
-        metering: Option<Metering>,
-    },
-    /// Listeners parse and hand batches to the writer over a bounded channel.
-    Direct,
-}
-
-/// The metering stage, prepared (state loaded, replay range known) but not yet running.
-struct Metering {
-    handle: Aggregator,
-    task: BoxFuture<'static, Result<(), AggregateError>>,
-    tap: spooled::Tap,
-}
+use sockets::listen;
+pub use sockets::{Sockets, bind_tcp};
+use storing::{Storing, aggregator_stage, consumer_stage, prepare_metering, spool_stage};
 
 /// The running stages.
 pub struct Pipeline {
@@ -514,165 +385,6 @@ async fn api_stage(
         Ok(StageOutput::Nothing)
     });
     Ok(s)
-}
-
-/// Each listener's parser, by listener index (the spool records which listener a line came
-/// through; the consumer and the aggregator's replay parse it with that listener's settings).
-fn parsers(cfg: &Config) -> Result<Vec<(Arc<str>, Parser)>> {
-    cfg.listeners
-        .iter()
-        .map(|l| {
-            Ok((
-                Arc::<str>::from(l.name.as_str()),
-                Parser::new(l.source_config()?),
-            ))
-        })
-        .collect()
-}
-
-/// Loads the metering stage's committed state, keeps the spool it still needs and prepares
-/// the replay of the unsettled part; the task runs once the stage is pushed.
-async fn prepare_metering(
-    cfg: &Config,
-    conninfo: &str,
-    spool: &SpoolHandle,
-    abort: &CancellationToken,
-) -> Result<Metering> {
-    let acfg = cfg.aggregator_config();
-    let copy_pos = spooled::committed_position(conninfo, spool).await?;
-    let mut persisted = metering::load_state(conninfo, copy_pos, &acfg.window).await?;
-    let oldest = spool.oldest_position().0;
-    if persisted.restart_position < oldest || persisted.applied_through > copy_pos {
-        // Metering was off while the spool was freed (or the spool was replaced): what it did
-        // not see cannot be replayed. Resume at the current position; `suiftly audit` shows
-        // the gap.
-        error!(
-            ?persisted,
-            copy_pos,
-            oldest,
-            "metering cannot replay from its committed position; resuming at the current ingest position (run `suiftly audit` to see the gap)"
-        );
-        persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
-    }
-    spool.set_gc_floor(persisted.restart_position);
-    // The aggregator's recovery input: the spool from its restart position, parsed by the
-    // listeners' parsers exactly as the consumer parsed it.
-    let replay = if persisted.restart_position < copy_pos {
-        let batches = spooled::SpoolBatches::new(
-            spool,
-            persisted.restart_position,
-            parsers(cfg)?,
-            cfg.limits(),
-        )?;
-        Some(Box::new(batches) as Box<dyn suiftly_model::CommittedSource>)
-    } else {
-        None
-    };
-    info!(?persisted, replay_to = copy_pos, "metering resumes");
-    let (tap, rx) = mpsc::channel(cfg.aggregate.input_capacity);
-    let sp = spool.clone();
-    let caught_up = Arc::new(move |pos: u64| pos >= sp.durable_end().0);
-    let (handle, task) = metering::start(
-        acfg,
-        conninfo.to_owned(),
-        Recovery {
-            persisted,
-            replay_to: copy_pos,
-            replay,
-        },
-        rx,
-        caught_up,
-        abort.clone(),
-    );
-    Ok(Metering {
-        handle,
-        task: Box::pin(task),
-        tap,
-    })
-}
-
-/// The aggregator and the follower that moves the spool's gc floor after each settlement
-/// (the spool keeps what the aggregator would replay after a crash).
-fn aggregator_stage(
-    stages: &Stages,
-    handle: Aggregator,
-    task: BoxFuture<'static, Result<(), AggregateError>>,
-    spool: &SpoolHandle,
-) -> Stage {
-    let s = stages.stage("aggregator", OnFailure::KeepRunning);
-    s.spawn(async move {
-        match task.await {
-            Ok(()) => {}
-            Err(AggregateError::Aborted) => {
-                warn!("aggregator aborted before its last settlement; it resumes from its committed position at the next start")
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(StageOutput::Nothing)
-    });
-    let (mut settled, sp, stop) = (handle.subscribe(), spool.clone(), s.stop_token());
-    s.spawn(async move {
-        use tokio::sync::broadcast::error::RecvError;
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                r = settled.recv() => match r {
-                    Ok(_) | Err(RecvError::Lagged(_)) => sp.set_gc_floor(handle.persisted().restart_position),
-                    Err(RecvError::Closed) => break,
-                },
-            }
-        }
-        Ok(StageOutput::Nothing)
-    });
-    s
-}
-
-/// The COPY consumer: its stop token is "the listeners are done and the spool is synced".
-fn consumer_stage(
-    stages: &Stages,
-    cfg: &Config,
-    conninfo: &str,
-    spool: &SpoolHandle,
-    tap: Option<spooled::Tap>,
-    abort: &CancellationToken,
-) -> Result<Stage> {
-    let s = stages.stage("consumer", OnFailure::StopProcess);
-    let run = spooled::run_consumer(
-        spool.clone(),
-        Writer::new(WriterConfig::new(conninfo)).with_health(spool.health.clone()),
-        conninfo.to_owned(),
-        parsers(cfg)?,
-        cfg.limits(),
-        s.stop_token(),
-        abort.clone(),
-        tap,
-    );
-    let outputs = s.outputs();
-    s.spawn(async move {
-        let stats = run.await?;
-        outputs.record(StageOutput::Decoded(stats.decoded));
-        Ok(StageOutput::Writer(stats.writer))
-    });
-    Ok(s)
-}
-
-/// Interval fsyncs while running; on stop, one final sync so everything accepted is durable
-/// (and visible to the consumer) before the consumer is told to finish.
-fn spool_stage(stages: &Stages, cfg: &Config, spool: &SpoolHandle) -> Stage {
-    let s = stages.stage("spool", OnFailure::StopProcess);
-    let run = spooled::run_syncer(spool.clone(), cfg.spool.sync_interval(), s.stop_token());
-    s.spawn(async move {
-        run.await;
-        Ok(StageOutput::Nothing)
-    });
-    let sp = spool.clone();
-    s.after_stop(move || async move {
-        tokio::task::spawn_blocking(move || sp.sync())
-            .await
-            .context("final spool sync")??;
-        info!("spool synced: the consumer stores what it holds");
-        Ok(())
-    })
 }
 
 /// `suiftly run`: start, wait for SIGTERM/ctrl-c (or a stage failure), stop in order.
