@@ -178,8 +178,8 @@ impl VaultFiles {
 
     /// Test hook for crash tests: `hook` is called at every [`WriteStep`] of every write, and
     /// may block (the crash test's writer stops there and is SIGKILLed). Only the
-    /// `suiftly-vault synth --pause-at` command sets one; without it a step costs one `Option`
-    /// check, nothing else (no environment lookup, no feature flag).
+    /// `suiftly-vault synth --pause-at` command (and unit tests) set one; without it a step
+    /// costs one `Option` check, nothing else (no environment lookup, no feature flag).
     pub fn with_step_hook(mut self, hook: StepHook) -> VaultFiles {
         self.hook = Some(hook);
         self
@@ -303,7 +303,8 @@ impl VaultFiles {
     /// After a crash between the CSV's rename and the map's, the live CSV is one version
     /// ahead of the live map. When the next write finds the map's content unchanged it writes
     /// no new version, so it puts the map's version of the CSV back live here. Normally the
-    /// live CSV is a hard link of `versions/<csv>.<seq>.csv`: two `stat`s, nothing read.
+    /// live CSV is a hard link of `versions/<csv>.<seq>.csv`: two `stat`s, nothing read
+    /// (where hard links are not supported, the live CSV is read and compared).
     fn restore_csv(&self, content: &VaultContent, seq: u64) -> Result<(), WriteError> {
         use std::os::unix::fs::MetadataExt;
         let live = self.csv_path();
