@@ -179,8 +179,8 @@ fn usage_by_hour(conninfo: &str, sql: &str) -> Usage {
 /// ingestor's socket took), the first with metering off, then on. First the accepted set: each kill may lose only the
 /// newest lines in flight, and PostgreSQL holds exactly what the spool holds, once. Then
 /// metering: every stored row metered once, `usage_records` equal to the billable raw rows of
-/// every hour's settled minutes (three complete hours, non-zero), late rows counted, and `suiftly audit` finds
-/// no difference (and does find a planted one).
+/// every hour's settled minutes (three complete hours, non-zero), late rows counted, and
+/// `suiftly audit` finds no difference (and does find a planted one).
 #[test]
 fn sigkill_during_load_then_audit_finds_zero_differences() {
     const WINDOW: u64 = 256;
