@@ -1,29 +1,41 @@
 //! The closed loop (issue 12): a real HAProxy 2.6 running the shipped config, `suiftly run`
-//! (ingest, metering, the manager with its vault step) and `suiftly api`, all over real
-//! sockets. Wallet login → deposit → enable grpc → create a key → requests through HAProxy are
-//! served and logged (parsed and stored by the real ingest); a burst above the tier's rate is
-//! split into the traffic types as designed (429s logged as traffic type 3); the key is revoked → HAProxy
-//! refuses it (the time from the API call to the first refusal is measured and printed, never
-//! asserted), the refusals are logged as event 31 with a non-billable traffic type; the balance
-//! runs out (all but a cent withdrawn, the manager's clock moved into the next month: its fee is
-//! refused) → the customer is suspended → HAProxy refuses (402, event 30); a deposit → served
-//! again.
+//! (ingest, metering, the manager with its billing and vault steps) and `suiftly api`, all over
+//! real sockets. Wallet login → deposit → enable grpc (pro) → create a key → requests through
+//! HAProxy are served and logged (parsed and stored by the real ingest); the burst add-on is
+//! enabled through the API and a client goes above the guaranteed rate (traffic type 2, served
+//! and billable) and beyond the burst ceiling (429, traffic type 3, event 21, not billable);
+//! the live traffic is metered into `usage_records` and priced on the month's invoice (the
+//! usage line's quantity = the billable requests HAProxy logged, tt 1 + tt 2); the key is
+//! revoked → HAProxy refuses it (the time from the API call to the first refusal is measured
+//! and printed, never asserted), the refusals are logged as event 31 with a non-billable
+//! traffic type and change nothing that is billed; the balance runs out (all but a cent
+//! withdrawn, the manager's clock moved into the next month: its fee is refused) → the
+//! customer is suspended → HAProxy refuses (402, event 30); a deposit → served again.
 //!
-//! Not here: metering into `usage_records` is per completed hour, so live traffic reaches the
-//! invoice only after the hour ends (tests/billing_e2e.rs covers raw lines → invoice with
-//! backdated lines).
+//! How live traffic reaches the invoice (BILLING.md §3, §4): the aggregator merges every
+//! settled minute into its hour's `usage_records` row (not only completed hours), a trigger
+//! keeps `usage_month_totals`, and each manager cycle prices the month-to-date total up to the
+//! metering watermark; `usage_threshold_cents = 1` (an operator setting: how much unbilled
+//! usage makes a line) lets the first cent make a line. Nothing is inserted by hand, no clock
+//! is moved for this leg: the wait is for the minute to settle (its end plus the allowed
+//! lateness, here 1 s). The last line's quantity is exact when the billable total is a multiple
+//! of 100 (a line is made when the price moves by a cent), so the test tops the traffic up to
+//! one with paced, served requests before it checks.
 //!
 //! Run `cargo test --test closed_loop -- --nocapture` to see the measurements.
 
 mod common;
 mod gateway;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gateway::{Gateway, request, spawn_origin, wait_until};
 use pgcluster::PgCluster;
 use serde_json::{Value, json};
+use suiftly_vault::ConfigWord;
+use suiftly_vault::runtime::{Endpoint, RuntimeClient};
 
 struct Api {
     child: Child,
@@ -70,7 +82,10 @@ fn dump(rt: &tokio::runtime::Runtime, db: &tokio_postgres::Client) -> String {
     .join("\n")
         + &rt
             .block_on(db.query(
-                "SELECT 'usage_month_totals ' || customer_id || ' ' || requests FROM usage_month_totals
+                "SELECT 'settled_before ' || settled_before FROM aggregate_state
+                 UNION ALL SELECT 'usage_records ' || customer_id || ' ' || window_start || ' rev ' || revision
+                     || ' ' || request_count FROM usage_records
+                 UNION ALL SELECT 'usage_month_totals ' || customer_id || ' ' || requests FROM usage_month_totals
                  UNION ALL SELECT 'usage_invoiced ' || customer_id || ' ' || requests FROM usage_invoiced
                  UNION ALL SELECT 'customer ' || customer_id || ' balance ' || current_balance_usd_cents
                      || ' suspension ' || COALESCE(suspension_reason::text, '-') FROM customers",
@@ -82,23 +97,36 @@ fn dump(rt: &tokio::runtime::Runtime, db: &tokio_postgres::Client) -> String {
             .collect::<String>()
 }
 
-/// Like `wait_until`, printing the raw logs when it times out.
+/// Like `wait_until`, printing the raw logs when it times out (after 60 s).
 fn wait_logged(
     rt: &tokio::runtime::Runtime,
     db: &tokio_postgres::Client,
     what: &str,
+    ok: impl FnMut() -> bool,
+) {
+    wait_db(rt, db, what, Duration::from_secs(60), ok)
+}
+
+/// What waits for metering to settle a minute (its end, plus the allowed lateness) uses.
+const SETTLE_WAIT: Duration = Duration::from_secs(180);
+
+fn wait_db(
+    rt: &tokio::runtime::Runtime,
+    db: &tokio_postgres::Client,
+    what: &str,
+    limit: Duration,
     mut ok: impl FnMut() -> bool,
 ) {
     let t0 = Instant::now();
     while !ok() {
-        if t0.elapsed() > Duration::from_secs(60) {
+        if t0.elapsed() > limit {
             panic!("timed out waiting for {what}; raw logs:\n{}", dump(rt, db));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// Served requests on path prefix `p`: (status → count).
+/// `n` requests on paths `/<prefix><i>`, back to back with `pause` after each: their statuses.
 fn send(port: u16, key: &str, prefix: &str, n: usize, pause: Duration) -> Vec<u16> {
     (0..n)
         .map(|i| {
@@ -107,6 +135,45 @@ fn send(port: u16, key: &str, prefix: &str, n: usize, pause: Duration) -> Vec<u1
             s
         })
         .collect()
+}
+
+/// Sequential requests on paths `/<prefix><i>`, started at most one per `every` (a stalled
+/// request is not caught up on, so the rate never exceeds `1 / every`), until `done(i)` says
+/// so after request `i`: their statuses.
+fn paced(
+    port: u16,
+    key: &str,
+    prefix: &str,
+    every: Duration,
+    mut done: impl FnMut(usize) -> bool,
+) -> Vec<u16> {
+    let mut out = Vec::new();
+    let mut next = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep(next - now);
+        }
+        next = Instant::now() + every;
+        out.push(request(port, &format!("/{prefix}{}", out.len()), Some(key)).0);
+        if done(out.len()) {
+            return out;
+        }
+    }
+}
+
+/// The config word the gateway's HAProxy holds for `key` right now (`get map` on its runtime
+/// API): what it enforces.
+fn gateway_word(sock: &Path, map: &Path, key: &str) -> Option<ConfigWord> {
+    let mut c =
+        RuntimeClient::connect(&Endpoint::Unix(sock.into()), Duration::from_secs(5)).ok()?;
+    let answer = c
+        .command(&format!("get map {} {key}", map.display()))
+        .ok()?;
+    // value="<customer_id>,<config_hex>,<fingerprint>,<metadata>"
+    let value = answer.split("value=\"").nth(1)?.split('"').next()?;
+    let hex = value.split(',').nth(1)?;
+    ConfigWord::decode(ConfigWord::from_hex(hex).ok()?).ok()
 }
 
 #[test]
@@ -145,7 +212,7 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
              [manager]\nwatermark = \"clock\"\nclock_lateness_ms = 2000\ncycle_interval_ms = 1000\n\
              lease_ms = 3000\nrenew_interval_ms = 500\nidle_in_transaction_ms = 1500\n\
              usage_threshold_cents = 1\npending_intent_age_ms = 0\n\
-             [vault]\ndir = \"{vault}\"\nretry_interval_ms = 300\npush_timeout_ms = 2000\ngateways_per_region = 20\n\
+             [vault]\ndir = \"{vault}\"\nretry_interval_ms = 300\npush_timeout_ms = 2000\ngateways_per_region = 100\n\
              [[vault.gateway]]\nname = \"gw1\"\nsocket = \"unix:{sock}\"\nmap = \"{map}\"\n\
              [[listener]]\nname = \"haproxy\"\nkind = \"udp\"\naddress = \"127.0.0.1:{udp}\"\nframing = \"local\"\npayload = \"sf1\"\n",
             data = tmp.path().join("data").display(),
@@ -210,9 +277,17 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         "POST",
         "/billing/deposit",
         tok,
-        Some(json!({ "amount_usd_cents": 5_000 })),
+        Some(json!({ "amount_usd_cents": 20_000 })),
     );
-    api.call("POST", "/services/grpc/enable", tok, Some(json!({})));
+    api.call("POST", "/services/grpc/enable", tok, None);
+    // Pro: 500 requests/s per region, 100 gateways per region → 5/s on this gateway; with the
+    // burst add-on (later) up to 10/s, the part above 5/s as traffic type 2.
+    api.call(
+        "PUT",
+        "/services/grpc/config",
+        tok,
+        Some(json!({ "tier": "pro" })),
+    );
     let t_key = Instant::now();
     let k1 = api.call("POST", "/keys", tok, Some(json!({ "service": "grpc" })));
     let (k1_id, k1) = (
@@ -223,9 +298,14 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         request(gw.fe_port, "/warm", Some(&k1)).0 == 200
     });
     let key_latency = t_key.elapsed();
+    let word = gateway_word(&gw.admin_sock, &gw_map, &k1).expect("the gateway has the key");
+    assert_eq!(
+        (word.guaranteed_rps, word.ceiling_rps, word.burst),
+        (5, 5, false),
+        "{word:?}"
+    );
 
-    // --- served, logged, metered, invoiced ----------------------------------------------------
-    // Starter: 100 requests/s per region, 20 gateways per region → 5/s on this gateway.
+    // --- served and logged, within the guaranteed rate --------------------------------------
     let n_served = 20;
     let served = send(gw.fe_port, &k1, "pa", n_served, Duration::from_millis(300));
     assert!(served.iter().all(|&s| s == 200), "{served:?}");
@@ -237,42 +317,196 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         db_i64(&rt, &db, &logged_sql) >= n_served as i64
     });
 
-    // --- above the tier's rate: burst of parallel requests ----------------------------------
-    let burst: Vec<u16> = std::thread::scope(|s| {
+    // --- the burst add-on, through the API; a client above the guaranteed rate --------------
+    api.call(
+        "PUT",
+        "/services/grpc/config",
+        tok,
+        Some(json!({ "tier": "pro", "burst": true })),
+    );
+    wait_until(
+        "the burst ceiling reaches the gateway",
+        Duration::from_secs(30),
+        || {
+            gateway_word(&gw.admin_sock, &gw_map, &k1)
+                .is_some_and(|w| (w.guaranteed_rps, w.ceiling_rps, w.burst) == (5, 10, true))
+        },
+    );
+    let count = |prefix: &str, cond: &str| -> i64 {
+        db_i64(
+            &rt,
+            &db,
+            &format!(
+                "SELECT count(*) FROM haproxy_raw_logs WHERE customer_id = {cid}
+                   AND path_prefix LIKE '{prefix}%' AND {cond}"
+            ),
+        )
+    };
+    // Above the guaranteed rate, within the ceiling: about 7 requests a second, sequential
+    // (never more than 1 per 140 ms), until the log shows burst traffic. All served.
+    let within = paced(gw.fe_port, &k1, "pc", Duration::from_millis(140), |n| {
+        n >= 300 || (n >= 30 && n % 10 == 0 && count("pc", "traffic_type = 2") > 0)
+    });
+    assert!(
+        within.iter().all(|&s| s == 200),
+        "within the ceiling everything is served: {within:?}"
+    );
+    // Beyond the ceiling: 4 clients at once.
+    let beyond: Vec<u16> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..4)
             .map(|t| {
                 let k = k1.clone();
                 let port = gw.fe_port;
-                s.spawn(move || send(port, &k, &format!("pb{t}x"), 100, Duration::ZERO))
+                s.spawn(move || send(port, &k, &format!("pb{t}x"), 50, Duration::ZERO))
             })
             .collect();
         hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    let refused_429 = burst.iter().filter(|&&s| s == 429).count();
+    let refused_429 = beyond.iter().filter(|&&s| s == 429).count();
     assert!(
         refused_429 > 0,
-        "400 requests at once, 5/s allowed: some are refused"
+        "200 requests at once, 10/s allowed: some are refused"
     );
-    assert!(burst.iter().all(|&s| s == 200 || s == 429), "{burst:?}");
-    let by_type_sql = format!(
-        "SELECT count(*) FILTER (WHERE traffic_type IN (1, 2))::bigint * 1000000
-              + count(*) FILTER (WHERE traffic_type = 3 AND status_code = 429 AND event_type = 21)
-         FROM haproxy_raw_logs WHERE customer_id = {cid} AND path_prefix LIKE 'pb%'"
-    );
-    wait_logged(&rt, &db, "the burst is logged", || {
-        let v = db_i64(&rt, &db, &by_type_sql);
-        (v / 1_000_000 + v % 1_000_000) as usize >= burst.len()
+    assert!(beyond.iter().all(|&s| s == 200 || s == 429), "{beyond:?}");
+    let sent_pc_pb = (within.len() + beyond.len()) as i64;
+    wait_logged(&rt, &db, "the burst legs are logged", || {
+        count("pc", "true") + count("pb", "true") >= sent_pc_pb
     });
-    let v = db_i64(&rt, &db, &by_type_sql);
+    let by = |cond: &str| count("pc", cond) + count("pb", cond);
+    let (tt1, tt2) = (by("traffic_type = 1"), by("traffic_type = 2"));
+    let tt3 = by("traffic_type = 3 AND status_code = 429 AND event_type = 21");
+    eprintln!(
+        "burst add-on: {} paced requests (~7/s) + {} at once: tt1 {tt1}, tt2 {tt2}, \
+         tt3 (429, event 21) {tt3}",
+        within.len(),
+        beyond.len()
+    );
+    assert!(
+        tt1 > 0 && tt2 > 0,
+        "guaranteed and burst traffic: {tt1}, {tt2}"
+    );
     assert_eq!(
-        (v % 1_000_000) as usize,
-        refused_429,
+        tt3 as usize, refused_429,
         "every 429 logged as traffic type 3, event 21"
     );
+    assert_eq!(
+        count("pc", "traffic_type = 3"),
+        0,
+        "nothing refused within the ceiling"
+    );
+    assert_eq!(
+        by("status_code = 200 AND traffic_type IN (1, 2) AND event_type = 0"),
+        sent_pc_pb - tt3,
+        "every served request logged as traffic type 1 or 2"
+    );
+
+    // --- metered and invoiced -----------------------------------------------------------------
+    // Billable = traffic types 1 and 2 of the customer. Topped up with served requests (paced
+    // below the ceiling) to a multiple of 100, so that the invoice's last usage line is exact.
+    let billable_sql = format!(
+        "SELECT count(*) FROM haproxy_raw_logs WHERE customer_id = {cid} AND traffic_type IN (1, 2)"
+    );
+    // (A 429 while the flood's rate decays is simply not billable: the loop counts again.)
+    let mut top_up = 0;
+    let billable = loop {
+        let b = db_i64(&rt, &db, &billable_sql);
+        if b % 100 == 0 {
+            break b;
+        }
+        let want = (100 - b % 100) as usize;
+        let statuses = paced(
+            gw.fe_port,
+            &k1,
+            &format!("pt{top_up}x"),
+            Duration::from_millis(140),
+            |n| n >= want,
+        );
+        assert!(
+            statuses.iter().all(|&s| s == 200 || s == 429),
+            "{statuses:?}"
+        );
+        top_up += statuses.len();
+        wait_logged(&rt, &db, "the top-up is logged", || {
+            count("pt", "true") >= top_up as i64
+        });
+    };
+    let denied = db_i64(
+        &rt,
+        &db,
+        &format!(
+            "SELECT count(*) FROM haproxy_raw_logs WHERE customer_id = {cid} AND traffic_type NOT IN (1, 2)"
+        ),
+    );
+    assert!(denied >= refused_429 as i64);
+    // Settled: usage_records (all hours, all revisions) and the month's total = the billable
+    // requests, not one denied request more.
+    let usage_sql = format!(
+        "SELECT COALESCE(sum(request_count), 0)::bigint FROM usage_records WHERE customer_id = {cid}"
+    );
+    let t_meter = Instant::now();
+    wait_db(
+        &rt,
+        &db,
+        "the billable requests are metered",
+        SETTLE_WAIT,
+        || db_i64(&rt, &db, &usage_sql) >= billable,
+    );
+    let meter_latency = t_meter.elapsed();
+    assert_eq!(db_i64(&rt, &db, &usage_sql), billable, "usage_records");
+    // The denied requests are metered too, as traffic type 3, in the settled minutes.
+    let settled_tt3 = db_i64(
+        &rt,
+        &db,
+        &format!(
+            "SELECT COALESCE(sum(request_count), 0)::bigint FROM stats_per_min
+             WHERE customer_id = {cid} AND traffic_type = 3"
+        ),
+    );
+    assert!(settled_tt3 >= tt3, "{settled_tt3} < {tt3}");
+    // On the invoice: the month's draft, through the API.
+    let mut usage_lines: Vec<Value> = Vec::new();
+    let mut invoice = Value::Null;
+    wait_db(
+        &rt,
+        &db,
+        "the usage line on the invoice",
+        SETTLE_WAIT,
+        || {
+            let current = api.call("GET", "/billing/current", tok, None);
+            let Some(id) = current["invoice"]["id"].as_i64() else {
+                return false;
+            };
+            invoice = api.call("GET", &format!("/billing/invoices/{id}"), tok, None);
+            usage_lines = invoice["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| {
+                    l["kind"] == "usage" && l["service"] == "grpc" && l["metric"] == "requests"
+                })
+                .cloned()
+                .collect();
+            usage_lines
+                .last()
+                .is_some_and(|l| l["quantity_after"].as_i64() == Some(billable))
+        },
+    );
+    let invoiced_latency = t_meter.elapsed();
+    let usage_cents: i64 = usage_lines
+        .iter()
+        .map(|l| l["amount_usd_cents"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        usage_cents,
+        billable / 100,
+        "$1.00 per 10,000 requests: {usage_lines:?}"
+    );
+    assert_eq!(invoice["status"], "draft", "{invoice}");
     eprintln!(
-        "burst of {} requests at once: {} served (tt 1/2), {refused_429} refused 429 (tt 3)",
-        burst.len(),
-        burst.len() - refused_429
+        "invoice: {billable} billable requests (tt 1 + 2; {denied} denied not billed) → \
+         usage_records {meter_latency:?} after the last request, on the invoice after \
+         {invoiced_latency:?}: {} usage line(s), {usage_cents} cents ({top_up} top-up requests)",
+        usage_lines.len()
     );
 
     // --- revoke: time from the API call to the first refused request --------------------------
@@ -294,11 +528,66 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         (status, body.as_str()),
         (403, r#"{"error":"api_key_revoked"}"#)
     );
-    let revoked_sql = "SELECT count(*) FROM haproxy_raw_logs WHERE path_prefix LIKE 'pr-after%'
-           AND event_type = 31 AND status_code = 403 AND traffic_type NOT IN (1, 2)";
+    // Logged with the customer (the revoked key stays in the map), not billable.
+    let revoked_sql = format!(
+        "SELECT count(*) FROM haproxy_raw_logs WHERE path_prefix LIKE 'pr-after%'
+           AND customer_id = {cid} AND event_type = 31 AND status_code = 403
+           AND traffic_type NOT IN (1, 2)"
+    );
     wait_logged(&rt, &db, "the refusal is logged as event 31", || {
-        db_i64(&rt, &db, revoked_sql) == 1
+        db_i64(&rt, &db, &revoked_sql) == 1
     });
+    // Not billed: once the refusals' minute has settled, usage = the requests served (the
+    // few polls served before the revocation reached the gateway are billable, as BILLING.md
+    // §6 says of usage before enforcement), and not one of the 403s.
+    let refused_at = db_i64(
+        &rt,
+        &db,
+        "SELECT (extract(epoch FROM max(timestamp)) * 1000)::bigint FROM haproxy_raw_logs
+         WHERE path_prefix LIKE 'pr-after%'",
+    );
+    wait_db(
+        &rt,
+        &db,
+        "the refusals' minute settles",
+        SETTLE_WAIT,
+        || {
+            db_i64(
+                &rt,
+                &db,
+                "SELECT (extract(epoch FROM settled_before) * 1000)::bigint FROM aggregate_state",
+            ) > refused_at
+        },
+    );
+    let served_before_enforced = count("pr", "status_code = 200 AND traffic_type IN (1, 2)");
+    let refused = count(
+        "pr",
+        "status_code = 403 AND event_type = 31 AND traffic_type = 3",
+    );
+    // (Polled every ~20 ms: a slow revocation may also meet the rate ceiling first.)
+    let rate_limited = count(
+        "pr",
+        "status_code = 429 AND event_type = 21 AND traffic_type = 3",
+    );
+    assert!(refused >= 2, "{refused}");
+    assert_eq!(
+        count("pr", "true"),
+        served_before_enforced + refused + rate_limited,
+        "every request of the revocation leg is served, or refused as revoked or over the rate"
+    );
+    let billable_now = db_i64(&rt, &db, &billable_sql);
+    assert_eq!(billable_now, billable + served_before_enforced);
+    assert_eq!(
+        db_i64(&rt, &db, &usage_sql),
+        billable_now,
+        "the refusals are not billed"
+    );
+    let current = api.call("GET", "/billing/current", tok, None);
+    assert_eq!(
+        current["usage"][0]["requests"].as_i64(),
+        Some(billable_now),
+        "{current}"
+    );
 
     // --- the balance runs out: all but a cent withdrawn, the month rolls over (the manager's
     // clock, as tests/billing_e2e.rs does) and the next month's fee is refused ----------------
@@ -368,7 +657,7 @@ fn deposit_enable_key_serve_meter_bill_revoke_suspend_resume() {
         "POST",
         "/billing/deposit",
         tok,
-        Some(json!({ "amount_usd_cents": 5_000 })),
+        Some(json!({ "amount_usd_cents": 20_000 })),
     );
     let mut n = 0;
     wait_until(

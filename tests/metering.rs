@@ -1,5 +1,5 @@
 //! Metering against the real binary and a real PostgreSQL: SIGKILL during load, restart,
-//! accepted = stored = metered, usage = billable raw rows of complete hours, `suiftly audit`
+//! accepted = stored = metered, usage = billable raw rows of settled minutes, `suiftly audit`
 //! finds zero differences; operator SQL through the CLI and the HTTP endpoint.
 
 use std::collections::BTreeMap;
@@ -179,8 +179,8 @@ fn usage_by_hour(conninfo: &str, sql: &str) -> Usage {
 /// ingestor's socket took), the first with metering off, then on. First the accepted set: each kill may lose only the
 /// newest lines in flight, and PostgreSQL holds exactly what the spool holds, once. Then
 /// metering: every stored row metered once, `usage_records` equal to the billable raw rows of
-/// every complete hour (three of them, non-zero), late rows counted, and `suiftly audit` finds
-/// no difference (and does find a planted one).
+/// every hour's settled minutes (three complete hours, non-zero), late rows counted, and
+/// `suiftly audit` finds no difference (and does find a planted one).
 #[test]
 fn sigkill_during_load_then_audit_finds_zero_differences() {
     const WINDOW: u64 = 256;
@@ -321,8 +321,9 @@ fn sigkill_during_load_then_audit_finds_zero_differences() {
         "late rows counted in the last run (all runs: {late})"
     );
 
-    // Billing: usage_records per customer, service and complete hour = the billable raw rows
-    // (traffic types 1, 2 for requests; 1, 2, 7 for bytes) of that hour.
+    // Billing: usage_records per customer, service and hour = the billable raw rows (traffic
+    // types 1, 2 for requests; 1, 2, 7 for bytes) of that hour's settled minutes (an hour's
+    // row grows as its minutes settle).
     let usage = usage_by_hour(
         &run.conninfo,
         "SELECT customer_id, service_type, to_char(window_start, 'YYYY-MM-DD HH24:MI'), \
@@ -335,7 +336,7 @@ fn sigkill_during_load_then_audit_finds_zero_differences() {
             count(*) FILTER (WHERE traffic_type IN (1, 2)), \
             COALESCE(sum(bytes_sent) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint \
          FROM haproxy_raw_logs WHERE customer_id IS NOT NULL \
-            AND timestamp < date_trunc('hour', (SELECT settled_before FROM aggregate_state)) \
+            AND timestamp < (SELECT settled_before FROM aggregate_state) \
          GROUP BY 1, 2, 3 \
          HAVING count(*) FILTER (WHERE traffic_type IN (1, 2)) > 0 \
             OR sum(bytes_sent) FILTER (WHERE traffic_type IN (1, 2, 7)) > 0",

@@ -10,52 +10,8 @@ mod gateway;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gateway::{Gateway, LogSink, request, spawn_origin, wait_until};
+use gateway::{Gateway, LogSink, insert_key, request, spawn_origin, wait_until};
 use pgcluster::PgCluster;
-use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret, ServiceLetter};
-
-/// A grpc key of `customer_id`, sealed with the development key-encryption key (what
-/// `suiftly api` writes when `SUIFTLY_KEY_ENCRYPTION_KEY` is unset, and what the manager's
-/// vault step then opens with).
-async fn insert_key(client: &tokio_postgres::Client, customer_id: i32) -> (i64, String) {
-    let key = ApiKeyCodec::new(&Secret::development())
-        .encode_with_iv(
-            ServiceLetter::Grpc,
-            customer_id as u32,
-            0x2900,
-            [0, 0, 0, 7],
-        )
-        .unwrap();
-    let id: i64 = client
-        .query_one(
-            "SELECT nextval(pg_get_serial_sequence('api_keys', 'key_id'))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let sealed = KeyCipher::new(&Secret::from_bytes(suiftly_api::DEV_KEY_ENCRYPTION_KEY))
-        .seal(
-            key.as_bytes(),
-            suiftly_vault::at_rest::KeyBinding {
-                key_id: id,
-                customer_id,
-            },
-        )
-        .unwrap();
-    let fp = suiftly_vault::apikey::fingerprint(&key).unwrap() as i64;
-    client
-        .execute(
-            "INSERT INTO api_keys (key_id, customer_id, service_type, fingerprint, encrypted_key, key_preview,
-                 seal_network, seal_access, seal_source, proc_group)
-             OVERRIDING SYSTEM VALUE
-             VALUES ($4, $1, 2, $2, $3, 'x', 1, 0, 1, 1)",
-            &[&customer_id, &fp, &sealed, &id],
-        )
-        .await
-        .unwrap();
-    (id, key)
-}
 
 #[test]
 fn the_manager_regenerates_pushes_retries_and_stops_with_its_vault_step() {
@@ -126,7 +82,7 @@ fn the_manager_regenerates_pushes_retries_and_stops_with_its_vault_step() {
             ))
             .await
             .unwrap();
-        insert_key(&client, 31).await
+        insert_key(&client, 31, 7, suiftly_api::DEV_KEY_ENCRYPTION_KEY).await
     });
     let seq_with_key = || -> i64 {
         rt.block_on(client.query_one(

@@ -7,54 +7,12 @@ mod gateway;
 use std::time::Duration;
 
 use chrono::Utc;
-use gateway::{Gateway, LogSink, request, spawn_origin};
+use gateway::{Gateway, LogSink, insert_key, request, spawn_origin};
 use pgcluster::PgCluster;
-use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret, ServiceLetter};
+use suiftly_vault::{KeyCipher, Secret};
 use suiftly_vault_stage::{VaultSettings, VaultStage};
 
 const KEK: [u8; 32] = [42; 32];
-
-async fn insert_key(client: &tokio_postgres::Client, customer_id: i32, iv: u32) -> (i64, String) {
-    let codec = ApiKeyCodec::new(&Secret::development());
-    let key = codec
-        .encode_with_iv(
-            ServiceLetter::Grpc,
-            customer_id as u32,
-            0x2900,
-            iv.to_be_bytes(),
-        )
-        .unwrap();
-    // The ciphertext is bound to its row (key id, customer), as the API writes it.
-    let id: i64 = client
-        .query_one(
-            "SELECT nextval(pg_get_serial_sequence('api_keys', 'key_id'))",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let sealed = KeyCipher::new(&Secret::from_bytes(KEK))
-        .seal(
-            key.as_bytes(),
-            suiftly_vault::at_rest::KeyBinding {
-                key_id: id,
-                customer_id,
-            },
-        )
-        .unwrap();
-    let fp = suiftly_vault::apikey::fingerprint(&key).unwrap() as i64;
-    client
-        .execute(
-            "INSERT INTO api_keys (key_id, customer_id, service_type, fingerprint, encrypted_key, key_preview,
-                 seal_network, seal_access, seal_source, proc_group)
-             OVERRIDING SYSTEM VALUE
-             VALUES ($4, $1, 2, $2, $3, 'x', 1, 0, 1, 1)",
-            &[&customer_id, &fp, &sealed, &id],
-        )
-        .await
-        .unwrap();
-    (id, key)
-}
 
 #[test]
 fn database_changes_reach_the_gateway() {
@@ -102,8 +60,8 @@ fn database_changes_reach_the_gateway() {
             .await
             .unwrap();
         (
-            insert_key(&client, 777, 1).await,
-            insert_key(&client, 777, 2).await,
+            insert_key(&client, 777, 1, KEK).await,
+            insert_key(&client, 777, 2, KEK).await,
         )
     });
 

@@ -1,6 +1,8 @@
 //! Settlement into PostgreSQL: one transaction per [`Settlement`] writes the minute rows,
-//! rolls up the hours and days that completed, adjusts settled rows for late deltas, writes
-//! `usage_records`, and moves `aggregate_state` from `prev` to `next` — all or nothing.
+//! rolls up the hours and days that completed, adjusts settled rows for late deltas, merges
+//! the settled minutes' billable usage into the hours' `usage_records` rows (as they settle,
+//! not when the hour completes), and moves `aggregate_state` from `prev` to `next` — all or
+//! nothing.
 //!
 //! Roll-ups happen in SQL from the minute tables (for buckets that completed in this
 //! transaction) or from the delta rows (for late rows whose hour or day had already
@@ -422,30 +424,18 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
     )
     .await?;
 
-    // Usage for billing: completed hours, then late deltas (into the uncharged revision, or a
-    // new revision when the last one is already charged).
-    let mut usage = Vec::new();
-    let rows = tx
-        .query(
-            "INSERT INTO usage_records (customer_id, service_type, window_start, window_end, \
-                request_count, bytes_transferred) \
-             SELECT customer_id, service_type, bucket, bucket + interval '1 hour', \
-                SUM(billable_requests)::bigint, SUM(billable_bytes)::bigint \
-             FROM stats_per_hour WHERE bucket >= $1 AND bucket < $2 \
-             GROUP BY customer_id, service_type, bucket \
-             HAVING SUM(billable_requests) > 0 OR SUM(billable_bytes) > 0 \
-             RETURNING customer_id, service_type, window_start, revision, request_count, bytes_transferred",
-            &[&old_h, &new_h],
-        )
-        .await?;
-    usage.extend(rows.iter().map(usage_row));
+    // Usage for billing: everything this settlement adds — its newly settled minutes and the
+    // late deltas alike — merged into the hour's row (the uncharged revision, or a new
+    // revision when the last one is already charged). An hour's row so grows minute by minute
+    // as the minutes settle: billing prices what is settled up to the watermark, not only
+    // completed hours (BILLING.md §3, §4; docs/BILLING.md "usage_to").
     let rows = tx
         .query(
             "WITH d AS ( \
                 SELECT date_trunc('hour', bucket) AS h, customer_id, service_type, \
                     COALESCE(SUM(request_count) FILTER (WHERE traffic_type IN (1, 2)), 0)::bigint AS req, \
                     COALESCE(SUM(total_bytes) FILTER (WHERE traffic_type IN (1, 2, 7)), 0)::bigint AS byt \
-                FROM d_cust WHERE bucket < $1 GROUP BY 1, 2, 3), \
+                FROM d_cust GROUP BY 1, 2, 3), \
              target AS ( \
                 SELECT d.*, COALESCE((SELECT CASE WHEN u.charged_amount IS NULL THEN u.revision ELSE u.revision + 1 END \
                     FROM usage_records u WHERE u.customer_id = d.customer_id \
@@ -460,10 +450,10 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
                 bytes_transferred = t.bytes_transferred + EXCLUDED.bytes_transferred, \
                 updated_at = now() \
              RETURNING customer_id, service_type, window_start, revision, request_count, bytes_transferred",
-            &[&old_h],
+            &[],
         )
         .await?;
-    usage.extend(rows.iter().map(usage_row));
+    let usage: Vec<UsageRow> = rows.iter().map(usage_row).collect();
 
     // The live tail's record of this settlement (V23): its sequence number and, per (minute,
     // customer, service, network), what it added — replayed to a stream that reconnects.

@@ -219,8 +219,8 @@ pub async fn audit_billing(
         }
     }
 
-    // (b) raw logs over the hours usage_records covers (completed hours) that the raw table
-    // still holds.
+    // (b) raw logs over the completed hours that the raw table still holds (usage_records
+    // also hold the settled minutes of the current hour; they are compared once it completes).
     let settled: Option<DateTime<Utc>> = client
         .query_opt(
             "SELECT settled_before FROM aggregate_state WHERE id = 1",

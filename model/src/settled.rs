@@ -27,9 +27,11 @@ pub struct SettledWindow {
     pub settled_before_us: i64,
     /// Minutes settled by this commit: `[from, to)` in µs (empty when only late rows moved).
     pub newly_settled_us: (i64, i64),
-    /// Hours whose `stats_per_hour` / `usage_records` rows were written by this commit.
+    /// Hours whose `stats_per_hour` rows were written by this commit (their last minute
+    /// settled). `usage_records` do not wait for the hour: see `usage`.
     pub completed_hours_us: Vec<i64>,
-    /// `usage_records` rows inserted or adjusted (uncharged; billing re-reads them).
+    /// `usage_records` rows inserted or adjusted (uncharged; billing re-reads them): the
+    /// hours of every minute this commit settled or adjusted.
     pub usage: Vec<UsageRow>,
     /// Requests in this commit that arrived after their minute had settled.
     pub late_requests: i64,

@@ -280,3 +280,52 @@ impl LogSink {
         }
     }
 }
+
+/// Inserts a grpc key of `customer_id` (made with the development codec secret, metadata
+/// 0x2900, `iv`) into `api_keys` as the API writes it: sealed with `kek` and bound to its row
+/// (key id, customer). Returns (key id, full key).
+pub async fn insert_key(
+    client: &tokio_postgres::Client,
+    customer_id: i32,
+    iv: u32,
+    kek: [u8; 32],
+) -> (i64, String) {
+    use suiftly_vault::{ApiKeyCodec, KeyCipher, Secret, ServiceLetter};
+    let key = ApiKeyCodec::new(&Secret::development())
+        .encode_with_iv(
+            ServiceLetter::Grpc,
+            customer_id as u32,
+            0x2900,
+            iv.to_be_bytes(),
+        )
+        .unwrap();
+    let id: i64 = client
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('api_keys', 'key_id'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sealed = KeyCipher::new(&Secret::from_bytes(kek))
+        .seal(
+            key.as_bytes(),
+            suiftly_vault::at_rest::KeyBinding {
+                key_id: id,
+                customer_id,
+            },
+        )
+        .unwrap();
+    let fp = suiftly_vault::apikey::fingerprint(&key).unwrap() as i64;
+    client
+        .execute(
+            "INSERT INTO api_keys (key_id, customer_id, service_type, fingerprint, encrypted_key, key_preview,
+                 seal_network, seal_access, seal_source, proc_group)
+             OVERRIDING SYSTEM VALUE
+             VALUES ($4, $1, 2, $2, $3, 'x', 1, 0, 1, 1)",
+            &[&customer_id, &fp, &sealed, &id],
+        )
+        .await
+        .unwrap();
+    (id, key)
+}

@@ -32,4 +32,4 @@ pub use content::{
 };
 pub use secret::{DEV_SECRET_HEX, Secret, SecretError};
 pub use word::{ConfigWord, KeyState, Tier};
-pub use writer::{VaultFiles, WriteOutcome};
+pub use writer::{StepHook, VaultFiles, WriteOutcome, WriteStep};

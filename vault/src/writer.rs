@@ -18,7 +18,12 @@
 //! Each version is written once into `versions/` and hard-linked to the live name (no second
 //! copy of the bytes). The CSV goes live before the map, and the map's header is what says
 //! which version is current: after a crash between the two renames the CSV may be one
-//! version ahead of the map, each file complete; the next write repeats the version.
+//! version ahead of the map, each file complete; the next write repeats the version, or, when
+//! its content is the live map's, puts that version's CSV back live.
+//!
+//! [`WriteStep`] names each step of this protocol; [`VaultFiles::with_step_hook`] lets a crash
+//! test stop the writer at one of them (`vault/tests/crash.rs`, through `suiftly-vault synth
+//! --pause-at`).
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -56,6 +61,78 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WriteError + '_ {
     }
 }
 
+/// A point inside [`VaultFiles::write`], in the order they are reached. Each is reported to a
+/// step hook (see [`VaultFiles::with_step_hook`]) right after it is done, before the next
+/// starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteStep {
+    /// The CSV's bytes are in a temporary file in `versions/`, not yet fsynced.
+    CsvTempWritten,
+    /// That temporary file is fsynced, not yet renamed.
+    CsvTempSynced,
+    /// It is renamed to `versions/<csv>.<seq>.csv`; `versions/` not yet fsynced.
+    CsvVersionRenamed,
+    /// The map's bytes are in a temporary file in `versions/`, not yet fsynced.
+    MapTempWritten,
+    /// That temporary file is fsynced, not yet renamed.
+    MapTempSynced,
+    /// It is renamed to `versions/<map>.<seq>.map`.
+    MapVersionRenamed,
+    /// `versions/` is fsynced: both version files are durable, nothing is live yet.
+    VersionsDirSynced,
+    /// The CSV version is hard-linked under a temporary name next to the live CSV.
+    CsvLinked,
+    /// The live CSV is the new version; the live map is still the old one.
+    CsvLive,
+    /// The map version is hard-linked under a temporary name next to the live map.
+    MapLinked,
+    /// The live map is the new version; the directory is not yet fsynced.
+    MapLive,
+    /// The directory is fsynced (the version is durable); old versions not yet pruned.
+    DirSynced,
+}
+
+impl WriteStep {
+    pub const ALL: [WriteStep; 12] = [
+        WriteStep::CsvTempWritten,
+        WriteStep::CsvTempSynced,
+        WriteStep::CsvVersionRenamed,
+        WriteStep::MapTempWritten,
+        WriteStep::MapTempSynced,
+        WriteStep::MapVersionRenamed,
+        WriteStep::VersionsDirSynced,
+        WriteStep::CsvLinked,
+        WriteStep::CsvLive,
+        WriteStep::MapLinked,
+        WriteStep::MapLive,
+        WriteStep::DirSynced,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WriteStep::CsvTempWritten => "csv-temp-written",
+            WriteStep::CsvTempSynced => "csv-temp-synced",
+            WriteStep::CsvVersionRenamed => "csv-version-renamed",
+            WriteStep::MapTempWritten => "map-temp-written",
+            WriteStep::MapTempSynced => "map-temp-synced",
+            WriteStep::MapVersionRenamed => "map-version-renamed",
+            WriteStep::VersionsDirSynced => "versions-dir-synced",
+            WriteStep::CsvLinked => "csv-linked",
+            WriteStep::CsvLive => "csv-live",
+            WriteStep::MapLinked => "map-linked",
+            WriteStep::MapLive => "map-live",
+            WriteStep::DirSynced => "dir-synced",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<WriteStep> {
+        WriteStep::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Called with each [`WriteStep`] reached and the sequence number being written.
+pub type StepHook = fn(WriteStep, u64);
+
 /// What [`VaultFiles::write`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteOutcome {
@@ -84,6 +161,7 @@ pub struct VaultFiles {
     map_name: String,
     csv_name: String,
     keep: usize,
+    hook: Option<StepHook>,
 }
 
 impl VaultFiles {
@@ -94,6 +172,22 @@ impl VaultFiles {
             map_name: "suiftly-keys.map".into(),
             csv_name: "ma_vault.csv".into(),
             keep: keep.max(1),
+            hook: None,
+        }
+    }
+
+    /// Test hook for crash tests: `hook` is called at every [`WriteStep`] of every write, and
+    /// may block (the crash test's writer stops there and is SIGKILLed). Only the
+    /// `suiftly-vault synth --pause-at` command (and unit tests) set one; without it a step
+    /// costs one `Option` check, nothing else (no environment lookup, no feature flag).
+    pub fn with_step_hook(mut self, hook: StepHook) -> VaultFiles {
+        self.hook = Some(hook);
+        self
+    }
+
+    fn step(&self, step: WriteStep, seq: u64) {
+        if let Some(hook) = self.hook {
+            hook(step, seq);
         }
     }
 
@@ -163,6 +257,7 @@ impl VaultFiles {
         if let Some(h) = &current
             && h.hash == content.hash_hex()
         {
+            self.restore_csv(content, h.seq)?;
             return Ok(WriteOutcome::Unchanged { seq: h.seq });
         }
         self.remove_stale_tmp();
@@ -171,23 +266,65 @@ impl VaultFiles {
 
         let csv_version = versions.join(Self::version_name(&self.csv_name, seq));
         let map_version = versions.join(Self::version_name(&self.map_name, seq));
-        write_atomic(&versions, &csv_version, content.csv().as_bytes())?;
-        write_atomic(&versions, &map_version, map.as_bytes())?;
+        use WriteStep::*;
+        let step = |s| self.step(s, seq);
+        write_atomic(&versions, &csv_version, content.csv().as_bytes(), |i| {
+            step([CsvTempWritten, CsvTempSynced, CsvVersionRenamed][i])
+        })?;
+        write_atomic(&versions, &map_version, map.as_bytes(), |i| {
+            step([MapTempWritten, MapTempSynced, MapVersionRenamed][i])
+        })?;
         sync_dir(&versions)?;
+        step(VersionsDirSynced);
         publish(
             &self.dir,
             &csv_version,
             &self.csv_path(),
             content.csv().as_bytes(),
+            |i| step([CsvLinked, CsvLive][i]),
         )?;
-        publish(&self.dir, &map_version, &self.map_path(), map.as_bytes())?;
+        publish(
+            &self.dir,
+            &map_version,
+            &self.map_path(),
+            map.as_bytes(),
+            |i| step([MapLinked, MapLive][i]),
+        )?;
         sync_dir(&self.dir)?;
+        step(DirSynced);
         self.prune(seq);
         Ok(WriteOutcome::Written {
             seq,
             map_bytes: map.len() as u64,
             csv_bytes: content.csv().len() as u64,
         })
+    }
+
+    /// After a crash between the CSV's rename and the map's, the live CSV is one version
+    /// ahead of the live map. When the next write finds the map's content unchanged it writes
+    /// no new version, so it puts the map's version of the CSV back live here. Normally the
+    /// live CSV is a hard link of `versions/<csv>.<seq>.csv`: two `stat`s, nothing read
+    /// (where hard links are not supported, the live CSV is read and compared).
+    fn restore_csv(&self, content: &VaultContent, seq: u64) -> Result<(), WriteError> {
+        use std::os::unix::fs::MetadataExt;
+        let live = self.csv_path();
+        let version = self
+            .versions_dir()
+            .join(Self::version_name(&self.csv_name, seq));
+        let same_inode = |a: &Path, b: &Path| match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if same_inode(&live, &version)
+            || fs::read(&live).is_ok_and(|b| b == content.csv().as_bytes())
+        {
+            return Ok(());
+        }
+        let versions = self.versions_dir();
+        write_atomic(&versions, &version, content.csv().as_bytes(), |_| {})?;
+        sync_dir(&versions)?;
+        publish(&self.dir, &version, &live, content.csv().as_bytes(), |_| {})?;
+        sync_dir(&self.dir)
     }
 
     /// Keeps versions `seq - keep + 1 ..= seq`; failures only leave extra files.
@@ -249,21 +386,37 @@ impl VaultFiles {
     }
 }
 
-/// temp file in `dir` → write → fsync → rename to `dest` (the caller fsyncs `dir`).
-fn write_atomic(dir: &Path, dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+/// temp file in `dir` → write → fsync → rename to `dest` (the caller fsyncs `dir`);
+/// `step(0)`, `step(1)`, `step(2)` after each of the three.
+fn write_atomic(
+    dir: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    mut step: impl FnMut(usize),
+) -> Result<(), WriteError> {
     let mut tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
     tmp.write_all(bytes).map_err(io_err(tmp.path()))?;
+    step(0);
     tmp.as_file().sync_all().map_err(io_err(dest))?;
+    step(1);
     tmp.persist(dest).map_err(|e| io_err(dest)(e.error))?;
+    step(2);
     Ok(())
 }
 
 /// Makes `version` (already durable) the live `dest`: a hard link under a temporary name in
 /// `dir`, renamed over `dest`. Falls back to writing the bytes where links are not supported.
-fn publish(dir: &Path, version: &Path, dest: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+/// `step(0)` once the temporary name exists, `step(1)` once `dest` is the new version.
+fn publish(
+    dir: &Path,
+    version: &Path,
+    dest: &Path,
+    bytes: &[u8],
+    mut step: impl FnMut(usize),
+) -> Result<(), WriteError> {
     let tmp = dir.join(format!(
         "{TMP_PREFIX}{}-{}",
         std::process::id(),
@@ -271,8 +424,17 @@ fn publish(dir: &Path, version: &Path, dest: &Path, bytes: &[u8]) -> Result<(), 
     ));
     let _ = fs::remove_file(&tmp);
     match fs::hard_link(version, &tmp) {
-        Ok(()) => fs::rename(&tmp, dest).map_err(io_err(dest)),
-        Err(_) => write_atomic(dir, dest, bytes),
+        Ok(()) => {
+            step(0);
+            fs::rename(&tmp, dest).map_err(io_err(dest))?;
+            step(1);
+            Ok(())
+        }
+        Err(_) => write_atomic(dir, dest, bytes, |i| match i {
+            1 => step(0),
+            2 => step(1),
+            _ => {}
+        }),
     }
 }
 
@@ -355,6 +517,61 @@ mod tests {
                 let name = e.unwrap().file_name().into_string().unwrap();
                 assert!(!name.starts_with(TMP_PREFIX), "{name}");
             }
+        }
+    }
+
+    /// A writer that dies between the CSV's rename and the map's leaves the CSV one version
+    /// ahead; a later write of the map's own content (unchanged: no new version) puts the
+    /// map's CSV back live. The "crash" is a panic from the step hook.
+    #[test]
+    fn unchanged_write_after_a_crash_between_the_renames_restores_the_csv() {
+        fn die_when_csv_live(step: WriteStep, _seq: u64) {
+            if step == WriteStep::CsvLive {
+                panic!("simulated crash at {}", step.name());
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let files = VaultFiles::new(dir.path(), 3);
+        let (c1, c2) = (content(4, 0), content(4, 2));
+        assert_eq!(files.write(&c1, 0).unwrap().seq(), 1);
+        let crashing = files.clone().with_step_hook(die_when_csv_live);
+        let r = std::panic::catch_unwind(|| crashing.write(&c2, 0));
+        assert!(r.is_err());
+        assert_eq!(files.current().unwrap().unwrap().seq, 1);
+        assert_eq!(fs::read_to_string(files.csv_path()).unwrap(), c2.csv());
+        assert_eq!(
+            files.write(&c1, 0).unwrap(),
+            WriteOutcome::Unchanged { seq: 1 }
+        );
+        assert_eq!(fs::read_to_string(files.csv_path()).unwrap(), c1.csv());
+        // and it is the version file again (a hard link), so the next check is two stats
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&files.csv_path()),
+            ino(&dir.path().join("versions/ma_vault.0000000001.csv"))
+        );
+        // a changed write after the crash repeats nothing and goes on from the live map
+        assert_eq!(files.write(&c2, 0).unwrap().seq(), 2);
+        assert_eq!(fs::read_to_string(files.csv_path()).unwrap(), c2.csv());
+    }
+
+    #[test]
+    fn every_step_is_reached_once_in_order() {
+        use std::sync::Mutex;
+        static SEEN: Mutex<Vec<(WriteStep, u64)>> = Mutex::new(Vec::new());
+        fn record(step: WriteStep, seq: u64) {
+            SEEN.lock().unwrap().push((step, seq));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let files = VaultFiles::new(dir.path(), 2).with_step_hook(record);
+        files.write(&content(2, 0), 0).unwrap();
+        files.write(&content(2, 0), 0).unwrap(); // unchanged: no step
+        let seen = SEEN.lock().unwrap().clone();
+        let want: Vec<(WriteStep, u64)> = WriteStep::ALL.iter().map(|&s| (s, 1)).collect();
+        assert_eq!(seen, want);
+        for s in WriteStep::ALL {
+            assert_eq!(WriteStep::parse(s.name()), Some(s));
         }
     }
 

@@ -5,25 +5,31 @@
 //! suiftly-vault applied <endpoint> <map-path>     the version a gateway's HAProxy matches with
 //! suiftly-vault push <endpoint> <map-path> <map-file>
 //!                                                 push a map file live (prepare/add/commit)
-//! suiftly-vault synth --out <dir> [--keys N] [--seed S] [--versions V] [--keep K]
+//! suiftly-vault synth --out <dir> [--keys N] [--seed S] [--versions V] [--keep K] [--pause-at STEP]
 //!                                                 write V synthetic versions (V = 0: forever)
 //! ```
 //!
 //! `<endpoint>` is `unix:<path>` or `tcp:<host>:<port>` (the gateway's `stats socket`);
 //! `<map-path>` is the map's path as the gateway's HAProxy config names it.
 //! `synth` is what the crash test kills at random points and what the push benchmark uses.
+//! With `--pause-at STEP` (a `WriteStep` name, e.g. `csv-live`) it stops inside its first
+//! write that reaches that step, prints `paused step=<STEP> seq=<n>` on stdout and sleeps until
+//! killed: the crash test SIGKILLs it there, provably mid-write.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use std::io::Write;
+use std::sync::OnceLock;
 use suiftly_vault::runtime::{self, Endpoint, PushPolicy, RuntimeClient};
-use suiftly_vault::{MapHeader, RateLimits, Secret, VaultFiles, WriteOutcome, build};
+
+use suiftly_vault::{MapHeader, RateLimits, Secret, VaultFiles, WriteOutcome, WriteStep, build};
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: suiftly-vault verify <map-file>\n       suiftly-vault applied <endpoint> <map-path>\n       \
          suiftly-vault push <endpoint> <map-path> <map-file>\n       \
-         suiftly-vault synth --out <dir> [--keys N] [--seed S] [--versions V] [--keep K]"
+         suiftly-vault synth --out <dir> [--keys N] [--seed S] [--versions V] [--keep K] [--pause-at STEP]"
     );
     ExitCode::from(2)
 }
@@ -102,8 +108,23 @@ fn push(ep: &str, map: &str, file: &str) -> Res {
     Ok(())
 }
 
+/// The step `synth --pause-at` stops at.
+static PAUSE_AT: OnceLock<WriteStep> = OnceLock::new();
+
+fn pause_at(step: WriteStep, seq: u64) {
+    if PAUSE_AT.get() == Some(&step) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "paused step={} seq={seq}", step.name());
+        let _ = out.flush();
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 fn synth(rest: &[&str]) -> Res {
     let mut out = None;
+    let mut pause = None;
     let (mut keys, mut seed, mut versions, mut keep) = (1_000usize, 1u64, 1u64, 5usize);
     let mut it = rest.iter();
     while let Some(flag) = it.next() {
@@ -114,10 +135,15 @@ fn synth(rest: &[&str]) -> Res {
             "--seed" => seed = v.parse()?,
             "--versions" => versions = v.parse()?,
             "--keep" => keep = v.parse()?,
+            "--pause-at" => pause = Some(WriteStep::parse(v).ok_or(format!("unknown step {v}"))?),
             f => return Err(format!("unknown flag {f}").into()),
         }
     }
-    let files = VaultFiles::new(out.ok_or("--out is required")?, keep);
+    let mut files = VaultFiles::new(out.ok_or("--out is required")?, keep);
+    if let Some(step) = pause {
+        PAUSE_AT.set(step).expect("set once");
+        files = files.with_step_hook(pause_at);
+    }
     let t0 = Instant::now();
     let mut input = suiftly_vault::synth::synthetic(keys, seed, &Secret::development());
     eprintln!(
