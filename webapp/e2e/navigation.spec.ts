@@ -3,6 +3,7 @@ import { expect, test } from './fixtures';
 
 const pages = [
   { link: 'Overview', heading: 'Overview', path: /\/app\/$/ },
+  { link: 'Usage', heading: 'Usage', path: /\/app\/usage$/ },
   { link: 'Seal', heading: 'Seal', path: /\/app\/services\/seal$/ },
   { link: 'gRPC', heading: 'gRPC', path: /\/app\/services\/grpc$/ },
   { link: 'GraphQL', heading: 'GraphQL', path: /\/app\/services\/graphql$/ },

@@ -1,5 +1,6 @@
 /** TanStack Query hooks over the typed client: one place for query keys and invalidation. */
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import type { Range } from '../lib/usage';
 import { api, unwrap, type ServiceConfig, type ServiceName } from './client';
 
 export const keys = {
@@ -11,7 +12,10 @@ export const keys = {
   invoice: (id: number) => ['billing', 'invoice', id] as const,
   current: ['billing', 'current'] as const,
   transactions: ['billing', 'transactions'] as const,
+  stats: (kind: StatsKind, range: Range, service: ServiceName | 'all') => ['stats', kind, range, service] as const,
 };
+
+export type StatsKind = 'traffic' | 'usage' | 'bandwidth' | 'response-time';
 
 /** How often the billing views re-ask while open ("live": the manager bills on its own). */
 const LIVE_MS = 10_000;
@@ -168,4 +172,53 @@ export function useRevokeKey() {
     },
     onSettled: () => invalidate('keys', 'services'),
   });
+}
+
+function statsQuery(range: Range, service: ServiceName | 'all') {
+  return service === 'all' ? { range } : { range, service };
+}
+
+/**
+ * The usage series. Kept current by the live stream (the usage page invalidates `['stats']`
+ * on its events); polled only while the stream is down (`poll`), so new data still shows.
+ */
+function statsOptions<T>(kind: StatsKind, range: Range, service: ServiceName | 'all', poll: boolean, fn: () => Promise<T>) {
+  return {
+    queryKey: keys.stats(kind, range, service),
+    queryFn: fn,
+    placeholderData: keepPreviousData,
+    refetchInterval: poll ? 30_000 : (false as const),
+  };
+}
+
+export function useTraffic(range: Range, service: ServiceName | 'all', poll: boolean) {
+  return useQuery(
+    statsOptions('traffic', range, service, poll, async () =>
+      unwrap(await api.GET('/stats/traffic', { params: { query: statsQuery(range, service) } })),
+    ),
+  );
+}
+
+export function useUsageSeries(range: Range, service: ServiceName | 'all', poll: boolean) {
+  return useQuery(
+    statsOptions('usage', range, service, poll, async () =>
+      unwrap(await api.GET('/stats/usage', { params: { query: statsQuery(range, service) } })),
+    ),
+  );
+}
+
+export function useBandwidth(range: Range, service: ServiceName | 'all', poll: boolean) {
+  return useQuery(
+    statsOptions('bandwidth', range, service, poll, async () =>
+      unwrap(await api.GET('/stats/bandwidth', { params: { query: statsQuery(range, service) } })),
+    ),
+  );
+}
+
+export function useResponseTime(range: Range, service: ServiceName | 'all', poll: boolean) {
+  return useQuery(
+    statsOptions('response-time', range, service, poll, async () =>
+      unwrap(await api.GET('/stats/response-time', { params: { query: statsQuery(range, service) } })),
+    ),
+  );
 }
