@@ -77,6 +77,9 @@ async function start(name: string, dir: string, env: Record<string, string>, com
     `dashboard_origin = "http://127.0.0.1:${port}"`,
     `dashboard_dir = ${JSON.stringify(path.join(webapp, 'dist'))}`,
     '[manager]',
+    // Inside `suiftly run` the manager is off: the "real" set bills nothing on its own, as
+    // an API without a manager; the billing tests have their own manager.
+    `enabled = ${command !== 'run'}`,
     'watermark = "clock"',
     `admin_listen = "127.0.0.1:${command === 'manager' ? port : await freePort()}"`,
     '[embedded_postgres]',

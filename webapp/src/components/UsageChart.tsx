@@ -35,6 +35,19 @@ export interface UsageChartProps {
 /** 1, 2, 5, 10, 20, 50, … up to 5e15. */
 const INTEGER_INCRS = Array.from({ length: 16 }, (_, e) => [1, 2, 5].map((m) => m * 10 ** e)).flat();
 
+const HOUR = 3600;
+const DAY = 86400;
+const HOUR_INCRS = [1, 2, 3, 6, 12].map((h) => h * HOUR).concat([1, 2, 7].map((d) => d * DAY));
+const DAY_INCRS = [1, 2, 3, 7, 14, 28].map((d) => d * DAY);
+
+/** An x tick in UTC: "18:00" within a day of hours, the date ("4 Dec") at midnight and for days. */
+function timeTick(t: number, unit: number): string {
+  const d = new Date(t * 1000);
+  const h = d.getUTCHours();
+  if (unit === HOUR && h !== 0) return `${String(h).padStart(2, '0')}:00`;
+  return d.toLocaleDateString('en-GB', { day: 'numeric', month: 'short', timeZone: 'UTC' });
+}
+
 const HATCH = 'rgba(245, 158, 11, 0.55)'; // amber-500
 
 function hatch(ctx: CanvasRenderingContext2D, px: number): CanvasPattern | string {
@@ -77,12 +90,12 @@ function partialPlugin(get: () => { buckets: readonly Bucket[]; unit: number }):
         ctx.fillRect(x0, u.bbox.top, x1 - x0, u.bbox.height);
         ctx.fillStyle = 'rgb(146, 64, 14)'; // amber-800
         ctx.font = `${Math.round(11 * px)}px ui-sans-serif, system-ui, sans-serif`;
-        ctx.textBaseline = 'top';
+        ctx.textBaseline = 'bottom';
         const label = 'in progress';
         const w = ctx.measureText(label).width;
-        // Right-aligned to the bucket's end, kept inside the plot.
-        const x = Math.max(u.bbox.left + 2 * px, Math.min(x1, u.bbox.left + u.bbox.width) - w - 2 * px);
-        ctx.fillText(label, x, u.bbox.top + 2 * px);
+        // Above the plot (in its top padding), right-aligned to the bucket's end.
+        const x = Math.max(u.bbox.left, x1 - w);
+        ctx.fillText(label, x, u.bbox.top - 3 * px);
         ctx.restore();
       },
     },
@@ -111,8 +124,16 @@ export function UsageChart({ buckets, series, from, to, unit, formatY, formatX, 
         x: { time: true, range: () => [from, to] },
         y: { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
+      // Room above the plot for the "in progress" label.
+      padding: [18, 8, 0, 0],
       axes: [
-        { stroke: '#475569', grid: { stroke: '#e2e8f0' }, ticks: { stroke: '#cbd5e1' } },
+        {
+          stroke: '#475569',
+          grid: { stroke: '#e2e8f0' },
+          ticks: { stroke: '#cbd5e1' },
+          incrs: unit === HOUR ? HOUR_INCRS : DAY_INCRS,
+          values: (_u, splits) => splits.map((t) => timeTick(t, unit)),
+        },
         {
           stroke: '#475569',
           grid: { stroke: '#e2e8f0' },

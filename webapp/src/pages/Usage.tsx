@@ -254,8 +254,20 @@ export function UsagePage() {
   );
 }
 
-const th = 'px-2 py-1.5 text-left text-xs font-medium uppercase tracking-wide text-slate-500';
-const td = 'px-2 py-1.5 tabular-nums';
+const th = 'px-1.5 py-1.5 text-left align-bottom text-xs font-medium uppercase text-slate-500 sm:px-2 sm:tracking-wide';
+const td = 'px-1.5 py-1.5 tabular-nums sm:px-2';
+
+/** A column name shortened on phones (the long one stays the accessible name). */
+function Short({ short, long }: { short: string; long: string }) {
+  return (
+    <>
+      <span aria-hidden="true" className="sm:hidden">
+        {short}
+      </span>
+      <span className="sr-only sm:not-sr-only">{long}</span>
+    </>
+  );
+}
 
 function UsageTable({ buckets, interval }: { buckets: readonly Bucket[]; interval: 'hour' | 'day' }) {
   const rows = [...buckets].reverse();
@@ -265,26 +277,33 @@ function UsageTable({ buckets, interval }: { buckets: readonly Bucket[]; interva
         <summary className="cursor-pointer text-base font-semibold text-slate-900 focus-visible:outline-2 focus-visible:outline-blue-600">
           Numbers per {interval} (table)
         </summary>
-        <div className="mt-3 overflow-x-auto">
-          <table className="w-full min-w-[32rem] text-sm">
+        <div className="mt-3">
+          <table className="w-full text-xs sm:text-sm">
             <caption className="sr-only">Usage per {interval}, newest first (UTC)</caption>
             <thead>
               <tr>
                 <th scope="col" className={th}>
-                  {interval === 'hour' ? 'Hour' : 'Day'} (UTC)
+                  {interval === 'hour' ? 'Hour' : 'Day'}
+                  <span className="hidden sm:inline"> (UTC)</span>
                 </th>
-                <th scope="col" className={`${th} text-right`}>Requests</th>
+                <th scope="col" className={`${th} text-right`}>
+                  <Short short="Req." long="Requests" />
+                </th>
                 <th scope="col" className={`${th} text-right`}>Billable</th>
-                <th scope="col" className={`${th} text-right`}>Bandwidth</th>
-                <th scope="col" className={`${th} text-right`}>Avg response</th>
+                <th scope="col" className={`${th} text-right`}>
+                  <Short short="Bytes" long="Bandwidth" />
+                </th>
+                <th scope="col" className={`${th} text-right`}>
+                  <Short short="Avg" long="Avg response" />
+                </th>
               </tr>
             </thead>
             <tbody className="divide-y divide-slate-100">
               {rows.map((b) => (
                 <tr key={b.start} data-testid="usage-row" data-partial={b.partial || undefined} className={b.partial ? 'bg-amber-50' : undefined}>
-                  <th scope="row" className={`${td} text-left font-normal whitespace-nowrap`}>
+                  <th scope="row" className={`${td} text-left font-normal`}>
                     {bucketLabel(b.start, interval)}
-                    {b.partial && <span className="ml-2 text-xs font-medium text-amber-800">in progress</span>}
+                    {b.partial && <span className="block text-xs font-medium text-amber-800 sm:ml-2 sm:inline">in progress</span>}
                   </th>
                   <td className={`${td} text-right`}>{formatCount(b.requests)}</td>
                   <td className={`${td} text-right`}>{formatCount(b.billable)}</td>
