@@ -152,3 +152,16 @@ export async function manager(pathAndQuery: string, body?: unknown): Promise<unk
   if (!r.ok) throw new Error(`manager ${pathAndQuery}: ${r.status} ${text}`);
   return text ? JSON.parse(text) : null;
 }
+
+/** Form controls on the page without an accessible name (should be none). */
+export function unnamedControls(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, button, textarea, summary')]
+      .filter((el) => {
+        const e = el as HTMLInputElement;
+        const labelled = e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby');
+        return !labelled && !(el.textContent ?? '').trim() && e.type !== 'hidden';
+      })
+      .map((el) => el.outerHTML.slice(0, 80)),
+  );
+}

@@ -8,7 +8,7 @@
  */
 import type { Page } from '@playwright/test';
 import { bucketLabel } from '../src/lib/usage';
-import { expect, test, type Customer } from './fixtures';
+import { expect, test, unnamedControls, type Customer } from './fixtures';
 import { customerIdOf, sendLines, sf1, type Sf1 } from './ingest';
 
 /** Enables gRPC (Starter) and creates a mainnet key; a line factory for that key. */
@@ -113,6 +113,8 @@ test('usage charts follow the log lines sent to the metering process, live', asy
   await service.selectOption('grpc');
   await expect(t.requests).toHaveText('5');
 
+  expect(await unnamedControls(page)).toEqual([]);
+
   // Still live: one more line shows up without a reload.
   await sendLines([line({ ms: 25 })]);
   await expect(t.requests).toHaveText('6');
@@ -132,4 +134,27 @@ test('this month so far on the billing page follows settled usage, live', async 
   // (billable requests only: the refused one is not).
   await sendLines([line({ atMs: old }), line({ atMs: old }), line({ atMs: old, trafficType: 3, status: 429 })]);
   await expect(page.getByRole('row', { name: /^gRPC/ }).getByRole('cell')).toHaveText(['gRPC', '2', /^\$/]);
+});
+
+test('a failing series shows the error and recovers; a refused stream falls back to polling', async ({ page, signIn }) => {
+  await signIn();
+  // The stream is refused (as by a server without a live source) and one series fails.
+  await page.route('**/stats/live', (r) =>
+    r.fulfill({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'unavailable', message: 'no live source configured' } }) }),
+  );
+  let fail = true;
+  await page.route('**/stats/bandwidth?*', (r) =>
+    fail
+      ? r.fulfill({ status: 500, contentType: 'application/json', body: JSON.stringify({ error: { code: 'internal', message: 'internal error' } }) })
+      : r.fallback(),
+  );
+  await page.goto('/app/usage');
+  await expect(page.getByTestId('live-status')).toHaveText('Live updates unavailable: refreshed every 30 s');
+  const alert = page.getByRole('alert');
+  await expect(alert).toContainText('Could not load this');
+  fail = false;
+  await alert.getByRole('button', { name: 'Try again' }).click();
+  await expect(page.getByRole('alert')).toHaveCount(0);
+  await expect(page.getByText('No traffic in the last 24 hours')).toBeVisible();
+  await expect(page.getByTestId('usage-total-requests')).toHaveText('0');
 });
