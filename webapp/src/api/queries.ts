@@ -12,10 +12,8 @@ export const keys = {
   invoice: (id: number) => ['billing', 'invoice', id] as const,
   current: ['billing', 'current'] as const,
   transactions: ['billing', 'transactions'] as const,
-  stats: (kind: StatsKind, range: Range, service: ServiceName | 'all') => ['stats', kind, range, service] as const,
+  stats: (range: Range, service: ServiceName | 'all') => ['stats', range, service] as const,
 };
-
-export type StatsKind = 'traffic' | 'usage' | 'bandwidth' | 'response-time';
 
 /** How often the billing views re-ask while open ("live": the manager bills on its own). */
 const LIVE_MS = 10_000;
@@ -174,51 +172,26 @@ export function useRevokeKey() {
   });
 }
 
-function statsQuery(range: Range, service: ServiceName | 'all') {
-  return service === 'all' ? { range } : { range, service };
-}
-
 /**
- * The usage series. Kept current by the live stream (the usage page invalidates `['stats']`
- * on its events); polled only while the stream is down (`poll`), so new data still shows.
+ * The four usage series of one window, fetched together so the page never joins series of
+ * two different windows (while the range changes, the previous set stays shown). Kept
+ * current by the live stream (the usage page invalidates `['stats']` on its events); polled
+ * only while the stream is down (`poll`), so new data still shows.
  */
-function statsOptions<T>(kind: StatsKind, range: Range, service: ServiceName | 'all', poll: boolean, fn: () => Promise<T>) {
-  return {
-    queryKey: keys.stats(kind, range, service),
-    queryFn: fn,
-    placeholderData: keepPreviousData,
-    refetchInterval: poll ? 30_000 : (false as const),
-  };
-}
-
-export function useTraffic(range: Range, service: ServiceName | 'all', poll: boolean) {
-  return useQuery(
-    statsOptions('traffic', range, service, poll, async () =>
-      unwrap(await api.GET('/stats/traffic', { params: { query: statsQuery(range, service) } })),
-    ),
-  );
-}
-
 export function useUsageSeries(range: Range, service: ServiceName | 'all', poll: boolean) {
-  return useQuery(
-    statsOptions('usage', range, service, poll, async () =>
-      unwrap(await api.GET('/stats/usage', { params: { query: statsQuery(range, service) } })),
-    ),
-  );
-}
-
-export function useBandwidth(range: Range, service: ServiceName | 'all', poll: boolean) {
-  return useQuery(
-    statsOptions('bandwidth', range, service, poll, async () =>
-      unwrap(await api.GET('/stats/bandwidth', { params: { query: statsQuery(range, service) } })),
-    ),
-  );
-}
-
-export function useResponseTime(range: Range, service: ServiceName | 'all', poll: boolean) {
-  return useQuery(
-    statsOptions('response-time', range, service, poll, async () =>
-      unwrap(await api.GET('/stats/response-time', { params: { query: statsQuery(range, service) } })),
-    ),
-  );
+  return useQuery({
+    queryKey: keys.stats(range, service),
+    queryFn: async () => {
+      const query = service === 'all' ? { range } : { range, service };
+      const [traffic, usage, bandwidth, responseTime] = await Promise.all([
+        api.GET('/stats/traffic', { params: { query } }).then(unwrap),
+        api.GET('/stats/usage', { params: { query } }).then(unwrap),
+        api.GET('/stats/bandwidth', { params: { query } }).then(unwrap),
+        api.GET('/stats/response-time', { params: { query } }).then(unwrap),
+      ]);
+      return { traffic, usage, bandwidth, responseTime };
+    },
+    placeholderData: keepPreviousData,
+    refetchInterval: poll ? 30_000 : false,
+  });
 }

@@ -13,8 +13,8 @@ import { Link } from '@tanstack/react-router';
 import { useEffect, useMemo, useRef, useState } from 'react';
 import { SERVICES, serviceLabel, type ServiceName } from '../api/client';
 import { useLiveUsage, type LiveStatus } from '../api/live';
-import { useBandwidth, useResponseTime, useTraffic, useUsageSeries } from '../api/queries';
-import { Card, EmptyState, ErrorState, Field, PageHeader, Spinner, cx, inputClass } from '../components/ui';
+import { useUsageSeries } from '../api/queries';
+import { Alert, Card, EmptyState, ErrorState, Field, PageHeader, Spinner, cx, errorText, inputClass } from '../components/ui';
 import { UsageChart, type ChartSeries } from '../components/UsageChart';
 import {
   RANGES,
@@ -136,30 +136,27 @@ export function UsagePage() {
     onReset: changed,
   });
   const poll = live !== 'live';
-  const traffic = useTraffic(range, service, poll);
-  const usage = useUsageSeries(range, service, poll);
-  const bandwidth = useBandwidth(range, service, poll);
-  const latency = useResponseTime(range, service, poll);
-  const all = [traffic, usage, bandwidth, latency];
-  const error = all.find((q) => q.isError)?.error;
-  const ready = traffic.data && usage.data && bandwidth.data && latency.data;
-  const updating = all.some((q) => q.isPlaceholderData);
+  const q = useUsageSeries(range, service, poll);
+  const updating = q.isPlaceholderData;
 
   const view = useMemo(() => {
-    if (!traffic.data || !usage.data || !bandwidth.data || !latency.data) return null;
-    const s = { traffic: traffic.data.points, usage: usage.data.points, bandwidth: bandwidth.data.points, responseTime: latency.data.points };
-    const interval = traffic.data.interval;
+    if (!q.data) return null;
+    const { traffic, usage, bandwidth, responseTime } = q.data;
+    const s = { traffic: traffic.points, usage: usage.points, bandwidth: bandwidth.points, responseTime: responseTime.points };
     return {
+      // What the answer is for (while another range loads, the previous answer stays shown).
+      range: traffic.range ?? range,
       buckets: joinSeries(s),
       totals: totals(s),
-      interval,
-      from: Date.parse(traffic.data.from) / 1000,
-      to: Date.parse(traffic.data.to) / 1000,
-      unit: interval === 'hour' ? 3600 : 86400,
+      interval: traffic.interval,
+      from: Date.parse(traffic.from) / 1000,
+      to: Date.parse(traffic.to) / 1000,
+      unit: traffic.interval === 'hour' ? 3600 : 86400,
     };
-  }, [traffic.data, usage.data, bandwidth.data, latency.data]);
+  }, [q.data, range]);
 
-  const scope = `${service === 'all' ? 'All services' : serviceLabel(service)}, last ${rangeLabel(range)}`;
+  const shown = view ? rangeLabel(view.range) : rangeLabel(range);
+  const scope = `${service === 'all' ? 'All services' : serviceLabel(service)}, last ${shown}`;
   const hasData = view !== null && view.buckets.some((b) => b.requests > 0 || b.totalBytes > 0);
   const partial = view?.buckets.find((b) => b.partial);
   const fx = (t: number) => bucketLabel(new Date(t * 1000).toISOString(), view?.interval ?? 'hour');
@@ -212,16 +209,21 @@ export function UsagePage() {
         {updating && <Spinner small label="Updating" />}
       </div>
 
-      {error ? (
-        <ErrorState error={error} onRetry={() => all.forEach((q) => void q.refetch())} />
-      ) : !ready || !view ? (
+      {q.isError && !view ? (
+        <ErrorState error={q.error} onRetry={() => void q.refetch()} />
+      ) : !view ? (
         <Spinner label="Loading usage" />
       ) : (
         <div className="flex flex-col gap-4" aria-busy={updating || undefined}>
+          {q.isError && (
+            <Alert tone="amber" title="Could not refresh: these numbers may be behind">
+              {errorText(q.error)}
+            </Alert>
+          )}
           <dl className="grid grid-cols-2 gap-3 lg:grid-cols-4" aria-label={`Totals: ${scope}`}>
-            <Tile label="Requests" value={formatCount(view.totals.requests)} testId="usage-total-requests" note={`last ${rangeLabel(range)}`} />
-            <Tile label="Billable requests" value={formatCount(view.totals.billable)} testId="usage-total-billable" note={`last ${rangeLabel(range)}`} />
-            <Tile label="Bandwidth" value={formatBytes(view.totals.totalBytes)} testId="usage-total-bandwidth" note={`last ${rangeLabel(range)}`} />
+            <Tile label="Requests" value={formatCount(view.totals.requests)} testId="usage-total-requests" note={`last ${shown}`} />
+            <Tile label="Billable requests" value={formatCount(view.totals.billable)} testId="usage-total-billable" note={`last ${shown}`} />
+            <Tile label="Bandwidth" value={formatBytes(view.totals.totalBytes)} testId="usage-total-bandwidth" note={`last ${shown}`} />
             <Tile label="Avg response time" value={formatMs(view.totals.avgMs)} testId="usage-avg-response" note="billable requests" />
           </dl>
           {partial && (
@@ -231,7 +233,7 @@ export function UsagePage() {
             </p>
           )}
           {!hasData ? (
-            <EmptyState title={`No traffic in the last ${rangeLabel(range)}`}>
+            <EmptyState title={`No traffic in the last ${shown}`}>
               Requests made with your API keys show up here within seconds.{' '}
               <Link to="/keys" className="text-blue-700 underline">
                 Get an API key
