@@ -163,11 +163,13 @@ export default async function globalSetup() {
   fs.chmodSync(dir, 0o755);
   const started: Server[] = [];
   const teardown = async () => {
+    const t = Date.now();
     // The mock server and the manager first (they use the others' databases), each pair at
     // the same time.
     const users = started.filter((s) => s.name === 'mock' || s.name === 'manager');
     await Promise.all(users.map(stop));
     await Promise.all(started.filter((s) => !users.includes(s)).map(stop));
+    console.log(`servers: stopped in ${((Date.now() - t) / 1000).toFixed(1)} s`);
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
