@@ -5,7 +5,7 @@
  * customer (to set up state quickly), and a guard that fails a test on any page error or CSP
  * violation.
  */
-import { test as base, expect, type Page } from '@playwright/test';
+import { test as base, expect, type Page, type Request } from '@playwright/test';
 import { spawnSync } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -28,7 +28,30 @@ type Fixtures = {
   wallet: TestWallet;
   signIn: (opts?: { from?: string }) => Promise<Customer>;
   consoleGuard: void;
+  requestTracker: void;
 };
+
+/** Requests in flight per page, except the live usage stream (open as long as its page). */
+const inflight = new WeakMap<Page, Set<Request>>();
+
+/**
+ * Waits until the page has had no request in flight for half a second — `networkidle`
+ * without the live stream, which never ends while the usage or billing page is open.
+ */
+export async function quiet(page: Page) {
+  const set = inflight.get(page);
+  if (!set) throw new Error('quiet(): the page is not tracked (use the fixtures test)');
+  let since = Date.now();
+  await expect
+    .poll(
+      () => {
+        if (set.size > 0) since = Date.now();
+        return Date.now() - since >= 500;
+      },
+      { message: 'requests still in flight', timeout: 20_000, intervals: [100] },
+    )
+    .toBe(true);
+}
 
 export const test = base.extend<Fixtures>({
   stack: ['default', { option: true }],
@@ -49,6 +72,19 @@ export const test = base.extend<Fixtures>({
       });
       await use();
       expect(problems, 'page errors or CSP violations').toEqual([]);
+    },
+    { auto: true },
+  ],
+  requestTracker: [
+    async ({ page }, use) => {
+      const set = new Set<Request>();
+      inflight.set(page, set);
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname !== '/stats/live') set.add(r);
+      });
+      page.on('requestfinished', (r) => set.delete(r));
+      page.on('requestfailed', (r) => set.delete(r));
+      await use();
     },
     { auto: true },
   ],
@@ -115,4 +151,17 @@ export async function manager(pathAndQuery: string, body?: unknown): Promise<unk
   const text = await r.text();
   if (!r.ok) throw new Error(`manager ${pathAndQuery}: ${r.status} ${text}`);
   return text ? JSON.parse(text) : null;
+}
+
+/** Form controls on the page without an accessible name (should be none). */
+export function unnamedControls(page: Page): Promise<string[]> {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('input, select, button, textarea, summary')]
+      .filter((el) => {
+        const e = el as HTMLInputElement;
+        const labelled = e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby');
+        return !labelled && !(el.textContent ?? '').trim() && e.type !== 'hidden';
+      })
+      .map((el) => el.outerHTML.slice(0, 80)),
+  );
 }

@@ -1,8 +1,9 @@
 /** Every page is reachable from the navigation, at desktop and phone width, by mouse and keyboard. */
-import { expect, test } from './fixtures';
+import { expect, test, unnamedControls } from './fixtures';
 
 const pages = [
   { link: 'Overview', heading: 'Overview', path: /\/app\/$/ },
+  { link: 'Usage', heading: 'Usage', path: /\/app\/usage$/ },
   { link: 'Seal', heading: 'Seal', path: /\/app\/services\/seal$/ },
   { link: 'gRPC', heading: 'gRPC', path: /\/app\/services\/grpc$/ },
   { link: 'GraphQL', heading: 'GraphQL', path: /\/app\/services\/graphql$/ },
@@ -66,14 +67,6 @@ test('the dashboard works from the keyboard', async ({ page, signIn }) => {
   await expect(dialog).toBeHidden();
   await expect(page.getByText('Active', { exact: true })).toBeVisible();
   // Every form control on the page has an accessible name.
-  const unnamed = await page.evaluate(() =>
-    [...document.querySelectorAll('input, select, button, textarea')]
-      .filter((el) => {
-        const e = el as HTMLInputElement;
-        const labelled = e.labels?.length || e.getAttribute('aria-label') || e.getAttribute('aria-labelledby');
-        return !labelled && !(el.textContent ?? '').trim() && e.type !== 'hidden';
-      })
-      .map((el) => el.outerHTML.slice(0, 80)),
-  );
+  const unnamed = await unnamedControls(page);
   expect(unnamed).toEqual([]);
 });

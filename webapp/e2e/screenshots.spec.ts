@@ -5,6 +5,7 @@
  * after a visual change), otherwise to test-results/screenshots/.
  */
 import { expect, test } from './fixtures';
+import { customerIdOf, sendLines, sf1 } from './ingest';
 import { shoot, widths } from './shoot';
 
 for (const vp of widths) {
@@ -24,6 +25,39 @@ for (const vp of widths) {
     await page.goto('/app/');
     await expect(page.getByRole('heading', { level: 1, name: 'Overview' })).toBeVisible();
     await shoot(page, 'overview', vp.name);
+
+    // A day of Seal traffic (some errors, some refused) through the metering process.
+    const customerId = customerIdOf(c.token());
+    const now = Date.now();
+    const hour = now - (now % 3_600_000);
+    const lines: string[] = [];
+    for (let h = 0; h < 24; h++) {
+      const n = 4 + ((h * 7) % 11);
+      for (let i = 0; i < n; i++) {
+        const status = i % 9 === 8 ? 500 : i % 7 === 6 ? 404 : 200;
+        const refused = i % 13 === 12;
+        lines.push(
+          sf1({
+            customerId,
+            service: 'seal',
+            network: i % 3 === 0 ? 'testnet' : 'mainnet',
+            trafficType: refused ? 3 : 1,
+            status: refused ? 429 : status,
+            bytes: 2_000 + ((h * 997 + i * 131) % 9_000),
+            ms: 8 + ((h * 13 + i * 5) % 40),
+            // This hour up to now; the 23 before it (the 24-hour window) from their middle.
+            atMs: h === 0 ? now - i * 1_000 : hour - h * 3_600_000 + 1_800_000 + i * 1_000,
+          }),
+        );
+      }
+    }
+    await sendLines(lines);
+    await page.goto('/app/usage');
+    await expect(page.getByTestId('usage-total-requests')).toHaveText(lines.length.toLocaleString('en-US'));
+    await expect(page.getByTestId('live-status')).toHaveText('Live');
+    await page.getByText('Numbers per hour (table)').click();
+    await expect(page.getByTestId('usage-row')).toHaveCount(24);
+    await shoot(page, 'usage', vp.name);
 
     await page.goto('/app/services/seal');
     await expect(page.getByText('Active', { exact: true })).toBeVisible();

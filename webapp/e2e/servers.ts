@@ -1,9 +1,11 @@
 /**
- * Playwright global setup: starts the real `suiftly api` on free ports, serving the
- * production build from `dist/`:
+ * Playwright global setup: starts the real servers on free ports, serving the production
+ * build from `dist/`:
  *
- * - "real": no DATABASE_URL, so it starts its embedded PostgreSQL (a private cluster run as
- *   the `postgres` user) and verifies every wallet signature;
+ * - "real": `suiftly run` — metering with the API in the process (`[api] in_run`), an sf1 UDP
+ *   listener (`E2E_INGEST_UDP`) for the usage tests — without DATABASE_URL, so it starts its
+ *   embedded PostgreSQL (a private cluster run as the `postgres` user); it verifies every
+ *   wallet signature;
  * - "mock": `MOCK_AUTH=true` on the same database (DATABASE_URL from the first one's
  *   `conninfo` file), for the one test of mock mode;
  * - "billing": a second `suiftly api` with its own embedded PostgreSQL, plus `suiftly manager`
@@ -11,11 +13,13 @@
  *   so the billing tests see real invoices, charges and suspensions, and may move the
  *   manager's clock to the next month without disturbing the other tests' customers.
  *
- * The JWT secret is fixed so a test can mint an already-expired access token. Logs go to
- * `.e2e/*.log`. The returned function stops both (SIGTERM: drain, then the embedded
- * PostgreSQL stops) — mock first, since it uses the other's database.
+ * The two clusters start in parallel, then the mock API and the manager (on those databases)
+ * in parallel. The JWT secret is fixed so a test can mint an already-expired access token.
+ * Logs go to `.e2e/*.log`. The returned function stops them all (SIGTERM: drain, then the
+ * embedded PostgreSQL stops) — mock and manager first, since they use the others' databases.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import dgram from 'node:dgram';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -32,7 +36,15 @@ function binary(): string {
   return path.join(target, 'debug', 'suiftly');
 }
 
-async function freePort(): Promise<number> {
+async function freePort(kind: 'tcp' | 'udp' = 'tcp'): Promise<number> {
+  if (kind === 'udp') {
+    const sock = dgram.createSocket('udp4');
+    sock.bind(0, '127.0.0.1');
+    await once(sock, 'listening');
+    const port = sock.address().port;
+    sock.close();
+    return port;
+  }
   const srv = net.createServer();
   srv.listen(0, '127.0.0.1');
   await once(srv, 'listening');
@@ -47,30 +59,57 @@ interface Server {
   url: string;
   proc: ChildProcess;
   log: string;
+  /** The sf1 UDP listener (`run` only). */
+  udp?: string | undefined;
 }
 
-async function start(name: string, dir: string, env: Record<string, string>, command: 'api' | 'manager' = 'api'): Promise<Server> {
+type Command = 'api' | 'run' | 'manager';
+
+async function start(name: string, dir: string, env: Record<string, string>, command: Command = 'api'): Promise<Server> {
   const port = await freePort();
-  const metricsPort = await freePort();
   const dataDir = path.join(dir, name);
   const config = path.join(dir, `${name}.toml`);
-  fs.writeFileSync(
-    config,
-    [
-      `data_dir = ${JSON.stringify(dataDir)}`,
-      '[api]',
-      `listen = "127.0.0.1:${command === 'api' ? port : await freePort()}"`,
-      `metrics_listen = "127.0.0.1:${metricsPort}"`,
-      `dashboard_origin = "http://127.0.0.1:${port}"`,
-      `dashboard_dir = ${JSON.stringify(path.join(webapp, 'dist'))}`,
-      '[manager]',
-      'watermark = "clock"',
-      `admin_listen = "127.0.0.1:${command === 'manager' ? port : await freePort()}"`,
-      '[embedded_postgres]',
-      'fsync_off = true',
-      '',
-    ].join('\n'),
-  );
+  const lines = [
+    `data_dir = ${JSON.stringify(dataDir)}`,
+    '[api]',
+    `listen = "127.0.0.1:${command === 'manager' ? await freePort() : port}"`,
+    `metrics_listen = "127.0.0.1:${await freePort()}"`,
+    `dashboard_origin = "http://127.0.0.1:${port}"`,
+    `dashboard_dir = ${JSON.stringify(path.join(webapp, 'dist'))}`,
+    '[manager]',
+    // Inside `suiftly run` the manager is off: the "real" set bills nothing on its own, as
+    // an API without a manager; the billing tests have their own manager.
+    `enabled = ${command !== 'run'}`,
+    'watermark = "clock"',
+    `admin_listen = "127.0.0.1:${command === 'manager' ? port : await freePort()}"`,
+    '[embedded_postgres]',
+    'fsync_off = true',
+  ];
+  let udp: string | undefined;
+  if (command === 'run') {
+    // Metering with the API in the process (`[api] in_run`, the default): sf1 lines sent to
+    // the UDP listener reach the usage page. Short settling delays, as in tests/live_tail.rs.
+    udp = `127.0.0.1:${await freePort('udp')}`;
+    lines.push(
+      '[admin]',
+      `listen = "127.0.0.1:${await freePort()}"`,
+      '[metrics]',
+      `listen = "127.0.0.1:${await freePort()}"`,
+      '[aggregate]',
+      'allowed_lateness_ms = 1000',
+      'idle_lag_ms = 200',
+      'settle_interval_ms = 100',
+      '[batch]',
+      'max_age_ms = 20',
+      '[[listener]]',
+      'name = "e2e"',
+      'kind = "udp"',
+      `address = "${udp}"`,
+      'framing = "raw"',
+      'payload = "sf1"',
+    );
+  }
+  fs.writeFileSync(config, [...lines, ''].join('\n'));
   const logDir = path.join(webapp, '.e2e');
   fs.mkdirSync(logDir, { recursive: true });
   const log = path.join(logDir, `${name}.log`);
@@ -90,7 +129,7 @@ async function start(name: string, dir: string, env: Record<string, string>, com
       throw new Error(`suiftly api (${name}) exited with ${exit.code} during start-up:\n${fs.readFileSync(log, 'utf8').slice(-3000)}`);
     }
     try {
-      const r = await fetch(`${url}${command === 'api' ? '/health' : '/manager/health'}`);
+      const r = await fetch(`${url}${command === 'manager' ? '/manager/health' : '/health'}`);
       if (r.ok) break;
     } catch {
       // not listening yet
@@ -101,7 +140,7 @@ async function start(name: string, dir: string, env: Record<string, string>, com
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  return { name, url, proc, log };
+  return { name, url, proc, log, udp };
 }
 
 async function stop(s: Server) {
@@ -124,31 +163,43 @@ export default async function globalSetup() {
   fs.chmodSync(dir, 0o755);
   const started: Server[] = [];
   const teardown = async () => {
-    // Reverse order: the mock server and the manager use the others' databases.
-    for (const s of started.reverse()) await stop(s);
+    const t = Date.now();
+    // The mock server and the manager first (they use the others' databases), each pair at
+    // the same time.
+    const users = started.filter((s) => s.name === 'mock' || s.name === 'manager');
+    await Promise.all(users.map(stop));
+    await Promise.all(started.filter((s) => !users.includes(s)).map(stop));
+    console.log(`servers: stopped in ${((Date.now() - t) / 1000).toFixed(1)} s`);
     fs.rmSync(dir, { recursive: true, force: true });
   };
   try {
+    const t0 = Date.now();
     // The two embedded clusters start at the same time (most of the set-up time).
     const [real, billing] = await Promise.allSettled([
-      start('real', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET }),
+      start('real', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET }, 'run'),
       start('billing', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET }),
     ]);
     for (const r of [real, billing]) if (r.status === 'fulfilled') started.push(r.value);
     for (const r of [real, billing]) if (r.status === 'rejected') throw r.reason;
-    const realUrl = (real as PromiseFulfilledResult<Server>).value.url;
+    const realServer = (real as PromiseFulfilledResult<Server>).value;
     const billingUrl = (billing as PromiseFulfilledResult<Server>).value.url;
     const conninfo = fs.readFileSync(path.join(dir, 'real', 'conninfo'), 'utf8').trim();
     const billingConninfo = fs.readFileSync(path.join(dir, 'billing', 'conninfo'), 'utf8').trim();
-    const mock = await start('mock', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET, DATABASE_URL: conninfo, MOCK_AUTH: 'true' });
-    started.push(mock);
-    const manager = await start('manager', dir, { DATABASE_URL: billingConninfo }, 'manager');
-    started.push(manager);
-    process.env.E2E_BASE_URL = realUrl;
-    process.env.E2E_MOCK_URL = mock.url;
+    const t1 = Date.now();
+    // The two that use those databases, also at the same time.
+    const [mock, manager] = await Promise.allSettled([
+      start('mock', dir, { SUIFTLY_JWT_SECRET: TEST_JWT_SECRET, DATABASE_URL: conninfo, MOCK_AUTH: 'true' }),
+      start('manager', dir, { DATABASE_URL: billingConninfo }, 'manager'),
+    ]);
+    for (const r of [mock, manager]) if (r.status === 'fulfilled') started.push(r.value);
+    for (const r of [mock, manager]) if (r.status === 'rejected') throw r.reason;
+    console.log(`servers: metering+API and API with their clusters in ${((t1 - t0) / 1000).toFixed(1)} s, mock API and manager in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
+    process.env.E2E_BASE_URL = realServer.url;
+    process.env.E2E_INGEST_UDP = realServer.udp;
+    process.env.E2E_MOCK_URL = (mock as PromiseFulfilledResult<Server>).value.url;
     process.env.E2E_BILLING_URL = billingUrl;
     process.env.E2E_BILLING_CONNINFO = billingConninfo;
-    process.env.E2E_MANAGER_URL = manager.url;
+    process.env.E2E_MANAGER_URL = (manager as PromiseFulfilledResult<Server>).value.url;
   } catch (e) {
     await teardown();
     throw e;

@@ -6,7 +6,7 @@
  */
 import type { Page } from '@playwright/test';
 import path from 'node:path';
-import { expect } from './fixtures';
+import { expect, quiet } from './fixtures';
 
 export const widths = [
   { name: 'desktop', width: 1280, height: 800 },
@@ -18,8 +18,8 @@ const outDir = process.env.SUIFTLY_UPDATE_SCREENSHOTS
   : path.resolve(import.meta.dirname, '../test-results/screenshots');
 
 export async function shoot(page: Page, name: string, viewport: string) {
-  // Let lazy chunks, fonts and queries settle.
-  await page.waitForLoadState('networkidle');
+  // Let lazy chunks, fonts and queries settle (the live stream stays open).
+  await quiet(page);
   await expect(page.locator('[role=status] .animate-spin')).toHaveCount(0);
   const overflow = await page.evaluate(() => {
     const vw = document.documentElement.clientWidth;

@@ -51,6 +51,12 @@ const serviceRoute = createRoute({
   component: lazyRouteComponent(() => import('./pages/ServicePage'), 'ServicePage'),
 });
 
+const usageRoute = createRoute({
+  getParentRoute: () => authedRoute,
+  path: '/usage',
+  component: lazyRouteComponent(() => import('./pages/Usage'), 'UsagePage'),
+});
+
 const keysRoute = createRoute({
   getParentRoute: () => authedRoute,
   path: '/keys',
@@ -65,7 +71,7 @@ const billingRoute = createRoute({
 
 const routeTree = rootRoute.addChildren([
   signInRoute,
-  authedRoute.addChildren([overviewRoute, serviceRoute, keysRoute, billingRoute]),
+  authedRoute.addChildren([overviewRoute, usageRoute, serviceRoute, keysRoute, billingRoute]),
 ]);
 
 export const router = createRouter({

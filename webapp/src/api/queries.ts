@@ -1,5 +1,6 @@
 /** TanStack Query hooks over the typed client: one place for query keys and invalidation. */
 import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import type { Range } from '../lib/usage';
 import { api, unwrap, type ServiceConfig, type ServiceName } from './client';
 
 export const keys = {
@@ -11,6 +12,7 @@ export const keys = {
   invoice: (id: number) => ['billing', 'invoice', id] as const,
   current: ['billing', 'current'] as const,
   transactions: ['billing', 'transactions'] as const,
+  stats: (range: Range, service: ServiceName | 'all') => ['stats', range, service] as const,
 };
 
 /** How often the billing views re-ask while open ("live": the manager bills on its own). */
@@ -167,5 +169,29 @@ export function useRevokeKey() {
       if (!r.response.ok) unwrap(r);
     },
     onSettled: () => invalidate('keys', 'services'),
+  });
+}
+
+/**
+ * The four usage series of one window, fetched together so the page never joins series of
+ * two different windows (while the range changes, the previous set stays shown). Kept
+ * current by the live stream (the usage page invalidates `['stats']` on its events); polled
+ * only while the stream is down (`poll`), so new data still shows.
+ */
+export function useUsageSeries(range: Range, service: ServiceName | 'all', poll: boolean) {
+  return useQuery({
+    queryKey: keys.stats(range, service),
+    queryFn: async () => {
+      const query = service === 'all' ? { range } : { range, service };
+      const [traffic, usage, bandwidth, responseTime] = await Promise.all([
+        api.GET('/stats/traffic', { params: { query } }).then(unwrap),
+        api.GET('/stats/usage', { params: { query } }).then(unwrap),
+        api.GET('/stats/bandwidth', { params: { query } }).then(unwrap),
+        api.GET('/stats/response-time', { params: { query } }).then(unwrap),
+      ]);
+      return { traffic, usage, bandwidth, responseTime };
+    },
+    placeholderData: keepPreviousData,
+    refetchInterval: poll ? 30_000 : false,
   });
 }

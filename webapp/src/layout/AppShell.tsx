@@ -14,14 +14,15 @@ import { FundsDialog, type FundsKind } from '../components/FundsDialog';
 import { Button, CopyButton, cx, shortAddress } from '../components/ui';
 import { formatCents } from '../lib/money';
 
-const nav: { to: string; label: string; soon?: boolean }[] = [
+const nav: { to: string; label: string; soon?: boolean; section?: string }[] = [
   { to: '/', label: 'Overview' },
-  { to: '/services/seal', label: serviceLabel('seal') },
+  { to: '/usage', label: 'Usage' },
+  { to: '/services/seal', label: serviceLabel('seal'), section: 'Services' },
   { to: '/services/grpc', label: serviceLabel('grpc') },
   { to: '/services/graphql', label: serviceLabel('graphql') },
   { to: '/services/ssfn', label: serviceLabel('ssfn'), soon: true },
   { to: '/services/sealo', label: serviceLabel('sealo'), soon: true },
-  { to: '/keys', label: 'API keys' },
+  { to: '/keys', label: 'API keys', section: 'Account' },
   { to: '/billing', label: 'Billing' },
 ];
 
@@ -29,12 +30,11 @@ function Sidebar({ onNavigate }: { onNavigate?: () => void }) {
   const { pathname } = useLocation();
   return (
     <nav aria-label="Main" className="flex flex-col gap-0.5 p-3">
-      {nav.map((item, i) => {
+      {nav.map((item) => {
         const active = item.to === '/' ? pathname === '/' : pathname.startsWith(item.to);
         return (
           <div key={item.to}>
-            {i === 1 && <p className="mt-3 mb-1 px-3 text-xs font-semibold tracking-wide text-slate-500 uppercase">Services</p>}
-            {i === 6 && <p className="mt-3 mb-1 px-3 text-xs font-semibold tracking-wide text-slate-500 uppercase">Account</p>}
+            {item.section && <p className="mt-3 mb-1 px-3 text-xs font-semibold tracking-wide text-slate-500 uppercase">{item.section}</p>}
             <Link
               to={item.to}
               onClick={onNavigate}

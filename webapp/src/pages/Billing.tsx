@@ -1,13 +1,16 @@
 /**
  * Billing: the escrow balance with deposit / withdraw, this month's spending against the
  * monthly limit, the limit itself (editable), the account's suspension and what to do about
- * it, this month's charges so far (re-asked every few seconds: the manager bills on its own),
+ * it, this month's charges so far (re-asked when the live usage stream says usage settled,
+ * and every few seconds: the manager bills on its own),
  * the invoices with their line items and payments, and the ledger of deposits, withdrawals
  * and charges.
  */
+import { useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { serviceLabel, type Schemas } from '../api/client';
-import { useBalance, useCurrentCharges, useInvoice, useInvoices, useSetLimit, useTransactions } from '../api/queries';
+import { useLiveUsage } from '../api/live';
+import { keys, useBalance, useCurrentCharges, useInvoice, useInvoices, useSetLimit, useTransactions } from '../api/queries';
 import { FundsDialog, type FundsKind } from '../components/FundsDialog';
 import { SuspensionNotice } from '../components/SuspensionNotice';
 import { Alert, Badge, Button, Card, EmptyState, ErrorState, Field, PageHeader, Spinner, errorText, formatDate, inputClass } from '../components/ui';
@@ -120,6 +123,13 @@ const td = 'px-2 py-1.5 align-top';
 /** This month so far: what is on the draft invoice plus settled usage not yet on a line. */
 function CurrentCard() {
   const q = useCurrentCharges();
+  const qc = useQueryClient();
+  // Usage is priced once settled: each settlement that added to this account re-asks.
+  const live = useLiveUsage({
+    onSettled: (d) => {
+      if (d.rows.length > 0) void qc.invalidateQueries({ queryKey: keys.current });
+    },
+  });
   return (
     <Card title="This month's charges so far" className="md:col-span-2">
       {q.isPending ? (
@@ -172,7 +182,7 @@ function CurrentCard() {
             Fees are charged when a service is enabled or upgraded; usage is charged once $5.00 is due and at the end of
             the month. Usage counts settled minutes only
             {q.data.settled_before ? ` (up to ${new Date(q.data.settled_before).toLocaleString('en-GB', { timeZone: 'UTC' })} UTC)` : ''}; this
-            view refreshes on its own.
+            view refreshes on its own{live === 'live' ? ', as soon as usage settles' : ''}.
           </p>
         </div>
       )}
