@@ -124,8 +124,15 @@ impl Parser {
         if dg.is_empty() {
             return Err(ParseError::at(ErrorKind::Empty, 0));
         }
-        let (_, payload) = syslog::split(self.cfg.framing, dg, None)?;
-        let start = dg.len() - payload.len();
+        let start = match syslog::payload_start(self.cfg.framing, dg) {
+            Some(start) => start,
+            // Malformed (or unusual) header: the `nom` grammar decides, and names the error.
+            None => {
+                let (_, payload) = syslog::split(self.cfg.framing, dg, None)?;
+                dg.len() - payload.len()
+            }
+        };
+        let payload = dg.get(start..).unwrap_or(&[]);
         if payload.is_empty() {
             return Err(ParseError::at(ErrorKind::Empty, start));
         }

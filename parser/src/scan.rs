@@ -9,15 +9,28 @@ use std::net::{IpAddr, Ipv4Addr};
 use crate::error::{ErrorKind, ParseError};
 
 /// A position in the (stripped) datagram; all offsets it reports are datagram offsets.
+///
+/// Field separators are found a block at a time: [`space_mask`] turns the next 64 bytes into a
+/// bitmask of their spaces (SIMD compares where the target has them), and each field then
+/// costs a trailing-zero count instead of a byte scan. `mask` holds the spaces of the block
+/// at `base` that lie at or after `pos`; blocks never overlap and follow each other, so a
+/// space is seen exactly once.
 pub(crate) struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    base: usize,
+    mask: u64,
 }
 
 impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
-        Cursor { buf, pos }
+        Cursor {
+            buf,
+            pos,
+            base: pos,
+            mask: space_mask(buf, pos),
+        }
     }
 
     #[inline]
@@ -31,16 +44,47 @@ impl<'a> Cursor<'a> {
         self.buf.get(self.pos..).unwrap_or(&[])
     }
 
+    /// Offset of the next space at or after `pos`, consumed from the mask.
+    #[inline(always)]
+    fn next_space(&mut self) -> Option<usize> {
+        if self.mask == 0 && !self.refill() {
+            return None;
+        }
+        let at = self.base + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
+
+    /// Loads the masks of the following blocks until one has a space; `false` at the end of
+    /// the line. Out of line: it runs once per 64 bytes, and kept apart it leaves the field
+    /// accessors a few instructions each where they are inlined.
+    #[inline(never)]
+    fn refill(&mut self) -> bool {
+        while self.mask == 0 {
+            match self.base.checked_add(64) {
+                Some(next) if next < self.buf.len() => self.base = next,
+                _ => {
+                    // Stay exhausted: later calls must not rescan.
+                    self.base = self.buf.len();
+                    return false;
+                }
+            }
+            self.mask = space_mask(self.buf, self.base);
+        }
+        true
+    }
+
     /// The next field, which must be followed by a single space (consumed). A line that ends
     /// first is missing this field or a later one: [`ErrorKind::MissingField`] at the end.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn field(&mut self) -> Result<(&'a [u8], usize), ParseError> {
         let start = self.pos;
-        let rest = self.rest();
-        match find_byte(b' ', rest) {
-            Some(i) => {
-                self.pos = start + i + 1;
-                Ok((rest.get(..i).unwrap_or(&[]), start))
+        // `start <= sp < len` always holds; the checked slice is a branch that is never taken
+        // (a `None` could only come from a broken cursor, and reads as the end of the line).
+        match self.next_space().and_then(|sp| Some((sp, self.buf.get(start..sp)?))) {
+            Some((sp, field)) => {
+                self.pos = sp + 1;
+                Ok((field, start))
             }
             None => Err(ParseError::at(ErrorKind::MissingField, self.buf.len())),
         }
@@ -51,21 +95,116 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn field_or_end(&mut self) -> Option<(&'a [u8], usize)> {
         let start = self.pos;
-        let rest = self.rest();
-        if rest.is_empty() {
+        if start >= self.buf.len() {
             return None;
         }
-        match find_byte(b' ', rest) {
-            Some(i) => {
-                self.pos = start + i + 1;
-                Some((rest.get(..i).unwrap_or(&[]), start))
+        match self.next_space() {
+            Some(sp) => {
+                self.pos = sp + 1;
+                Some((self.buf.get(start..sp).unwrap_or(&[]), start))
             }
             None => {
                 self.pos = self.buf.len();
-                Some((rest, start))
+                Some((self.rest_from(start), start))
             }
         }
     }
+
+    /// Offset of the next space in what is left, without consuming anything.
+    #[inline]
+    pub(crate) fn peek_space(&self) -> Option<usize> {
+        let mut probe = Cursor {
+            buf: self.buf,
+            pos: self.pos,
+            base: self.base,
+            mask: self.mask,
+        };
+        probe.next_space()
+    }
+
+    #[inline]
+    fn rest_from(&self, start: usize) -> &'a [u8] {
+        self.buf.get(start..).unwrap_or(&[])
+    }
+}
+
+/// Bit `i` set when `buf[base + i]` is a space, for the up to 64 bytes from `base`.
+#[inline]
+pub(crate) fn space_mask(buf: &[u8], base: usize) -> u64 {
+    let block = buf.get(base..).unwrap_or(&[]);
+    let block = block.get(..64).unwrap_or(block);
+    let mut m = 0u64;
+    let mut chunks = block.chunks_exact(16);
+    let mut at = 0u32;
+    for chunk in chunks.by_ref() {
+        m |= u64::from(eq16(chunk, b' ')) << at;
+        at += 16;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        // The tail ends where `buf` ends (a full block has no tail). Compare the 16 bytes that
+        // end there when the datagram has them, and drop the ones before the tail.
+        let end = base + block.len();
+        let tail_mask = match end.checked_sub(16).and_then(|s| buf.get(s..end)) {
+            Some(last16) => eq16(last16, b' ') >> (16 - tail.len()),
+            None => tail
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &c)| acc | (u32::from(c == b' ') << i)),
+        };
+        m |= u64::from(tail_mask) << at;
+    }
+    m
+}
+
+/// Bit `i` set when `chunk[i] == needle`; `chunk` is 16 bytes.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn eq16(chunk: &[u8], needle: u8) -> u32 {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let Ok(bytes) = <&[u8; 16]>::try_from(chunk) else {
+        return eq16_swar(chunk, needle);
+    };
+    // SAFETY: SSE2 is enabled at compile time (the cfg above; every x86_64 CPU has it), and
+    // the unaligned load reads exactly the 16 bytes of `bytes`.
+    let bits = unsafe {
+        let v = _mm_loadu_si128(bytes.as_ptr().cast());
+        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(i8::from_ne_bytes([needle]))))
+    };
+    u32::from_ne_bytes(bits.to_ne_bytes())
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn eq16(chunk: &[u8], needle: u8) -> u32 {
+    eq16_swar(chunk, needle)
+}
+
+/// Portable [`eq16`]: eight bytes per step, exact per byte (no borrow between lanes), the
+/// high bit of each matching lane gathered into one byte by a multiply.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
+#[inline]
+fn eq16_swar(chunk: &[u8], needle: u8) -> u32 {
+    const LO7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const GATHER: u64 = 0x0102_0408_1020_4080;
+    let pattern = 0x0101_0101_0101_0101u64 * u64::from(needle);
+    let mut out = 0u32;
+    for (k, word) in chunk.chunks(8).enumerate().take(2) {
+        let mut w = [0u8; 8];
+        if let Some(dst) = w.get_mut(..word.len()) {
+            dst.copy_from_slice(word);
+        }
+        let x = u64::from_le_bytes(w) ^ pattern;
+        // High bit of each lane set iff the lane of `x` is zero.
+        let zero = !(((x & LO7).wrapping_add(LO7)) | x | LO7);
+        let mut bits = ((zero >> 7).wrapping_mul(GATHER) >> 56) as u32;
+        // Lanes past the end of a short word were padded with 0 and must not match `needle`.
+        if word.len() < 8 {
+            bits &= (1u32 << word.len()) - 1;
+        }
+        out |= bits << (8 * k);
+    }
+    out
 }
 
 /// Position of the first `needle` in `hay`.
@@ -103,6 +242,23 @@ pub(crate) fn is_dash(b: &[u8]) -> bool {
 /// Unsigned decimal, at least one digit, no sign, no overflow.
 #[inline]
 pub(crate) fn parse_u64(b: &[u8]) -> Option<u64> {
+    // 19 digits never overflow a u64; only a 20-digit number needs checked arithmetic.
+    if b.is_empty() || b.len() > 19 {
+        return parse_u64_checked(b);
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+    }
+    Some(v)
+}
+
+#[cold]
+fn parse_u64_checked(b: &[u8]) -> Option<u64> {
     if b.is_empty() || b.len() > 20 {
         return None;
     }
@@ -142,6 +298,23 @@ pub(crate) fn strip_plus(b: &[u8]) -> &[u8] {
     }
 }
 
+/// Value of each hex digit, `0xFF` for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Up to 16 hex digits, no `0x`, as the u64 bit pattern reinterpreted as i64.
 #[inline]
 pub(crate) fn parse_hex_u64_bits(b: &[u8]) -> Option<i64> {
@@ -149,21 +322,41 @@ pub(crate) fn parse_hex_u64_bits(b: &[u8]) -> Option<i64> {
         return None;
     }
     let mut v: u64 = 0;
+    let mut bad = 0u8;
     for &c in b {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u64::from(d);
+        let d = HEX[usize::from(c)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0x0F);
     }
-    Some(i64::from_ne_bytes(v.to_ne_bytes()))
+    // Any non-hex byte set the high bits of `bad`; digits never do.
+    (bad & 0xF0 == 0).then(|| i64::from_ne_bytes(v.to_ne_bytes()))
 }
 
 /// Parses an integer field into a column type, [`ErrorKind::BadInteger`] at `off` otherwise.
-#[inline]
+#[inline(always)]
 pub(crate) fn int<T: TryFrom<i64>>(b: &[u8], off: usize) -> Result<T, ParseError> {
+    let (neg, digits) = match b.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, b),
+    };
+    // Up to 18 digits fit an i64 without checks; longer (or empty) fields take the general
+    // path, which gives the same answer for every input.
+    if digits.is_empty() || digits.len() > 18 {
+        return int_long(b, off);
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(ParseError::at(ErrorKind::BadInteger, off));
+        }
+        v = v * 10 + i64::from(d);
+    }
+    T::try_from(if neg { -v } else { v }).map_err(|_| ParseError::at(ErrorKind::BadInteger, off))
+}
+
+#[cold]
+fn int_long<T: TryFrom<i64>>(b: &[u8], off: usize) -> Result<T, ParseError> {
     parse_i64(b)
         .and_then(|v| T::try_from(v).ok())
         .ok_or_else(|| ParseError::at(ErrorKind::BadInteger, off))
@@ -295,9 +488,21 @@ pub(crate) fn path_prefix(path: &[u8], stop: fn(u8) -> bool) -> &str {
         }
     }
     let bytes = path.get(..end).unwrap_or(&[]);
-    match std::str::from_utf8(bytes) {
+    match utf8(bytes) {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or(""),
+    }
+}
+
+/// `b` as text: ASCII (every field HAProxy writes for a well-behaved client) is checked with
+/// one vectorisable pass, anything else goes through the full UTF-8 validation.
+#[inline]
+pub(crate) fn utf8(b: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    if b.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        Ok(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        std::str::from_utf8(b)
     }
 }
 
@@ -308,7 +513,7 @@ pub(crate) fn termination(b: &[u8], off: usize) -> Result<Option<&str>, ParseErr
         return Ok(None);
     }
     let b = b.get(..2).unwrap_or(b);
-    std::str::from_utf8(b)
+    utf8(b)
         .map(Some)
         .map_err(|_| ParseError::at(ErrorKind::BadField, off))
 }

@@ -14,7 +14,8 @@ use nom::{IResult, Parser as _};
 
 use crate::config::Framing;
 use crate::error::{ErrorKind, ParseError};
-use crate::time::{civil_to_us, infer_rfc3164_year, month_from_abbr};
+use crate::scan::find_byte;
+use crate::time::{civil_to_us, days_in_month, infer_rfc3164_year, month_from_abbr};
 
 /// What the syslog header said. Informational: record timestamps come from the payload.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +128,218 @@ pub(crate) fn split<'a>(
             Ok((hdr, rest))
         }
         Framing::Auto | Framing::Raw => Ok((SyslogHeader::default(), dg)),
+    }
+}
+
+/// Where the payload of `dg` starts, for the record parser: the header grammars of [`split`]
+/// (with no `now`), hand-written over the shapes senders actually emit, in one pass even under
+/// [`Framing::Auto`].
+///
+/// `Some(offset)` only when [`split`] accepts `dg` and its payload starts at `offset`; `None`
+/// otherwise — for every malformed header, and for the rarer valid shapes this does not try
+/// (an unpadded one-digit day, a tag cut at the end of the line) — and the caller then asks
+/// [`split`], whose error is the one reported. This function never decides a rejection, so
+/// the typed errors stay those of the `nom` grammar; the `header_fast_path_agrees` tests hold
+/// the two to the same payloads.
+pub(crate) fn payload_start(framing: Framing, dg: &[u8]) -> Option<usize> {
+    if framing == Framing::Raw || (framing == Framing::Auto && dg.first() != Some(&b'<')) {
+        return Some(0);
+    }
+    let at = fast_priority(dg)?;
+    let rest = dg.get(at..)?;
+    let rfc5424 = rest.starts_with(b"1 ");
+    let after = match framing {
+        Framing::Rfc5424 if rfc5424 => fast_rfc5424(rest.get(2..)?)? + 2,
+        Framing::Auto if rfc5424 => fast_rfc5424(rest.get(2..)?)? + 2,
+        Framing::Local | Framing::Rfc3164 | Framing::Auto => {
+            let date = fast_bsd_date(rest)?;
+            let tail = rest.get(date..)?;
+            let host = match framing {
+                Framing::Local => false,
+                Framing::Rfc3164 => true,
+                // `detect`: the first token is the tag when it ends in `:` or holds a `[`. A tag
+                // that parses with a `[pid]`, or whose `:` ends the token, settles that at once.
+                _ => match fast_syslog_tag(tail) {
+                    Some((n, true)) => {
+                        return at.checked_add(date)?.checked_add(n);
+                    }
+                    _ => {
+                        let tok = tail.get(..find_byte(b' ', tail).unwrap_or(tail.len()))?;
+                        !(tok.ends_with(b":") || tok.contains(&b'['))
+                    }
+                },
+            };
+            let host_len = if host {
+                match find_byte(b' ', tail)? {
+                    0 => return None,
+                    sp => sp + 1,
+                }
+            } else {
+                0
+            };
+            date + host_len + fast_syslog_tag(tail.get(host_len..)?)?.0
+        }
+        Framing::Rfc5424 | Framing::Raw => return None,
+    };
+    at.checked_add(after)
+}
+
+/// `<PRI>` as [`priority`] reads it; the offset after `>`.
+#[inline]
+fn fast_priority(dg: &[u8]) -> Option<usize> {
+    if dg.first() != Some(&b'<') {
+        return None;
+    }
+    let mut v = 0u32;
+    let mut i = 1usize;
+    while i < 4 {
+        match dg.get(i) {
+            Some(&c) if c.is_ascii_digit() => v = v * 10 + u32::from(c - b'0'),
+            _ => break,
+        }
+        i += 1;
+    }
+    (i > 1 && dg.get(i) == Some(&b'>') && v <= 191).then_some(i + 1)
+}
+
+/// Two ASCII digits at `b[k..k + 2]`.
+#[inline]
+fn two_digits(b: &[u8], k: usize) -> Option<u32> {
+    match (b.get(k), b.get(k + 1)) {
+        (Some(&h), Some(&l)) if h.is_ascii_digit() && l.is_ascii_digit() => {
+            Some(u32::from(h - b'0') * 10 + u32::from(l - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// [`bsd_date`] for a zero- or space-padded day (`Mmm dd hh:mm:ss ` / `Mmm  d hh:mm:ss `), with
+/// the range checks [`split`] applies when it has no `now`; the 16 bytes it always spans.
+#[inline]
+fn fast_bsd_date(i: &[u8]) -> Option<usize> {
+    let b = i.get(..16)?;
+    month_from_abbr(b.get(..3)?)?;
+    let d = match b.get(4) {
+        Some(b' ') => u32::from(b.get(5).filter(|c| c.is_ascii_digit())? - b'0'),
+        _ => two_digits(b, 4)?,
+    };
+    let shape = b.get(3) == Some(&b' ')
+        && b.get(6) == Some(&b' ')
+        && b.get(9) == Some(&b':')
+        && b.get(12) == Some(&b':')
+        && b.get(15) == Some(&b' ');
+    let (h, mi, s) = (two_digits(b, 7)?, two_digits(b, 10)?, two_digits(b, 13)?);
+    (shape && d <= 31 && h <= 23 && mi <= 59 && s <= 60).then_some(16)
+}
+
+/// [`syslog_tag`]: `name[pid]: ` or `name: `; the bytes it spans, and whether the first token
+/// of `i` is one that `detect` calls a tag (it holds the pid's `[`, or ends at the `:`), which
+/// settles the framing under [`Framing::Auto`] without another scan. `false` leaves it open.
+#[inline]
+fn fast_syslog_tag(i: &[u8]) -> Option<(usize, bool)> {
+    let name = i
+        .iter()
+        .position(|&c| matches!(c, b'[' | b':' | b' '))?;
+    if name == 0 {
+        return None;
+    }
+    let mut j = name;
+    let pid = i.get(j) == Some(&b'[');
+    if pid {
+        let digits = i
+            .get(j + 1..)?
+            .iter()
+            .position(|c| !c.is_ascii_digit())?;
+        if digits == 0 || i.get(j + 1 + digits) != Some(&b']') {
+            return None;
+        }
+        j += digits + 2;
+    }
+    if i.get(j) != Some(&b':') {
+        return None;
+    }
+    j += 1;
+    let token_ends = match i.get(j) {
+        None => true,
+        Some(b' ') => {
+            j += 1;
+            true
+        }
+        Some(_) => false,
+    };
+    Some((j, pid || token_ends))
+}
+
+/// The RFC5424 header after `1 `: TIMESTAMP (validated as [`rfc5424_timestamp`] and
+/// [`civil_to_us`] do, but not converted: records take the payload's time), four tokens,
+/// STRUCTURED-DATA and the space before the MSG; the bytes it spans.
+#[inline]
+fn fast_rfc5424(i: &[u8]) -> Option<usize> {
+    let mut j = if i.starts_with(b"- ") {
+        2
+    } else {
+        let t = i.get(..19)?;
+        let shape = t.get(4) == Some(&b'-')
+            && t.get(7) == Some(&b'-')
+            && t.get(10) == Some(&b'T')
+            && t.get(13) == Some(&b':')
+            && t.get(16) == Some(&b':');
+        let year = two_digits(t, 0)? * 100 + two_digits(t, 2)?;
+        let (mo, d) = (two_digits(t, 5)?, two_digits(t, 8)?);
+        let (h, mi, s) = (two_digits(t, 11)?, two_digits(t, 14)?, two_digits(t, 17)?);
+        let year = i32::try_from(year).ok()?;
+        let valid = shape
+            && (1..=12).contains(&mo)
+            && d >= 1
+            && d <= days_in_month(year, mo)
+            && h <= 23
+            && mi <= 59
+            && s <= 60;
+        if !valid {
+            return None;
+        }
+        let mut j = 19;
+        if i.get(j) == Some(&b'.') {
+            let digits = i
+                .get(j + 1..)?
+                .iter()
+                .position(|c| !c.is_ascii_digit())?;
+            if !(1..=9).contains(&digits) {
+                return None;
+            }
+            j += 1 + digits;
+        }
+        match i.get(j)? {
+            b'Z' => j += 1,
+            b'+' | b'-' => {
+                two_digits(i, j + 1)?;
+                two_digits(i, j + 4)?;
+                if i.get(j + 3) != Some(&b':') {
+                    return None;
+                }
+                j += 6;
+            }
+            _ => return None,
+        }
+        if i.get(j) != Some(&b' ') {
+            return None;
+        }
+        j + 1
+    };
+    // HOSTNAME, APP-NAME, PROCID, MSGID: each one or more non-space bytes and a space.
+    for _ in 0..4 {
+        match find_byte(b' ', i.get(j..)?)? {
+            0 => return None,
+            sp => j += sp + 1,
+        }
+    }
+    let rest = i.get(j..)?;
+    let after_sd = structured_data(rest)?;
+    let j = j + (rest.len() - after_sd.len());
+    match after_sd.first() {
+        None => Some(j),
+        Some(b' ') => Some(j + 1),
+        Some(_) => None,
     }
 }
 
