@@ -4,7 +4,7 @@
 //! bytes beats any combinator on them, and it never needs the whole line to be valid UTF-8 —
 //! only the few fields that end up as `&str` are validated, and only over their own bytes.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::error::{ErrorKind, ParseError};
 
@@ -47,31 +47,13 @@ impl<'a> Cursor<'a> {
     /// Offset of the next space at or after `pos`, consumed from the mask.
     #[inline(always)]
     fn next_space(&mut self) -> Option<usize> {
-        if self.mask == 0 && !self.refill() {
-            return None;
+        if self.mask == 0 {
+            // By value, not through `&mut self`: the cursor then stays in registers.
+            (self.base, self.mask) = next_block(self.buf, self.base)?;
         }
         let at = self.base + self.mask.trailing_zeros() as usize;
         self.mask &= self.mask - 1;
         Some(at)
-    }
-
-    /// Loads the masks of the following blocks until one has a space; `false` at the end of
-    /// the line. Out of line: it runs once per 64 bytes, and kept apart it leaves the field
-    /// accessors a few instructions each where they are inlined.
-    #[inline(never)]
-    fn refill(&mut self) -> bool {
-        while self.mask == 0 {
-            match self.base.checked_add(64) {
-                Some(next) if next < self.buf.len() => self.base = next,
-                _ => {
-                    // Stay exhausted: later calls must not rescan.
-                    self.base = self.buf.len();
-                    return false;
-                }
-            }
-            self.mask = space_mask(self.buf, self.base);
-        }
-        true
     }
 
     /// The next field, which must be followed by a single space (consumed). A line that ends
@@ -128,6 +110,20 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The first block after the one at `base` that holds a space: its start and space mask.
+/// `None` at the end of the line. Out of line: it runs about once per 64 bytes, and kept apart
+/// it leaves the field accessors a few instructions each where they are inlined.
+#[inline(never)]
+fn next_block(buf: &[u8], mut base: usize) -> Option<(usize, u64)> {
+    loop {
+        base = base.checked_add(64).filter(|&b| b < buf.len())?;
+        let mask = space_mask(buf, base);
+        if mask != 0 {
+            return Some((base, mask));
+        }
+    }
+}
+
 /// Bit `i` set when `buf[base + i]` is a space, for the up to 64 bytes from `base`.
 #[inline]
 pub(crate) fn space_mask(buf: &[u8], base: usize) -> u64 {
@@ -160,7 +156,7 @@ pub(crate) fn space_mask(buf: &[u8], base: usize) -> u64 {
 /// Bit `i` set when `chunk[i] == needle`; `chunk` is 16 bytes.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
-fn eq16(chunk: &[u8], needle: u8) -> u32 {
+pub(crate) fn eq16(chunk: &[u8], needle: u8) -> u32 {
     use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
     let Ok(bytes) = <&[u8; 16]>::try_from(chunk) else {
         return eq16_swar(chunk, needle);
@@ -176,7 +172,7 @@ fn eq16(chunk: &[u8], needle: u8) -> u32 {
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
-fn eq16(chunk: &[u8], needle: u8) -> u32 {
+pub(crate) fn eq16(chunk: &[u8], needle: u8) -> u32 {
     eq16_swar(chunk, needle)
 }
 
@@ -363,7 +359,7 @@ fn int_long<T: TryFrom<i64>>(b: &[u8], off: usize) -> Result<T, ParseError> {
 }
 
 /// A HAProxy timer: `-1` (phase not reached) becomes `None`; `+` (logasap) is accepted.
-#[inline]
+#[inline(always)]
 pub(crate) fn timer(b: &[u8], off: usize) -> Result<Option<i32>, ParseError> {
     if b == b"-1" || is_dash(b) {
         return Ok(None);
@@ -376,7 +372,7 @@ pub(crate) fn timer(b: &[u8], off: usize) -> Result<Option<i32>, ParseError> {
 }
 
 /// A HAProxy total (`%Ta`, `%Tt`): `+` under `option logasap`, `-1` kept as is.
-#[inline]
+#[inline(always)]
 pub(crate) fn total(b: &[u8], off: usize) -> Result<i32, ParseError> {
     match int::<i32>(strip_plus(b), off)? {
         v if v < -1 => Err(ParseError::at(ErrorKind::BadInteger, off)),
@@ -428,6 +424,70 @@ fn parse_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
+/// IPv6 written as hex groups with at most one `::` (no embedded IPv4), without going through
+/// `&str`. `Some` only for text that `Ipv6Addr::from_str` reads as the same address; `None`
+/// for everything else (embedded IPv4, malformed text), which the caller hands to std.
+#[inline]
+fn parse_ipv6_plain(b: &[u8]) -> Option<Ipv6Addr> {
+    if b.len() < 2 || b.len() > 39 {
+        return None;
+    }
+    // Groups before and after the `::`, in order; `gap` is where the `::` sits.
+    let mut groups = [0u16; 8];
+    let mut n = 0usize;
+    let mut gap: Option<usize> = None;
+    let mut i = 0usize;
+    if b.starts_with(b"::") {
+        gap = Some(0);
+        i = 2;
+    }
+    while i < b.len() {
+        // One group: 1–4 hex digits.
+        let mut v = 0u16;
+        let mut digits = 0usize;
+        while let Some(&c) = b.get(i) {
+            let d = HEX[usize::from(c)];
+            if d > 15 {
+                break;
+            }
+            if digits == 4 {
+                return None;
+            }
+            v = (v << 4) | u16::from(d);
+            digits += 1;
+            i += 1;
+        }
+        if digits == 0 {
+            return None;
+        }
+        *groups.get_mut(n)? = v;
+        n += 1;
+        match (b.get(i), b.get(i + 1)) {
+            (None, _) => break,
+            (Some(b':'), Some(b':')) if gap.is_none() => {
+                gap = Some(n);
+                i += 2;
+            }
+            // A single `:` must be followed by another group.
+            (Some(b':'), Some(_)) => i += 1,
+            _ => return None,
+        }
+    }
+    match gap {
+        None if n == 8 => Some(Ipv6Addr::from(groups)),
+        // `::` stands for at least one zero group.
+        Some(at) if n <= 7 => {
+            let mut out = [0u16; 8];
+            let head = groups.get(..at)?;
+            let tail = groups.get(at..n)?;
+            out.get_mut(..at)?.copy_from_slice(head);
+            out.get_mut(8 - tail.len()..)?.copy_from_slice(tail);
+            Some(Ipv6Addr::from(out))
+        }
+        _ => None,
+    }
+}
+
 /// A bare client address (`%ci`): IPv4, IPv6 or `unix`.
 #[inline]
 pub(crate) fn parse_ip(b: &[u8], off: usize) -> Result<IpAddr, ParseError> {
@@ -437,7 +497,10 @@ pub(crate) fn parse_ip(b: &[u8], off: usize) -> Result<IpAddr, ParseError> {
     if is_unix_client(b) {
         return Ok(UNIX_CLIENT);
     }
-    // IPv6 (and anything exotic) through std; the token is short, so validating it is cheap.
+    if let Some(v6) = parse_ipv6_plain(b) {
+        return Ok(IpAddr::V6(v6));
+    }
+    // Embedded IPv4 and anything malformed through std, which names what it accepts.
     std::str::from_utf8(b)
         .ok()
         .and_then(|s| s.parse::<IpAddr>().ok())
@@ -468,9 +531,17 @@ pub(crate) fn parse_ip_port(b: &[u8], off: usize) -> Result<IpAddr, ParseError> 
 /// Borrowed from the input: if the bytes are not UTF-8 (HAProxy logs what the client sent) the
 /// longest valid prefix is kept rather than allocating a lossy copy.
 #[inline]
-pub(crate) fn path_prefix(path: &[u8], stop: fn(u8) -> bool) -> &str {
+pub(crate) fn path_prefix(path: &[u8], stop: impl Fn(u8) -> bool) -> &str {
     const CHARS: usize = 10;
     let path = path.strip_prefix(b"/").unwrap_or(path);
+    // ASCII head (the usual path): one byte per character, so the prefix ends at the first
+    // stop byte or after 10 bytes. Bytes after those 10 cannot lengthen it: a continuation byte
+    // there is invalid UTF-8 and the general loop below would cut it off again.
+    let head = path.get(..CHARS).unwrap_or(path);
+    if head.is_ascii() {
+        let end = head.iter().position(|&c| stop(c)).unwrap_or(head.len());
+        return utf8(head.get(..end).unwrap_or(head)).unwrap_or("");
+    }
     let mut chars = 0usize;
     let mut end = path.len();
     for (i, &c) in path.iter().enumerate() {

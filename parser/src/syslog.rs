@@ -14,7 +14,7 @@ use nom::{IResult, Parser as _};
 
 use crate::config::Framing;
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::find_byte;
+use crate::scan::{eq16, find_byte};
 use crate::time::{civil_to_us, days_in_month, infer_rfc3164_year, month_from_abbr};
 
 /// What the syslog header said. Informational: record timestamps come from the payload.
@@ -187,19 +187,17 @@ pub(crate) fn payload_start(framing: Framing, dg: &[u8]) -> Option<usize> {
 /// `<PRI>` as [`priority`] reads it; the offset after `>`.
 #[inline]
 fn fast_priority(dg: &[u8]) -> Option<usize> {
-    if dg.first() != Some(&b'<') {
+    let b: &[u8; 5] = dg.get(..5)?.try_into().ok()?;
+    let d = |c: u8| c.is_ascii_digit().then(|| u32::from(c - b'0'));
+    if b[0] != b'<' {
         return None;
     }
-    let mut v = 0u32;
-    let mut i = 1usize;
-    while i < 4 {
-        match dg.get(i) {
-            Some(&c) if c.is_ascii_digit() => v = v * 10 + u32::from(c - b'0'),
-            _ => break,
-        }
-        i += 1;
-    }
-    (i > 1 && dg.get(i) == Some(&b'>') && v <= 191).then_some(i + 1)
+    let (v, end) = match (d(b[1])?, d(b[2]), d(b[3])) {
+        (x, Some(y), Some(z)) => (x * 100 + y * 10 + z, 4),
+        (x, Some(y), None) => (x * 10 + y, 3),
+        (x, None, _) => (x, 2),
+    };
+    (b.get(end) == Some(&b'>') && v <= 191).then_some(end + 1)
 }
 
 /// Two ASCII digits at `b[k..k + 2]`.
@@ -217,17 +215,14 @@ fn two_digits(b: &[u8], k: usize) -> Option<u32> {
 /// the range checks [`split`] applies when it has no `now`; the 16 bytes it always spans.
 #[inline]
 fn fast_bsd_date(i: &[u8]) -> Option<usize> {
-    let b = i.get(..16)?;
-    month_from_abbr(b.get(..3)?)?;
-    let d = match b.get(4) {
-        Some(b' ') => u32::from(b.get(5).filter(|c| c.is_ascii_digit())? - b'0'),
-        _ => two_digits(b, 4)?,
+    let b: &[u8; 16] = i.get(..16)?.try_into().ok()?;
+    month_from_abbr(&b[..3])?;
+    let d = if b[4] == b' ' {
+        u32::from(b[5].is_ascii_digit().then(|| b[5] - b'0')?)
+    } else {
+        two_digits(b, 4)?
     };
-    let shape = b.get(3) == Some(&b' ')
-        && b.get(6) == Some(&b' ')
-        && b.get(9) == Some(&b':')
-        && b.get(12) == Some(&b':')
-        && b.get(15) == Some(&b' ');
+    let shape = b[3] == b' ' && b[6] == b' ' && b[9] == b':' && b[12] == b':' && b[15] == b' ';
     let (h, mi, s) = (two_digits(b, 7)?, two_digits(b, 10)?, two_digits(b, 13)?);
     (shape && d <= 31 && h <= 23 && mi <= 59 && s <= 60).then_some(16)
 }
@@ -237,9 +232,15 @@ fn fast_bsd_date(i: &[u8]) -> Option<usize> {
 /// settles the framing under [`Framing::Auto`] without another scan. `false` leaves it open.
 #[inline]
 fn fast_syslog_tag(i: &[u8]) -> Option<(usize, bool)> {
-    let name = i
-        .iter()
-        .position(|&c| matches!(c, b'[' | b':' | b' '))?;
+    let stops = |c: u8| matches!(c, b'[' | b':' | b' ');
+    let name = match i.get(..16) {
+        // One 16-byte compare per stop byte covers tags up to 15 bytes (`haproxy`).
+        Some(w) => match eq16(w, b'[') | eq16(w, b':') | eq16(w, b' ') {
+            0 => i.iter().position(|&c| stops(c))?,
+            m => m.trailing_zeros() as usize,
+        },
+        None => i.iter().position(|&c| stops(c))?,
+    };
     if name == 0 {
         return None;
     }
