@@ -63,7 +63,10 @@ impl<'a> Cursor<'a> {
         let start = self.pos;
         // `start <= sp < len` always holds; the checked slice is a branch that is never taken
         // (a `None` could only come from a broken cursor, and reads as the end of the line).
-        match self.next_space().and_then(|sp| Some((sp, self.buf.get(start..sp)?))) {
+        match self
+            .next_space()
+            .and_then(|sp| Some((sp, self.buf.get(start..sp)?)))
+        {
             Some((sp, field)) => {
                 self.pos = sp + 1;
                 Ok((field, start))
@@ -165,7 +168,10 @@ pub(crate) fn eq16(chunk: &[u8], needle: u8) -> u32 {
     // the unaligned load reads exactly the 16 bytes of `bytes`.
     let bits = unsafe {
         let v = _mm_loadu_si128(bytes.as_ptr().cast());
-        _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(i8::from_ne_bytes([needle]))))
+        _mm_movemask_epi8(_mm_cmpeq_epi8(
+            v,
+            _mm_set1_epi8(i8::from_ne_bytes([needle])),
+        ))
     };
     u32::from_ne_bytes(bits.to_ne_bytes())
 }
@@ -542,6 +548,13 @@ pub(crate) fn path_prefix(path: &[u8], stop: impl Fn(u8) -> bool) -> &str {
         let end = head.iter().position(|&c| stop(c)).unwrap_or(head.len());
         return utf8(head.get(..end).unwrap_or(head)).unwrap_or("");
     }
+    path_prefix_chars(path, stop)
+}
+
+/// [`path_prefix`] for any bytes (`path` without its `/`): counts characters one byte at a
+/// time.
+fn path_prefix_chars(path: &[u8], stop: impl Fn(u8) -> bool) -> &str {
+    const CHARS: usize = 10;
     let mut chars = 0usize;
     let mut end = path.len();
     for (i, &c) in path.iter().enumerate() {
@@ -592,6 +605,7 @@ pub(crate) fn termination(b: &[u8], off: usize) -> Result<Option<&str>, ParseErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn find_byte_matches_position() {
@@ -697,6 +711,154 @@ mod tests {
             parse_ip_port(b"10.0.0.1:x", 2),
             Err(ParseError::at(ErrorKind::BadIp, 11))
         );
+    }
+
+    /// The cursor as it was written before the space masks: a byte search per field.
+    struct NaiveCursor<'a> {
+        buf: &'a [u8],
+        pos: usize,
+    }
+
+    impl<'a> NaiveCursor<'a> {
+        fn rest(&self) -> &'a [u8] {
+            self.buf.get(self.pos..).unwrap_or(&[])
+        }
+        fn field(&mut self) -> Result<(&'a [u8], usize), ParseError> {
+            let (start, rest) = (self.pos, self.rest());
+            match rest.iter().position(|&b| b == b' ') {
+                Some(i) => {
+                    self.pos = start + i + 1;
+                    Ok((&rest[..i], start))
+                }
+                None => Err(ParseError::at(ErrorKind::MissingField, self.buf.len())),
+            }
+        }
+        fn field_or_end(&mut self) -> Option<(&'a [u8], usize)> {
+            let (start, rest) = (self.pos, self.rest());
+            if rest.is_empty() {
+                return None;
+            }
+            match rest.iter().position(|&b| b == b' ') {
+                Some(i) => {
+                    self.pos = start + i + 1;
+                    Some((&rest[..i], start))
+                }
+                None => {
+                    self.pos = self.buf.len();
+                    Some((rest, start))
+                }
+            }
+        }
+        fn peek_space(&self) -> Option<usize> {
+            self.rest()
+                .iter()
+                .position(|&b| b == b' ')
+                .map(|i| self.pos + i)
+        }
+    }
+
+    /// Lines of mostly spaces and short tokens, some longer than a 64-byte block.
+    fn spacey_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                3 => Just(b' '),
+                5 => prop::sample::select(b"ab-19/:".to_vec()),
+                1 => any::<u8>(),
+            ],
+            0..max,
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Every sequence of cursor calls returns what a plain byte search returns.
+        #[test]
+        fn cursor_matches_a_byte_search(
+            buf in spacey_bytes(300),
+            start in 0usize..320,
+            ops in prop::collection::vec(0u8..4, 0..60),
+        ) {
+            let mut fast = Cursor::new(&buf, start);
+            let mut slow = NaiveCursor { buf: &buf, pos: start };
+            for op in ops {
+                match op {
+                    0 => prop_assert_eq!(fast.field(), slow.field()),
+                    1 => prop_assert_eq!(fast.field_or_end(), slow.field_or_end()),
+                    2 => prop_assert_eq!(fast.peek_space(), slow.peek_space()),
+                    _ => prop_assert_eq!(fast.rest(), slow.rest()),
+                }
+                prop_assert_eq!(fast.pos(), slow.pos);
+            }
+        }
+
+        #[test]
+        fn space_masks_mark_the_spaces(buf in spacey_bytes(200), base in 0usize..210) {
+            let m = space_mask(&buf, base);
+            for i in 0..64 {
+                let space = buf.get(base + i) == Some(&b' ');
+                prop_assert_eq!(m >> i & 1 == 1, space, "bit {}", i);
+            }
+        }
+
+        #[test]
+        fn eq16_forms_agree(chunk in prop::array::uniform16(any::<u8>()), needle in any::<u8>()) {
+            let expect = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |m, (i, &c)| m | (u32::from(c == needle) << i));
+            prop_assert_eq!(eq16(&chunk, needle), expect);
+            prop_assert_eq!(eq16_swar(&chunk, needle), expect);
+        }
+
+        /// The hex-group reader gives std's address whenever it answers, and answers for every
+        /// address std reads that has no embedded IPv4.
+        #[test]
+        fn ipv6_groups_match_std(text in "[0-9a-fA-F:]{0,41}|[0-9a-f:.]{0,41}|(([0-9a-f]{1,5})?::?){1,9}") {
+            let std = text.parse::<Ipv6Addr>().ok();
+            match parse_ipv6_plain(text.as_bytes()) {
+                Some(v6) => prop_assert_eq!(Some(v6), std),
+                None if !text.contains('.') => prop_assert_eq!(None, std),
+                None => {}
+            }
+        }
+
+        #[test]
+        fn integer_fast_paths_match_the_general_ones(text in "[-+]?[0-9]{0,21}|[-+0-9a ]{0,6}") {
+            let b = text.as_bytes();
+            prop_assert_eq!(int::<i16>(b, 3), int_long::<i16>(b, 3));
+            prop_assert_eq!(int::<i32>(b, 3), int_long::<i32>(b, 3));
+            prop_assert_eq!(int::<i64>(b, 3), int_long::<i64>(b, 3));
+            prop_assert_eq!(parse_u64(b), parse_u64_checked(b));
+        }
+
+        #[test]
+        fn hex_table_matches_digit_arithmetic(text in "[0-9a-fA-F]{0,17}|[0-9a-gA-G/:@`x ]{0,17}") {
+            let b = text.as_bytes();
+            let expect = (!b.is_empty() && b.len() <= 16)
+                .then(|| u64::from_str_radix(&text, 16).ok())
+                .flatten()
+                .filter(|_| !text.starts_with('+'))
+                .map(|v| i64::from_ne_bytes(v.to_ne_bytes()));
+            prop_assert_eq!(parse_hex_u64_bits(b), expect);
+        }
+
+        /// The ASCII shortcut of `path_prefix` changes nothing.
+        #[test]
+        fn path_prefix_shortcut_matches_counting(
+            path in prop::collection::vec(
+                prop_oneof![
+                    6 => prop::sample::select(b"/abc?\" \x80\xc3\xa9\xff".to_vec()),
+                    1 => any::<u8>(),
+                ],
+                0..24,
+            ),
+        ) {
+            let q = |c| c == b'?' || c == b' ' || c == b'"';
+            let bare = path.strip_prefix(b"/").unwrap_or(&path);
+            prop_assert_eq!(path_prefix(&path, |_| false), path_prefix_chars(bare, |_| false));
+            prop_assert_eq!(path_prefix(&path, q), path_prefix_chars(bare, q));
+        }
     }
 
     #[test]

@@ -247,10 +247,7 @@ fn fast_syslog_tag(i: &[u8]) -> Option<(usize, bool)> {
     let mut j = name;
     let pid = i.get(j) == Some(&b'[');
     if pid {
-        let digits = i
-            .get(j + 1..)?
-            .iter()
-            .position(|c| !c.is_ascii_digit())?;
+        let digits = i.get(j + 1..)?.iter().position(|c| !c.is_ascii_digit())?;
         if digits == 0 || i.get(j + 1 + digits) != Some(&b']') {
             return None;
         }
@@ -301,10 +298,7 @@ fn fast_rfc5424(i: &[u8]) -> Option<usize> {
         }
         let mut j = 19;
         if i.get(j) == Some(&b'.') {
-            let digits = i
-                .get(j + 1..)?
-                .iter()
-                .position(|c| !c.is_ascii_digit())?;
+            let digits = i.get(j + 1..)?.iter().position(|c| !c.is_ascii_digit())?;
             if !(1..=9).contains(&digits) {
                 return None;
             }
@@ -547,6 +541,7 @@ fn structured_data(i: In<'_>) -> Option<In<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const NOW: i64 = 1_795_659_100_000_000; // 2026-11-26T02:11:40Z
 
@@ -637,6 +632,268 @@ mod tests {
         assert_eq!((h, p), (SyslogHeader::default(), "sf1 1 2 3"));
         let (_, p) = ok(Framing::Raw, "<134>x");
         assert_eq!(p, "<134>x");
+    }
+
+    const FRAMINGS: [Framing; 5] = [
+        Framing::Auto,
+        Framing::Local,
+        Framing::Rfc3164,
+        Framing::Rfc5424,
+        Framing::Raw,
+    ];
+
+    /// `payload_start` may only answer with the payload offset of the `nom` grammar.
+    fn fast_agrees(dg: &[u8]) -> Result<(), TestCaseError> {
+        for f in FRAMINGS {
+            if let Some(start) = payload_start(f, dg) {
+                let reference = split(f, dg, None).map(|(_, p)| dg.len() - p.len());
+                prop_assert_eq!(
+                    Ok(start),
+                    reference,
+                    "{:?} {:?}",
+                    f,
+                    String::from_utf8_lossy(dg)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn header_fast_path_takes_the_common_shapes() {
+        for (f, dg, payload) in [
+            (
+                Framing::Auto,
+                "<134>Nov 26 02:10:57 haproxy[1234]: sf1 x",
+                "sf1 x",
+            ),
+            (
+                Framing::Local,
+                "<134>Nov 26 02:10:57 haproxy[1234]: sf1 x",
+                "sf1 x",
+            ),
+            (Framing::Auto, "<134>Nov  6 02:10:57 haproxy: p", "p"),
+            (Framing::Local, "<13>Nov 06 02:10:57 haproxy:p", "p"),
+            (Framing::Auto, "<0>Dec 31 23:59:60 haproxy[1]:", ""),
+            (
+                Framing::Auto,
+                "<134>Nov 26 02:10:57 myhost haproxy[1]: p",
+                "p",
+            ),
+            (
+                Framing::Rfc3164,
+                "<134>Nov 26 02:10:57 myhost haproxy[1]: p",
+                "p",
+            ),
+            // `detect` calls `haproxy:x` a hostname.
+            (Framing::Auto, "<134>Nov 26 02:10:57 haproxy:x h: p", "p"),
+            (
+                Framing::Auto,
+                "<134>1 2026-11-26T02:10:57.123456+00:00 gw1 haproxy 1234 - - sf1 x",
+                "sf1 x",
+            ),
+            (
+                Framing::Rfc5424,
+                "<134>1 2026-11-26T03:10:57.1-01:00 - - - - - m",
+                "m",
+            ),
+            (
+                Framing::Rfc5424,
+                "<134>1 2028-02-29T02:10:57Z h a p m [x@1 a=\"\\]\"][y] m",
+                "m",
+            ),
+            (Framing::Rfc5424, "<134>1 - h a - - -", ""),
+            (Framing::Auto, "sf1 1 2 3", "sf1 1 2 3"),
+            (Framing::Raw, "<134>x", "<134>x"),
+        ] {
+            let start = payload_start(f, dg.as_bytes());
+            assert_eq!(start.map(|s| &dg[s..]), Some(payload), "{f:?} {dg}");
+            fast_agrees(dg.as_bytes()).unwrap();
+        }
+    }
+
+    /// Every captured HAProxy header takes the fast path, under its framing and under `auto`.
+    #[test]
+    fn header_fast_path_takes_every_captured_header() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/haproxy");
+        let mut seen = 0;
+        for (prefix, framing) in [
+            ("local-", Framing::Local),
+            ("rfc3164-", Framing::Rfc3164),
+            ("rfc5424-", Framing::Rfc5424),
+            ("raw-", Framing::Raw),
+        ] {
+            for payload in ["sf1", "httplog", "tcplog"] {
+                let data = std::fs::read(dir.join(format!("{prefix}{payload}.log"))).unwrap();
+                for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    for f in [framing, Framing::Auto] {
+                        assert!(
+                            payload_start(f, line).is_some(),
+                            "{f:?} {}",
+                            String::from_utf8_lossy(line)
+                        );
+                    }
+                    fast_agrees(line).unwrap();
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 1000, "{seen} fixture lines");
+    }
+
+    #[test]
+    fn header_fast_path_leaves_rejections_and_rare_shapes_to_nom() {
+        for dg in [
+            "134>Nov 26 02:10:57 h[1]: x",
+            "<1x4>Nov 26 02:10:57 h[1]: x",
+            "<192>Nov 26 02:10:57 h[1]: x",
+            "<1340>Nov 26 02:10:57 h[1]: x",
+            "<134>Foo 26 02:10:57 h[1]: x",
+            "<134>Nov 32 02:10:57 h[1]: x",
+            "<134>Nov 26 24:10:57 h[1]: x",
+            "<134>Nov 26 02:60:57 h[1]: x",
+            "<134>Nov 26 02:10:61 h[1]: x",
+            "<134>Nov 26 02:10:57 h[1 x",
+            "<134>Nov 26 02:10:57 h[]: x",
+            "<134>Nov 26 02:10:57 h[1]x",
+            "<134>Nov 26 02:10:57 : x",
+            "<134>Nov 26 02:10:57 host",
+            // Valid but rare: an unpadded one-digit day.
+            "<134>Nov 6 02:10:57 h[1]: x",
+            "<134>2 x",
+            "<134>1 2026-13-26T02:10:57Z h a p m - x",
+            "<134>1 2026-02-29T02:10:57Z h a p m - x",
+            "<134>1 2026-11-00T02:10:57Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57 h a p m - x",
+            "<134>1 2026-11-26T02:10:57.Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57.1234567890Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57+0100 h a p m - x",
+            "<134>1 - h a p m [x",
+            "<134>1 - h a p m -x",
+            "<134>1 - h  a p m - x",
+            "<134>1 - h a p",
+        ] {
+            for f in FRAMINGS {
+                // Raw, and `auto` without a `<`, take the datagram as the payload.
+                let raw = f == Framing::Raw || (f == Framing::Auto && !dg.starts_with('<'));
+                if !raw {
+                    assert_eq!(payload_start(f, dg.as_bytes()), None, "{f:?} {dg}");
+                }
+            }
+            fast_agrees(dg.as_bytes()).unwrap();
+        }
+    }
+
+    fn header() -> impl Strategy<Value = Vec<u8>> {
+        let pri = prop::sample::select(vec![
+            "<134>", "<0>", "<7>", "<13>", "<013>", "<191>", "<192>", "<1340>", "<x>", "<>",
+            "134>", "",
+        ]);
+        let bsd = prop::sample::select(vec![
+            "Nov 26 02:10:57 ",
+            "Nov  6 02:10:57 ",
+            "Nov 6 02:10:57 ",
+            "Nov 06 23:59:60 ",
+            "Jan 00 00:00:00 ",
+            "Feb 31 02:10:57 ",
+            "Dec 32 02:10:57 ",
+            "Nov 26 24:00:00 ",
+            "Nov 26 02:60:00 ",
+            "Nov 26 02:10:61 ",
+            "Nov 26 02:10:57",
+            "Nov 26 2:10:57 ",
+            "nov 26 02:10:57 ",
+            "Nov 26 02-10-57 ",
+        ]);
+        let host = prop::sample::select(vec!["", "myhost ", "h ", " ", "my[host] ", "a:b "]);
+        let tag = prop::sample::select(vec![
+            "haproxy[1234]: ",
+            "haproxy[1234]:",
+            "haproxy: ",
+            "haproxy:",
+            "haproxy:x ",
+            "haproxy[]: ",
+            "haproxy[12a]: ",
+            "haproxy[1 ",
+            "[1]: ",
+            ": ",
+            "haproxy ",
+            "haproxy",
+            "a-very-long-program-name[1]: ",
+            "x:",
+        ]);
+        let ts = prop::sample::select(vec![
+            "- ",
+            "2026-11-26T02:10:57.123456+00:00 ",
+            "2026-11-26T02:10:57Z ",
+            "2028-02-29T00:00:00Z ",
+            "2026-02-29T00:00:00Z ",
+            "2026-13-01T00:00:00Z ",
+            "2026-00-01T00:00:00Z ",
+            "2026-11-26T24:00:00Z ",
+            "2026-11-26T23:59:60-01:30 ",
+            "2026-11-26T02:10:57.Z ",
+            "2026-11-26T02:10:57.123456789Z ",
+            "2026-11-26T02:10:57.1234567890Z ",
+            "2026-11-26T02:10:57+0000 ",
+            "2026-11-26T02:10:57 ",
+            "20266-11-26T02:10:57Z ",
+            "9999-12-31T23:59:59Z ",
+        ]);
+        let tokens = prop::sample::select(vec![
+            "gw1 haproxy 1234 - ",
+            "- - - - ",
+            "h a p m ",
+            "h  a p m ",
+            "h a p ",
+            "",
+        ]);
+        let sd = prop::sample::select(vec!["-", "[x@1 a=\"\\]\"][y]", "[x", "[]", "-x", ""]);
+        let msg = prop::sample::select(vec![" sf1 x", "", " ", "x", " m"]);
+        let payload = prop::sample::select(vec!["sf1 x", "", "p q", "\u{e9}"]);
+        let bsd_header = (pri.clone(), bsd, host, tag, payload)
+            .prop_map(|(a, b, c, d, e)| format!("{a}{b}{c}{d}{e}"));
+        let v5424 = prop::sample::select(vec!["1 ", "2 ", "1", "1  "]);
+        let rfc5424_header = (pri, v5424, ts, tokens, sd, msg)
+            .prop_map(|(a, b, c, d, e, f)| format!("{a}{b}{c}{d}{e}{f}"));
+        let edit = (
+            any::<usize>(),
+            prop::sample::select(b" <>[]:-.T0123456789Z+".to_vec()),
+            0u8..4,
+        );
+        (
+            prop_oneof![bsd_header, rfc5424_header],
+            prop::collection::vec(edit, 0..3),
+        )
+            .prop_map(|(text, edits)| {
+                let mut b = text.into_bytes();
+                for (at, byte, kind) in edits {
+                    let i = at % (b.len() + 1);
+                    match kind {
+                        0 if i < b.len() => b[i] = byte,
+                        1 => b.insert(i, byte),
+                        2 if i < b.len() => {
+                            b.remove(i);
+                        }
+                        _ => b.truncate(i),
+                    }
+                }
+                b
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        #[test]
+        fn header_fast_path_agrees_with_nom(dg in header()) {
+            fast_agrees(&dg)?;
+        }
+
+        #[test]
+        fn header_fast_path_agrees_on_arbitrary_bytes(dg in prop::collection::vec(any::<u8>(), 0..48)) {
+            fast_agrees(&dg)?;
+        }
     }
 
     #[test]
