@@ -136,10 +136,16 @@ impl Parser {
         if payload.is_empty() {
             return Err(ParseError::at(ErrorKind::Empty, start));
         }
-        match self.cfg.payload {
-            PayloadFormat::Suiftly => sf1::parse(self, dg, start),
-            PayloadFormat::Auto if payload.starts_with(b"sf1 ") => sf1::parse(self, dg, start),
-            f => stock::parse(self, f, dg, start),
+        let is_sf1 = match self.cfg.payload {
+            PayloadFormat::Suiftly => true,
+            PayloadFormat::Auto => payload.starts_with(b"sf1 "),
+            PayloadFormat::HttpLog | PayloadFormat::TcpLog => false,
+        };
+        // One call site for `sf1::parse`: it is inlined here and writes the record in place.
+        if is_sf1 {
+            sf1::parse(self, dg, start)
+        } else {
+            stock::parse(self, self.cfg.payload, dg, start)
         }
     }
 

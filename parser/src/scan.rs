@@ -130,6 +130,16 @@ fn next_block(buf: &[u8], mut base: usize) -> Option<(usize, u64)> {
 /// Bit `i` set when `buf[base + i]` is a space, for the up to 64 bytes from `base`.
 #[inline]
 pub(crate) fn space_mask(buf: &[u8], base: usize) -> u64 {
+    if let Some(full) = base.checked_add(64).and_then(|end| buf.get(base..end)) {
+        // A whole block (all but the last of a line): four straight compares.
+        let (a, rest) = full.split_at(16);
+        let (b, rest) = rest.split_at(16);
+        let (c, d) = rest.split_at(16);
+        return u64::from(eq16(a, b' '))
+            | u64::from(eq16(b, b' ')) << 16
+            | u64::from(eq16(c, b' ')) << 32
+            | u64::from(eq16(d, b' ')) << 48;
+    }
     let block = buf.get(base..).unwrap_or(&[]);
     let block = block.get(..64).unwrap_or(block);
     let mut m = 0u64;
@@ -320,6 +330,34 @@ const HEX: [u8; 256] = {
 /// Up to 16 hex digits, no `0x`, as the u64 bit pattern reinterpreted as i64.
 #[inline]
 pub(crate) fn parse_hex_u64_bits(b: &[u8]) -> Option<i64> {
+    if let Ok(
+        &[
+            a0,
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
+            a6,
+            a7,
+            b0,
+            b1,
+            b2,
+            b3,
+            b4,
+            b5,
+            b6,
+            b7,
+        ],
+    ) = <&[u8; 16]>::try_from(b)
+    {
+        // All 16 digits (`sf1` prints them so): eight at a time.
+        let hi = hex8(u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]))?;
+        let lo = hex8(u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]))?;
+        return Some(i64::from_ne_bytes(
+            (u64::from(hi) << 32 | u64::from(lo)).to_ne_bytes(),
+        ));
+    }
     if b.is_empty() || b.len() > 16 {
         return None;
     }
@@ -332,6 +370,32 @@ pub(crate) fn parse_hex_u64_bits(b: &[u8]) -> Option<i64> {
     }
     // Any non-hex byte set the high bits of `bad`; digits never do.
     (bad & 0xF0 == 0).then(|| i64::from_ne_bytes(v.to_ne_bytes()))
+}
+
+/// Eight hex digits, first in the lowest byte of `w`, as their value; `None` if any byte is
+/// not a hex digit. Lane-wise arithmetic that never carries between bytes (SWAR).
+#[inline]
+fn hex8(w: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    if w & HIGH != 0 {
+        return None;
+    }
+    // For lanes below 0x80: high bit set iff the lane is >= lo, resp. > hi.
+    let ge = |x: u64, lo: u64| x.wrapping_add(ONES * (0x80 - lo)) & HIGH;
+    let gt = |x: u64, hi: u64| x.wrapping_add(ONES * (0x7F - hi)) & HIGH;
+    let lower = w | (ONES * 0x20);
+    let digit = ge(w, 0x30) & !gt(w, 0x39);
+    let alpha = ge(lower, 0x61) & !gt(lower, 0x66);
+    if (digit | alpha) != HIGH {
+        return None;
+    }
+    let nibbles = (w & (ONES * 0x0F)) + (alpha >> 7) * 9;
+    // Pairs of nibbles into bytes, bytes into the 32-bit value (first digit most significant).
+    let t = ((nibbles << 4) | (nibbles >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let t = (t | (t >> 8)) & 0x0000_FFFF_0000_FFFF;
+    let t = (t | (t >> 16)) & 0xFFFF_FFFF;
+    Some(u32::try_from(t).ok()?.swap_bytes())
 }
 
 /// Parses an integer field into a column type, [`ErrorKind::BadInteger`] at `off` otherwise.
@@ -833,7 +897,9 @@ mod tests {
         }
 
         #[test]
-        fn hex_table_matches_digit_arithmetic(text in "[0-9a-fA-F]{0,17}|[0-9a-gA-G/:@`x ]{0,17}") {
+        fn hex_paths_match_digit_arithmetic(
+            text in "[0-9a-fA-F]{0,17}|[0-9a-gA-G/:@`x ]{0,17}|[0-9a-fA-F]{16}|[0-9a-fA-F]{15}[^0-9a-fA-F]|[0-9a-fA-F/:@`gG\x7f-\u{ff}]{16}"
+        ) {
             let b = text.as_bytes();
             let expect = (!b.is_empty() && b.len() <= 16)
                 .then(|| u64::from_str_radix(&text, 16).ok())
