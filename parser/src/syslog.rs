@@ -14,7 +14,7 @@ use nom::{IResult, Parser as _};
 
 use crate::config::Framing;
 use crate::error::{ErrorKind, ParseError};
-use crate::scan::{eq16, find_byte};
+use crate::scan::{eq16, find_byte, space_mask};
 use crate::time::{civil_to_us, days_in_month, infer_rfc3164_year, month_from_abbr};
 
 /// What the syslog header said. Informational: record timestamps come from the payload.
@@ -276,12 +276,8 @@ fn fast_rfc5424(i: &[u8]) -> Option<usize> {
     let mut j = if i.starts_with(b"- ") {
         2
     } else {
-        let t = i.get(..19)?;
-        let shape = t.get(4) == Some(&b'-')
-            && t.get(7) == Some(&b'-')
-            && t.get(10) == Some(&b'T')
-            && t.get(13) == Some(&b':')
-            && t.get(16) == Some(&b':');
+        let t: &[u8; 19] = i.get(..19)?.try_into().ok()?;
+        let shape = t[4] == b'-' && t[7] == b'-' && t[10] == b'T' && t[13] == b':' && t[16] == b':';
         let year = two_digits(t, 0)? * 100 + two_digits(t, 2)?;
         let (mo, d) = (two_digits(t, 5)?, two_digits(t, 8)?);
         let (h, mi, s) = (two_digits(t, 11)?, two_digits(t, 14)?, two_digits(t, 17)?);
@@ -321,13 +317,19 @@ fn fast_rfc5424(i: &[u8]) -> Option<usize> {
         }
         j + 1
     };
-    // HOSTNAME, APP-NAME, PROCID, MSGID: each one or more non-space bytes and a space.
+    // HOSTNAME, APP-NAME, PROCID, MSGID: each one or more non-space bytes and a space, all
+    // four within the next 64 bytes (longer ones take the `nom` path).
+    let mut spaces = space_mask(i, j);
+    let mut at = 0u32;
     for _ in 0..4 {
-        match find_byte(b' ', i.get(j..)?)? {
-            0 => return None,
-            sp => j += sp + 1,
+        let sp = spaces.trailing_zeros();
+        if sp == at || spaces == 0 {
+            return None;
         }
+        at = sp + 1;
+        spaces &= spaces - 1;
     }
+    j += at as usize;
     let rest = i.get(j..)?;
     let after_sd = structured_data(rest)?;
     let j = j + (rest.len() - after_sd.len());
