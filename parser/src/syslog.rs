@@ -4,6 +4,11 @@
 //! fixed and easier to check against the RFCs in this form than as hand-rolled scanning.
 //! All slices are suffixes of the datagram, so an error's byte offset is simply
 //! `datagram.len() - remaining.len()`.
+//!
+//! The record parser reaches the payload through [`payload_start`] first: the same grammars
+//! hand-written over fixed-width fields, in one pass under auto-detection (the combinators cost
+//! more than the whole `sf1` payload). It answers only when the grammar would accept, with the
+//! same offset; for anything else it steps aside and [`split`] decides.
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_while_m_n, take_while1};
@@ -216,7 +221,7 @@ fn two_digits(b: &[u8], k: usize) -> Option<u32> {
 #[inline]
 fn fast_bsd_date(i: &[u8]) -> Option<usize> {
     let b: &[u8; 16] = i.get(..16)?.try_into().ok()?;
-    month_from_abbr(&b[..3])?;
+    month_from_abbr(b.get(..3)?)?;
     let d = if b[4] == b' ' {
         u32::from(b[5].is_ascii_digit().then(|| b[5] - b'0')?)
     } else {
