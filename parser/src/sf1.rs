@@ -11,6 +11,7 @@ use crate::time::US_PER_SEC;
 use crate::{LogRecord, Parser};
 
 /// Parses an `sf1` payload starting at `start` (the offset of the `sf1` tag) in `buf`.
+#[inline]
 pub(crate) fn parse<'a>(
     p: &Parser,
     buf: &'a [u8],

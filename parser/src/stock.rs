@@ -127,8 +127,8 @@ pub(crate) fn parse<'a>(
         if queues.is_empty() {
             return Err(ParseError::at(ErrorKind::MissingField, buf.len()));
         }
-        if let Some(sp) = find_byte(b' ', queues) {
-            return Err(ParseError::at(ErrorKind::TrailingData, c.pos() + sp));
+        if let Some(sp) = c.peek_space() {
+            return Err(ParseError::at(ErrorKind::TrailingData, sp));
         }
     }
     rec.event_type = derive_event_type(rec.status_code, nosrv, badreq, rec.termination_state);

@@ -4,6 +4,11 @@
 //! fixed and easier to check against the RFCs in this form than as hand-rolled scanning.
 //! All slices are suffixes of the datagram, so an error's byte offset is simply
 //! `datagram.len() - remaining.len()`.
+//!
+//! The record parser reaches the payload through [`payload_start`] first: the same grammars
+//! hand-written over fixed-width fields, in one pass under auto-detection (the combinators cost
+//! more than the whole `sf1` payload). It answers only when the grammar would accept, with the
+//! same offset; for anything else it steps aside and [`split`] decides.
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, take_while_m_n, take_while1};
@@ -14,7 +19,8 @@ use nom::{IResult, Parser as _};
 
 use crate::config::Framing;
 use crate::error::{ErrorKind, ParseError};
-use crate::time::{civil_to_us, infer_rfc3164_year, month_from_abbr};
+use crate::scan::{eq16, find_byte, space_mask};
+use crate::time::{civil_to_us, days_in_month, infer_rfc3164_year, month_from_abbr};
 
 /// What the syslog header said. Informational: record timestamps come from the payload.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +133,215 @@ pub(crate) fn split<'a>(
             Ok((hdr, rest))
         }
         Framing::Auto | Framing::Raw => Ok((SyslogHeader::default(), dg)),
+    }
+}
+
+/// Where the payload of `dg` starts, for the record parser: the header grammars of [`split`]
+/// (with no `now`), hand-written over the shapes senders actually emit, in one pass even under
+/// [`Framing::Auto`].
+///
+/// `Some(offset)` only when [`split`] accepts `dg` and its payload starts at `offset`; `None`
+/// otherwise — for every malformed header, and for the rarer valid shapes this does not try
+/// (an unpadded one-digit day, a tag cut at the end of the line) — and the caller then asks
+/// [`split`], whose error is the one reported. This function never decides a rejection, so
+/// the typed errors stay those of the `nom` grammar; the `header_fast_path_agrees` tests hold
+/// the two to the same payloads.
+pub(crate) fn payload_start(framing: Framing, dg: &[u8]) -> Option<usize> {
+    if framing == Framing::Raw || (framing == Framing::Auto && dg.first() != Some(&b'<')) {
+        return Some(0);
+    }
+    let at = fast_priority(dg)?;
+    let rest = dg.get(at..)?;
+    let rfc5424 = rest.starts_with(b"1 ");
+    let after = match framing {
+        Framing::Rfc5424 if rfc5424 => fast_rfc5424(rest.get(2..)?)? + 2,
+        Framing::Auto if rfc5424 => fast_rfc5424(rest.get(2..)?)? + 2,
+        Framing::Local | Framing::Rfc3164 | Framing::Auto => {
+            let date = fast_bsd_date(rest)?;
+            let tail = rest.get(date..)?;
+            let host = match framing {
+                Framing::Local => false,
+                Framing::Rfc3164 => true,
+                // `detect`: the first token is the tag when it ends in `:` or holds a `[`. A tag
+                // that parses with a `[pid]`, or whose `:` ends the token, settles that at once.
+                _ => match fast_syslog_tag(tail) {
+                    Some((n, true)) => {
+                        return at.checked_add(date)?.checked_add(n);
+                    }
+                    _ => {
+                        let tok = tail.get(..find_byte(b' ', tail).unwrap_or(tail.len()))?;
+                        !(tok.ends_with(b":") || tok.contains(&b'['))
+                    }
+                },
+            };
+            let host_len = if host {
+                match find_byte(b' ', tail)? {
+                    0 => return None,
+                    sp => sp + 1,
+                }
+            } else {
+                0
+            };
+            date + host_len + fast_syslog_tag(tail.get(host_len..)?)?.0
+        }
+        Framing::Rfc5424 | Framing::Raw => return None,
+    };
+    at.checked_add(after)
+}
+
+/// `<PRI>` as [`priority`] reads it; the offset after `>`.
+#[inline]
+fn fast_priority(dg: &[u8]) -> Option<usize> {
+    let b: &[u8; 5] = dg.get(..5)?.try_into().ok()?;
+    let d = |c: u8| c.is_ascii_digit().then(|| u32::from(c - b'0'));
+    if b[0] != b'<' {
+        return None;
+    }
+    let (v, end) = match (d(b[1])?, d(b[2]), d(b[3])) {
+        (x, Some(y), Some(z)) => (x * 100 + y * 10 + z, 4),
+        (x, Some(y), None) => (x * 10 + y, 3),
+        (x, None, _) => (x, 2),
+    };
+    (b.get(end) == Some(&b'>') && v <= 191).then_some(end + 1)
+}
+
+/// Two ASCII digits at `b[k..k + 2]`.
+#[inline]
+fn two_digits(b: &[u8], k: usize) -> Option<u32> {
+    match (b.get(k), b.get(k + 1)) {
+        (Some(&h), Some(&l)) if h.is_ascii_digit() && l.is_ascii_digit() => {
+            Some(u32::from(h - b'0') * 10 + u32::from(l - b'0'))
+        }
+        _ => None,
+    }
+}
+
+/// [`bsd_date`] for a zero- or space-padded day (`Mmm dd hh:mm:ss ` / `Mmm  d hh:mm:ss `), with
+/// the range checks [`split`] applies when it has no `now`; the 16 bytes it always spans.
+#[inline]
+fn fast_bsd_date(i: &[u8]) -> Option<usize> {
+    let b: &[u8; 16] = i.get(..16)?.try_into().ok()?;
+    month_from_abbr(b.get(..3)?)?;
+    let d = if b[4] == b' ' {
+        u32::from(b[5].is_ascii_digit().then(|| b[5] - b'0')?)
+    } else {
+        two_digits(b, 4)?
+    };
+    let shape = b[3] == b' ' && b[6] == b' ' && b[9] == b':' && b[12] == b':' && b[15] == b' ';
+    let (h, mi, s) = (two_digits(b, 7)?, two_digits(b, 10)?, two_digits(b, 13)?);
+    (shape && d <= 31 && h <= 23 && mi <= 59 && s <= 60).then_some(16)
+}
+
+/// [`syslog_tag`]: `name[pid]: ` or `name: `; the bytes it spans, and whether the first token
+/// of `i` is one that `detect` calls a tag (it holds the pid's `[`, or ends at the `:`), which
+/// settles the framing under [`Framing::Auto`] without another scan. `false` leaves it open.
+#[inline]
+fn fast_syslog_tag(i: &[u8]) -> Option<(usize, bool)> {
+    let stops = |c: u8| matches!(c, b'[' | b':' | b' ');
+    let name = match i.get(..16) {
+        // One 16-byte compare per stop byte covers tags up to 15 bytes (`haproxy`).
+        Some(w) => match eq16(w, b'[') | eq16(w, b':') | eq16(w, b' ') {
+            0 => i.iter().position(|&c| stops(c))?,
+            m => m.trailing_zeros() as usize,
+        },
+        None => i.iter().position(|&c| stops(c))?,
+    };
+    if name == 0 {
+        return None;
+    }
+    let mut j = name;
+    let pid = i.get(j) == Some(&b'[');
+    if pid {
+        let digits = i.get(j + 1..)?.iter().position(|c| !c.is_ascii_digit())?;
+        if digits == 0 || i.get(j + 1 + digits) != Some(&b']') {
+            return None;
+        }
+        j += digits + 2;
+    }
+    if i.get(j) != Some(&b':') {
+        return None;
+    }
+    j += 1;
+    let token_ends = match i.get(j) {
+        None => true,
+        Some(b' ') => {
+            j += 1;
+            true
+        }
+        Some(_) => false,
+    };
+    Some((j, pid || token_ends))
+}
+
+/// The RFC5424 header after `1 `: TIMESTAMP (validated as [`rfc5424_timestamp`] and
+/// [`civil_to_us`] do, but not converted: records take the payload's time), four tokens,
+/// STRUCTURED-DATA and the space before the MSG; the bytes it spans.
+#[inline]
+fn fast_rfc5424(i: &[u8]) -> Option<usize> {
+    let mut j = if i.starts_with(b"- ") {
+        2
+    } else {
+        let t: &[u8; 19] = i.get(..19)?.try_into().ok()?;
+        let shape = t[4] == b'-' && t[7] == b'-' && t[10] == b'T' && t[13] == b':' && t[16] == b':';
+        let year = two_digits(t, 0)? * 100 + two_digits(t, 2)?;
+        let (mo, d) = (two_digits(t, 5)?, two_digits(t, 8)?);
+        let (h, mi, s) = (two_digits(t, 11)?, two_digits(t, 14)?, two_digits(t, 17)?);
+        let year = i32::try_from(year).ok()?;
+        let valid = shape
+            && (1..=12).contains(&mo)
+            && d >= 1
+            && d <= days_in_month(year, mo)
+            && h <= 23
+            && mi <= 59
+            && s <= 60;
+        if !valid {
+            return None;
+        }
+        let mut j = 19;
+        if i.get(j) == Some(&b'.') {
+            let digits = i.get(j + 1..)?.iter().position(|c| !c.is_ascii_digit())?;
+            if !(1..=9).contains(&digits) {
+                return None;
+            }
+            j += 1 + digits;
+        }
+        match i.get(j)? {
+            b'Z' => j += 1,
+            b'+' | b'-' => {
+                two_digits(i, j + 1)?;
+                two_digits(i, j + 4)?;
+                if i.get(j + 3) != Some(&b':') {
+                    return None;
+                }
+                j += 6;
+            }
+            _ => return None,
+        }
+        if i.get(j) != Some(&b' ') {
+            return None;
+        }
+        j + 1
+    };
+    // HOSTNAME, APP-NAME, PROCID, MSGID: each one or more non-space bytes and a space, all
+    // four within the next 64 bytes (longer ones take the `nom` path).
+    let mut spaces = space_mask(i, j);
+    let mut at = 0u32;
+    for _ in 0..4 {
+        let sp = spaces.trailing_zeros();
+        if sp == at || spaces == 0 {
+            return None;
+        }
+        at = sp + 1;
+        spaces &= spaces - 1;
+    }
+    j += at as usize;
+    let rest = i.get(j..)?;
+    let after_sd = structured_data(rest)?;
+    let j = j + (rest.len() - after_sd.len());
+    match after_sd.first() {
+        None => Some(j),
+        Some(b' ') => Some(j + 1),
+        Some(_) => None,
     }
 }
 
@@ -333,6 +548,7 @@ fn structured_data(i: In<'_>) -> Option<In<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const NOW: i64 = 1_795_659_100_000_000; // 2026-11-26T02:11:40Z
 
@@ -423,6 +639,268 @@ mod tests {
         assert_eq!((h, p), (SyslogHeader::default(), "sf1 1 2 3"));
         let (_, p) = ok(Framing::Raw, "<134>x");
         assert_eq!(p, "<134>x");
+    }
+
+    const FRAMINGS: [Framing; 5] = [
+        Framing::Auto,
+        Framing::Local,
+        Framing::Rfc3164,
+        Framing::Rfc5424,
+        Framing::Raw,
+    ];
+
+    /// `payload_start` may only answer with the payload offset of the `nom` grammar.
+    fn fast_agrees(dg: &[u8]) -> Result<(), TestCaseError> {
+        for f in FRAMINGS {
+            if let Some(start) = payload_start(f, dg) {
+                let reference = split(f, dg, None).map(|(_, p)| dg.len() - p.len());
+                prop_assert_eq!(
+                    Ok(start),
+                    reference,
+                    "{:?} {:?}",
+                    f,
+                    String::from_utf8_lossy(dg)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn header_fast_path_takes_the_common_shapes() {
+        for (f, dg, payload) in [
+            (
+                Framing::Auto,
+                "<134>Nov 26 02:10:57 haproxy[1234]: sf1 x",
+                "sf1 x",
+            ),
+            (
+                Framing::Local,
+                "<134>Nov 26 02:10:57 haproxy[1234]: sf1 x",
+                "sf1 x",
+            ),
+            (Framing::Auto, "<134>Nov  6 02:10:57 haproxy: p", "p"),
+            (Framing::Local, "<13>Nov 06 02:10:57 haproxy:p", "p"),
+            (Framing::Auto, "<0>Dec 31 23:59:60 haproxy[1]:", ""),
+            (
+                Framing::Auto,
+                "<134>Nov 26 02:10:57 myhost haproxy[1]: p",
+                "p",
+            ),
+            (
+                Framing::Rfc3164,
+                "<134>Nov 26 02:10:57 myhost haproxy[1]: p",
+                "p",
+            ),
+            // `detect` calls `haproxy:x` a hostname.
+            (Framing::Auto, "<134>Nov 26 02:10:57 haproxy:x h: p", "p"),
+            (
+                Framing::Auto,
+                "<134>1 2026-11-26T02:10:57.123456+00:00 gw1 haproxy 1234 - - sf1 x",
+                "sf1 x",
+            ),
+            (
+                Framing::Rfc5424,
+                "<134>1 2026-11-26T03:10:57.1-01:00 - - - - - m",
+                "m",
+            ),
+            (
+                Framing::Rfc5424,
+                "<134>1 2028-02-29T02:10:57Z h a p m [x@1 a=\"\\]\"][y] m",
+                "m",
+            ),
+            (Framing::Rfc5424, "<134>1 - h a - - -", ""),
+            (Framing::Auto, "sf1 1 2 3", "sf1 1 2 3"),
+            (Framing::Raw, "<134>x", "<134>x"),
+        ] {
+            let start = payload_start(f, dg.as_bytes());
+            assert_eq!(start.map(|s| &dg[s..]), Some(payload), "{f:?} {dg}");
+            fast_agrees(dg.as_bytes()).unwrap();
+        }
+    }
+
+    /// Every captured HAProxy header takes the fast path, under its framing and under `auto`.
+    #[test]
+    fn header_fast_path_takes_every_captured_header() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/haproxy");
+        let mut seen = 0;
+        for (prefix, framing) in [
+            ("local-", Framing::Local),
+            ("rfc3164-", Framing::Rfc3164),
+            ("rfc5424-", Framing::Rfc5424),
+            ("raw-", Framing::Raw),
+        ] {
+            for payload in ["sf1", "httplog", "tcplog"] {
+                let data = std::fs::read(dir.join(format!("{prefix}{payload}.log"))).unwrap();
+                for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    for f in [framing, Framing::Auto] {
+                        assert!(
+                            payload_start(f, line).is_some(),
+                            "{f:?} {}",
+                            String::from_utf8_lossy(line)
+                        );
+                    }
+                    fast_agrees(line).unwrap();
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 1000, "{seen} fixture lines");
+    }
+
+    #[test]
+    fn header_fast_path_leaves_rejections_and_rare_shapes_to_nom() {
+        for dg in [
+            "134>Nov 26 02:10:57 h[1]: x",
+            "<1x4>Nov 26 02:10:57 h[1]: x",
+            "<192>Nov 26 02:10:57 h[1]: x",
+            "<1340>Nov 26 02:10:57 h[1]: x",
+            "<134>Foo 26 02:10:57 h[1]: x",
+            "<134>Nov 32 02:10:57 h[1]: x",
+            "<134>Nov 26 24:10:57 h[1]: x",
+            "<134>Nov 26 02:60:57 h[1]: x",
+            "<134>Nov 26 02:10:61 h[1]: x",
+            "<134>Nov 26 02:10:57 h[1 x",
+            "<134>Nov 26 02:10:57 h[]: x",
+            "<134>Nov 26 02:10:57 h[1]x",
+            "<134>Nov 26 02:10:57 : x",
+            "<134>Nov 26 02:10:57 host",
+            // Valid but rare: an unpadded one-digit day.
+            "<134>Nov 6 02:10:57 h[1]: x",
+            "<134>2 x",
+            "<134>1 2026-13-26T02:10:57Z h a p m - x",
+            "<134>1 2026-02-29T02:10:57Z h a p m - x",
+            "<134>1 2026-11-00T02:10:57Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57 h a p m - x",
+            "<134>1 2026-11-26T02:10:57.Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57.1234567890Z h a p m - x",
+            "<134>1 2026-11-26T02:10:57+0100 h a p m - x",
+            "<134>1 - h a p m [x",
+            "<134>1 - h a p m -x",
+            "<134>1 - h  a p m - x",
+            "<134>1 - h a p",
+        ] {
+            for f in FRAMINGS {
+                // Raw, and `auto` without a `<`, take the datagram as the payload.
+                let raw = f == Framing::Raw || (f == Framing::Auto && !dg.starts_with('<'));
+                if !raw {
+                    assert_eq!(payload_start(f, dg.as_bytes()), None, "{f:?} {dg}");
+                }
+            }
+            fast_agrees(dg.as_bytes()).unwrap();
+        }
+    }
+
+    fn header() -> impl Strategy<Value = Vec<u8>> {
+        let pri = prop::sample::select(vec![
+            "<134>", "<0>", "<7>", "<13>", "<013>", "<191>", "<192>", "<1340>", "<x>", "<>",
+            "134>", "",
+        ]);
+        let bsd = prop::sample::select(vec![
+            "Nov 26 02:10:57 ",
+            "Nov  6 02:10:57 ",
+            "Nov 6 02:10:57 ",
+            "Nov 06 23:59:60 ",
+            "Jan 00 00:00:00 ",
+            "Feb 31 02:10:57 ",
+            "Dec 32 02:10:57 ",
+            "Nov 26 24:00:00 ",
+            "Nov 26 02:60:00 ",
+            "Nov 26 02:10:61 ",
+            "Nov 26 02:10:57",
+            "Nov 26 2:10:57 ",
+            "nov 26 02:10:57 ",
+            "Nov 26 02-10-57 ",
+        ]);
+        let host = prop::sample::select(vec!["", "myhost ", "h ", " ", "my[host] ", "a:b "]);
+        let tag = prop::sample::select(vec![
+            "haproxy[1234]: ",
+            "haproxy[1234]:",
+            "haproxy: ",
+            "haproxy:",
+            "haproxy:x ",
+            "haproxy[]: ",
+            "haproxy[12a]: ",
+            "haproxy[1 ",
+            "[1]: ",
+            ": ",
+            "haproxy ",
+            "haproxy",
+            "a-very-long-program-name[1]: ",
+            "x:",
+        ]);
+        let ts = prop::sample::select(vec![
+            "- ",
+            "2026-11-26T02:10:57.123456+00:00 ",
+            "2026-11-26T02:10:57Z ",
+            "2028-02-29T00:00:00Z ",
+            "2026-02-29T00:00:00Z ",
+            "2026-13-01T00:00:00Z ",
+            "2026-00-01T00:00:00Z ",
+            "2026-11-26T24:00:00Z ",
+            "2026-11-26T23:59:60-01:30 ",
+            "2026-11-26T02:10:57.Z ",
+            "2026-11-26T02:10:57.123456789Z ",
+            "2026-11-26T02:10:57.1234567890Z ",
+            "2026-11-26T02:10:57+0000 ",
+            "2026-11-26T02:10:57 ",
+            "20266-11-26T02:10:57Z ",
+            "9999-12-31T23:59:59Z ",
+        ]);
+        let tokens = prop::sample::select(vec![
+            "gw1 haproxy 1234 - ",
+            "- - - - ",
+            "h a p m ",
+            "h  a p m ",
+            "h a p ",
+            "",
+        ]);
+        let sd = prop::sample::select(vec!["-", "[x@1 a=\"\\]\"][y]", "[x", "[]", "-x", ""]);
+        let msg = prop::sample::select(vec![" sf1 x", "", " ", "x", " m"]);
+        let payload = prop::sample::select(vec!["sf1 x", "", "p q", "\u{e9}"]);
+        let bsd_header = (pri.clone(), bsd, host, tag, payload)
+            .prop_map(|(a, b, c, d, e)| format!("{a}{b}{c}{d}{e}"));
+        let v5424 = prop::sample::select(vec!["1 ", "2 ", "1", "1  "]);
+        let rfc5424_header = (pri, v5424, ts, tokens, sd, msg)
+            .prop_map(|(a, b, c, d, e, f)| format!("{a}{b}{c}{d}{e}{f}"));
+        let edit = (
+            any::<usize>(),
+            prop::sample::select(b" <>[]:-.T0123456789Z+".to_vec()),
+            0u8..4,
+        );
+        (
+            prop_oneof![bsd_header, rfc5424_header],
+            prop::collection::vec(edit, 0..3),
+        )
+            .prop_map(|(text, edits)| {
+                let mut b = text.into_bytes();
+                for (at, byte, kind) in edits {
+                    let i = at % (b.len() + 1);
+                    match kind {
+                        0 if i < b.len() => b[i] = byte,
+                        1 => b.insert(i, byte),
+                        2 if i < b.len() => {
+                            b.remove(i);
+                        }
+                        _ => b.truncate(i),
+                    }
+                }
+                b
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        #[test]
+        fn header_fast_path_agrees_with_nom(dg in header()) {
+            fast_agrees(&dg)?;
+        }
+
+        #[test]
+        fn header_fast_path_agrees_on_arbitrary_bytes(dg in prop::collection::vec(any::<u8>(), 0..48)) {
+            fast_agrees(&dg)?;
+        }
     }
 
     #[test]

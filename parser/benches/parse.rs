@@ -6,7 +6,8 @@
 //! says which (`fixture` / `synthetic`). Only lines that parse are measured, so a rejected
 //! truncated fixture line does not make a format look faster than it is.
 //!
-//! Run: `cargo bench -p suiftly --bench parse -- --warm-up-time 1 --measurement-time 3`
+//! Run: `cargo bench -p suiftly-parser --bench parse -- --warm-up-time 1 --measurement-time 3`
+//! (it lives in the parser crate so that this builds only the parser, not the whole workspace).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -56,7 +57,7 @@ fn parser(framing: Framing, payload: PayloadFormat) -> Parser {
 /// Datagrams from `fixtures/haproxy/<file>`, or the synthetic lines behind `header`.
 fn load(file: &str, header: &str, synthetic: &[&str]) -> (Vec<Vec<u8>>, &'static str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/haproxy")
+        .join("../fixtures/haproxy")
         .join(file);
     match std::fs::read(&path) {
         Ok(data) => {
