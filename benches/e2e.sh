@@ -65,6 +65,12 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 CONN=$(cat "$WORK/data/conninfo")
+# The sockets are bound before the migrations run (socket activation, issue 19), and loadgen
+# reads the customers table: wait until the schema is there.
+for _ in $(seq 1 600); do
+    "$PSQL" "$CONN" -qAt -c "SELECT 1 FROM customers LIMIT 0" >/dev/null 2>&1 && break
+    sleep 0.1
+done
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $("$PSQL" --version)"
 echo "work dir: $WORK; spool $SPOOL (fsync $SPOOL_FSYNC); metering $AGG_ENABLED"
 
