@@ -122,7 +122,7 @@ test('usage charts follow the log lines sent to the metering process, live', asy
 });
 
 test('this month so far on the billing page follows settled usage, live', async ({ page, signIn }) => {
-  // Billing counts completed hours: the lines go two hours back, which must be this month.
+  // Late lines two hours back settle at once (late rows for a settled hour); they must fall in this month.
   const old = Date.now() - 2 * 3_600_000;
   test.skip(new Date(old).getUTCMonth() !== new Date().getUTCMonth(), 'two hours ago was last month: no usage to add to this one');
   const c = await signIn({ from: '/app/billing' });
