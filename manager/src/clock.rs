@@ -64,8 +64,7 @@ impl ManagerClock {
         client: &impl GenericClient,
         to: DateTime<Utc>,
     ) -> Result<DateTime<Utc>, ClockError> {
-        self.store(client, (to - Utc::now()).num_milliseconds())
-            .await
+        self.store(client, offset_ms_to(to, Utc::now())).await
     }
 
     /// Moves the clock forward (or back) by `by`.
@@ -95,5 +94,39 @@ impl ManagerClock {
             .await?;
         self.offset_ms.store(offset_ms, Ordering::Relaxed);
         Ok(self.now())
+    }
+}
+
+/// The offset, in whole milliseconds, that makes a clock reading `now` read `to`. Rounded up, so
+/// the clock never reads earlier than the value set (truncating toward zero made a read-back
+/// 50 µs before it).
+fn offset_ms_to(to: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
+    let d = to - now;
+    let ms = d.num_milliseconds();
+    if TimeDelta::milliseconds(ms) < d {
+        ms + 1
+    } else {
+        ms
+    }
+}
+
+#[cfg(test)]
+mod offset_tests {
+    use super::*;
+
+    #[test]
+    fn a_set_clock_never_reads_before_the_value_set() {
+        let to: DateTime<Utc> = "2027-01-01T00:00:00Z".parse().unwrap();
+        for now_us in [0i64, 1, 999, 1_000, 1_001, 54_000, -1, -999, -1_000, -1_001] {
+            for base in [to - TimeDelta::days(40), to + TimeDelta::days(3)] {
+                let now = base + TimeDelta::microseconds(now_us);
+                let read = now + TimeDelta::milliseconds(offset_ms_to(to, now));
+                assert!(read >= to, "now {now}: reads {read}");
+                assert!(
+                    read - to < TimeDelta::milliseconds(1),
+                    "now {now}: reads {read}"
+                );
+            }
+        }
     }
 }
