@@ -27,6 +27,9 @@ pub const DEFAULT_ID: &str = "default";
 /// lock's single 64-bit key).
 const LOCK_CLASS: i32 = 0x5346_4944; // "SFID"
 
+/// Tries of the lock, 100 ms apart, before the id is refused as in use.
+const ACQUIRE_TRIES: u32 = 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestorError {
     #[error(
@@ -85,13 +88,23 @@ pub async fn acquire(conninfo: &str, id: &str) -> Result<Client, IngestorError> 
         .await
         .map_err(pg)?
         .get(0);
-    let got: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
-        .await
-        .map_err(pg)?
-        .get(0);
-    if !got {
-        return Err(IngestorError::Duplicate { id: id.to_owned() });
+    // A holder killed a moment ago has a backend that is just seeing its connection close:
+    // give it a few seconds to go before calling the id taken.
+    let mut tries = 0;
+    loop {
+        let got: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LOCK_CLASS, &key])
+            .await
+            .map_err(pg)?
+            .get(0);
+        if got {
+            break;
+        }
+        tries += 1;
+        if tries >= ACQUIRE_TRIES {
+            return Err(IngestorError::Duplicate { id: id.to_owned() });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     client
         .execute(
