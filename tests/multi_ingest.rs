@@ -48,7 +48,12 @@ impl Node {
         std::fs::create_dir_all(&dir).unwrap();
         let sock = dir.join("ingest.sock");
         let (mport, aport) = (port_for(2 * slot), port_for(2 * slot + 1));
-        let run = Suiftly::new(dir.join("suiftly.toml"), pg.connection_string(), mport, aport);
+        let run = Suiftly::new(
+            dir.join("suiftly.toml"),
+            pg.connection_string(),
+            mport,
+            aport,
+        );
         let n = Node {
             id,
             sid,
@@ -157,7 +162,7 @@ fn three_ingestors_one_killed_during_load_store_and_meter_exactly_once() {
     let pg = PgCluster::temporary().expect("a PostgreSQL test cluster must start");
     let tmp = tempfile::tempdir().unwrap();
     let conninfo = pg.connection_string();
-    let mut nodes = vec![
+    let mut nodes = [
         Node::new(tmp.path(), &pg, 0, "gw-a", 1),
         Node::new(tmp.path(), &pg, 1, "gw-b", 2),
         Node::new(tmp.path(), &pg, 2, "gw-c", 3),
@@ -362,7 +367,9 @@ fn three_ingestors_one_killed_during_load_store_and_meter_exactly_once() {
     );
     assert_eq!(settlers, 3, "every ingestor settled");
 
-    let out = nodes[0].run.command(&["audit", "--from", "-4h", "--to", "now"]);
+    let out = nodes[0]
+        .run
+        .command(&["audit", "--from", "-4h", "--to", "now"]);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "audit reported differences");
@@ -456,7 +463,10 @@ fn a_duplicate_ingestor_id_is_refused_at_start_and_free_again_after_a_kill() {
     first.run.start();
     assert_eq!(first.run.health().0, 200);
     let (ok, err) = run_expecting_exit(&second.run.cfg, &conninfo);
-    assert!(!ok && err.contains("ingestor id \"gw-a\" is already in use"), "{err}");
+    assert!(
+        !ok && err.contains("ingestor id \"gw-a\" is already in use"),
+        "{err}"
+    );
     first.run.stop();
     other.run.stop();
 }

@@ -169,7 +169,8 @@ pub async fn load_state(
     let client = settle::connect(conninfo).await?;
     let now = now_us();
     let settled_before = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
-    let (p, created) = settle::load_or_init(&client, ingestor, copy_position, settled_before).await?;
+    let (p, created) =
+        settle::load_or_init(&client, ingestor, copy_position, settled_before).await?;
     if created {
         info!(
             position = copy_position,

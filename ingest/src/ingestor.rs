@@ -131,7 +131,10 @@ pub async fn hold(conninfo: String, id: String, mut client: Client, stop: Cancel
         if !client.is_closed() {
             continue;
         }
-        warn!(id, "the ingestor id lock's connection closed; taking the lock again");
+        warn!(
+            id,
+            "the ingestor id lock's connection closed; taking the lock again"
+        );
         loop {
             match acquire(&conninfo, &id).await {
                 Ok(c) => {

@@ -134,7 +134,8 @@ impl Default for IngestSection {
 
 impl IngestSection {
     pub fn validate(&self) -> Result<()> {
-        suiftly_ingest::ingestor::validate_id(&self.id).map_err(|e| anyhow::anyhow!("ingest.id: {e}"))
+        suiftly_ingest::ingestor::validate_id(&self.id)
+            .map_err(|e| anyhow::anyhow!("ingest.id: {e}"))
     }
 }
 

@@ -59,7 +59,8 @@ pub(super) async fn prepare_metering(
     let acfg = cfg.aggregator_config();
     let consumer = suiftly_ingest::ingestor::copy_consumer(&cfg.ingest.id);
     let copy_pos = spooled::committed_position(conninfo, spool, &consumer).await?;
-    let mut persisted = metering::load_state(conninfo, &acfg.ingestor, copy_pos, &acfg.window).await?;
+    let mut persisted =
+        metering::load_state(conninfo, &acfg.ingestor, copy_pos, &acfg.window).await?;
     let oldest = spool.oldest_position().0;
     if persisted.restart_position < oldest || persisted.applied_through > copy_pos {
         // Metering was off while the spool was freed (or the spool was replaced): what it did
