@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use suiftly_ingest::backfill::Backfill;
-use suiftly_ingest::writer::{Writer, WriterConfig};
+use suiftly_ingest::writer::Writer;
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,7 @@ pub async fn run(cfg: Config, args: ReplayArgs) -> Result<()> {
 
     let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity);
     let writer = tokio::spawn(
-        Writer::new(WriterConfig::new(&db.conninfo)).run(rx, CancellationToken::new()),
+        Writer::new(cfg.writer_config(&db.conninfo)).run(rx, CancellationToken::new()),
     );
     let mut backfill = Backfill::new(&format!("replay:{}", lc.name), parser, cfg.limits(), tx);
 

@@ -128,6 +128,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "manager",
             "live",
             "upkeep",
+            "ingestor",
             "database"
         ]
     );
@@ -158,6 +159,7 @@ async fn pipeline_from_the_library_stops_in_reverse_start_order() {
             "admin",
             "manager",
             "upkeep",
+            "ingestor",
             "database"
         ]
     );

@@ -163,10 +163,11 @@ async fn every_stats_rule_holds_on_settled_data_plus_the_live_tail() {
     // Metering starts before the billing month: everything after settles through the normal
     // path (minutes, hour roll-ups, usage_records); the current minutes stay live for 10
     // minutes (the allowed lateness), which is the test's live tail.
-    suiftly_aggregate::settle::load_or_init(&c, 0, m0 / US_PER_MIN)
+    suiftly_aggregate::settle::load_or_init(&c, "default", 0, m0 / US_PER_MIN)
         .await
         .unwrap();
     let cfg = AggregatorConfig {
+        ingestor: "default".into(),
         window: WindowConfig {
             allowed_lateness_us: 10 * US_PER_MIN,
             idle_lag_us: 0,
@@ -175,7 +176,7 @@ async fn every_stats_rule_holds_on_settled_data_plus_the_live_tail() {
         subscriber_capacity: 4096,
         max_backoff: Duration::from_millis(200),
     };
-    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+    let persisted = service::load_state(&conninfo, "default", 0, &cfg.window)
         .await
         .unwrap();
     let (tx, rx) = mpsc::channel(8);

@@ -42,6 +42,9 @@ pub enum AggregateError {
 
 #[derive(Clone, Debug)]
 pub struct AggregatorConfig {
+    /// The ingestor this aggregator meters (`[ingest] id`): its state is that ingestor's
+    /// `aggregate_ingestors` row; one aggregator per ingestor.
+    pub ingestor: String,
     pub window: WindowConfig,
     pub settle_interval: Duration,
     pub subscriber_capacity: usize,
@@ -51,6 +54,7 @@ pub struct AggregatorConfig {
 impl Default for AggregatorConfig {
     fn default() -> Self {
         Self {
+            ingestor: settle::DEFAULT_INGESTOR.to_owned(),
             window: WindowConfig::default(),
             settle_interval: Duration::from_secs(1),
             subscriber_capacity: 64,
@@ -154,17 +158,19 @@ pub struct Recovery {
     pub replay: Option<Box<dyn CommittedSource>>,
 }
 
-/// Loads (or creates) the aggregator's state. `copy_position` is the COPY consumer's committed
-/// position: a database never metered before starts metering there.
+/// Loads (or creates) ingestor `ingestor`'s aggregator state. `copy_position` is its COPY
+/// consumer's committed position: an ingestor never metered before starts metering there.
 pub async fn load_state(
     conninfo: &str,
+    ingestor: &str,
     copy_position: u64,
     cfg: &WindowConfig,
 ) -> Result<Persisted, AggregateError> {
     let client = settle::connect(conninfo).await?;
     let now = now_us();
     let settled_before = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
-    let (p, created) = settle::load_or_init(&client, copy_position, settled_before).await?;
+    let (p, created) =
+        settle::load_or_init(&client, ingestor, copy_position, settled_before).await?;
     if created {
         info!(
             position = copy_position,
@@ -342,9 +348,9 @@ async fn settle_due(
     let outcome = loop {
         let started = std::time::Instant::now();
         let r = match client {
-            Some(c) => settle::commit(c, &s).await,
+            Some(c) => settle::commit(c, &cfg.ingestor, &s).await,
             None => match settle::connect(conninfo).await {
-                Ok(c) => settle::commit(client.insert(c), &s).await,
+                Ok(c) => settle::commit(client.insert(c), &cfg.ingestor, &s).await,
                 Err(e) => Err(e.into()),
             },
         };
@@ -389,13 +395,15 @@ fn notify(agg: &Aggregator, s: &Settlement, o: Outcome) {
     counter!("suiftly_aggregate_settled_groups_total")
         .increment((s.cust.len() + s.infra.len()) as u64);
     gauge!("suiftly_aggregate_settled_before_seconds").set((s.next.settled_before * 60) as f64);
+    // Sequence and watermark are the database's (all ingestors'): with one ingestor they are
+    // this aggregator's own.
     let msg = SettledWindow {
-        seq: s.next.settlement_seq,
+        seq: o.seq,
         minutes: crate::live::customer_minutes(&s.cust),
-        settled_before_us: s.next.settled_before * US_PER_MIN,
+        settled_before_us: o.settled_before.1 * US_PER_MIN,
         newly_settled_us: (
-            s.prev.settled_before * US_PER_MIN,
-            s.next.settled_before * US_PER_MIN,
+            o.settled_before.0 * US_PER_MIN,
+            o.settled_before.1 * US_PER_MIN,
         ),
         completed_hours_us: o.completed_hours,
         usage: o.usage,

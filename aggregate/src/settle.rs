@@ -1,8 +1,17 @@
 //! Settlement into PostgreSQL: one transaction per [`Settlement`] writes the minute rows,
 //! rolls up the hours and days that completed, adjusts settled rows for late deltas, merges
 //! the settled minutes' billable usage into the hours' `usage_records` rows (as they settle,
-//! not when the hour completes), and moves `aggregate_state` from `prev` to `next` — all or
-//! nothing.
+//! not when the hour completes), and moves this ingestor's `aggregate_ingestors` row from
+//! `prev` to `next` — all or nothing.
+//!
+//! Several ingestors (one aggregator each) settle into one database. Every settlement first
+//! locks the database-wide row `aggregate_state` (id = 1), so settlements commit one at a time:
+//! each takes the next database-wide sequence number (the live tail's event id) and moves the
+//! database-wide watermark `aggregate_state.settled_before` to the least of the ingestors'
+//! (never back). Minute rows are additive upserts, so two ingestors settling the same minute
+//! both count. Hours and days roll up from the minute tables only once *every* ingestor has
+//! settled them (the database-wide watermark crossed them); a settlement's rows for hours
+//! that already rolled up are added to the hour and day rows directly, like late deltas.
 //!
 //! Roll-ups happen in SQL from the minute tables (for buckets that completed in this
 //! transaction) or from the delta rows (for late rows whose hour or day had already
@@ -22,12 +31,15 @@ pub enum SettleError {
     #[error("postgres: {0}")]
     Postgres(#[from] tokio_postgres::Error),
     #[error(
-        "aggregate_state is {found:?}, expected {expected:?}: another aggregator is settling from the same database"
+        "aggregate_ingestors row of ingestor {ingestor:?} is {found:?}, expected {expected:?}: another aggregator is settling for the same ingestor id"
     )]
     Conflict {
+        ingestor: String,
         expected: Persisted,
         found: Persisted,
     },
+    #[error("aggregate_ingestors has no row for ingestor {0:?} (load_or_init first)")]
+    NoState(String),
 }
 
 pub use suiftly_model::UsageRow;
@@ -42,6 +54,11 @@ pub struct Outcome {
     pub completed_hours: Vec<i64>,
     /// `usage_records` rows inserted or adjusted.
     pub usage: Vec<UsageRow>,
+    /// The database-wide sequence number this settlement took (`settlement_log.seq`).
+    pub seq: u64,
+    /// The database-wide watermark (minutes since the epoch) before and after this settlement:
+    /// minutes before `settled_before.1` are settled by every ingestor.
+    pub settled_before: (i64, i64),
 }
 
 /// The one connection helper (UTC session, lock timeout): see `suiftly_migrations::connect`.
@@ -56,33 +73,62 @@ fn row_to_persisted(r: &tokio_postgres::Row) -> Persisted {
     }
 }
 
-/// Loads the aggregator's state, creating it at `(start, start)` with minutes before
-/// `settled_before` counted as settled when this database has never been metered.
+const INGESTOR_COLUMNS: &str = "applied_through, restart_position, settled_before, settlement_seq";
+
+/// Loads ingestor `ingestor`'s aggregator state, creating it at `(start, start)` when it has
+/// none. A database never metered before gets its database-wide row with minutes before
+/// `settled_before` counted as settled; a new ingestor joins at the database-wide watermark.
+/// The default ingestor of a database metered before ingestor ids existed (or whose
+/// `aggregate_state` row was written by hand, and no ingestor has a row yet) takes that row's
+/// positions over: they are its spool's.
 pub async fn load_or_init(
     client: &Client,
+    ingestor: &str,
     start: u64,
     settled_before: i64,
 ) -> Result<(Persisted, bool), SettleError> {
-    let n = client
+    client
         .execute(
             "INSERT INTO aggregate_state (id, applied_through, restart_position, settled_before) \
              VALUES (1, $1, $1, $2) ON CONFLICT (id) DO NOTHING",
             &[&(start as i64), &minute_to_time(settled_before)],
         )
         .await?;
+    let n = client
+        .execute(
+            "INSERT INTO aggregate_ingestors (ingestor, applied_through, restart_position, \
+                settled_before, settlement_seq, last_seq) \
+             SELECT $1, \
+                CASE WHEN adopt THEN a.applied_through ELSE $2 END, \
+                CASE WHEN adopt THEN a.restart_position ELSE $2 END, \
+                a.settled_before, \
+                CASE WHEN adopt THEN a.settlement_seq ELSE 0 END, \
+                CASE WHEN adopt THEN a.settlement_seq ELSE 0 END \
+             FROM aggregate_state a, \
+                LATERAL (SELECT $1 = $3 AND NOT EXISTS (SELECT 1 FROM aggregate_ingestors) AS adopt) x \
+             WHERE a.id = 1 \
+             ON CONFLICT (ingestor) DO NOTHING",
+            &[&ingestor, &(start as i64), &DEFAULT_INGESTOR],
+        )
+        .await?;
     let r = client
         .query_one(
-            "SELECT applied_through, restart_position, settled_before, settlement_seq FROM aggregate_state WHERE id = 1",
-            &[],
+            &format!("SELECT {INGESTOR_COLUMNS} FROM aggregate_ingestors WHERE ingestor = $1"),
+            &[&ingestor],
         )
         .await?;
     Ok((row_to_persisted(&r), n == 1))
 }
 
-/// Moves metering to `position` with minutes before now − lateness settled, when it cannot
-/// replay from where it stood (see the caller).
+/// The id of a single-ingestor deployment (`suiftly_ingest::ingestor::DEFAULT_ID`; this crate
+/// does not depend on the ingest crate).
+pub const DEFAULT_INGESTOR: &str = "default";
+
+/// Moves ingestor `ingestor`'s metering to `position` with minutes before now − lateness
+/// settled, when it cannot replay from where it stood (see the caller).
 pub async fn reset(
     conninfo: &str,
+    ingestor: &str,
     position: u64,
     cfg: &crate::window::WindowConfig,
 ) -> Result<Persisted, SettleError> {
@@ -91,10 +137,12 @@ pub async fn reset(
     let sb = (now - cfg.allowed_lateness_us).div_euclid(US_PER_MIN);
     let r = client
         .query_one(
-            "UPDATE aggregate_state SET applied_through = $1, restart_position = $1, \
-                settled_before = GREATEST(settled_before, $2), updated_at = now() WHERE id = 1 \
-             RETURNING applied_through, restart_position, settled_before, settlement_seq",
-            &[&(position as i64), &minute_to_time(sb)],
+            &format!(
+                "UPDATE aggregate_ingestors SET applied_through = $1, restart_position = $1, \
+                    settled_before = GREATEST(settled_before, $2), updated_at = now() \
+                 WHERE ingestor = $3 RETURNING {INGESTOR_COLUMNS}"
+            ),
+            &[&(position as i64), &minute_to_time(sb), &ingestor],
         )
         .await?;
     Ok(row_to_persisted(&r))
@@ -323,16 +371,32 @@ use suiftly_model::time::{US_PER_DAY, US_PER_HOUR};
 
 /// Commits one settlement (see the module doc). Safe to call again with the same settlement
 /// after an error: it detects that it already committed.
-pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, SettleError> {
+pub async fn commit(
+    client: &mut Client,
+    ingestor: &str,
+    s: &Settlement,
+) -> Result<Outcome, SettleError> {
     client.batch_execute(DELTA_TABLES).await?;
     let tx = client.transaction().await?;
-    let r = tx
+    // The database-wide row first: settlements of all ingestors commit one at a time.
+    let g = tx
         .query_one(
-            "SELECT applied_through, restart_position, settled_before, settlement_seq \
-             FROM aggregate_state WHERE id = 1 FOR UPDATE",
+            "SELECT settled_before, settlement_seq FROM aggregate_state WHERE id = 1 FOR UPDATE",
             &[],
         )
         .await?;
+    let g_prev = time_to_us(g.get::<_, SystemTime>(0)).div_euclid(US_PER_MIN);
+    let seq = g.get::<_, i64>(1) + 1;
+    let r = tx
+        .query_opt(
+            &format!(
+                "SELECT {INGESTOR_COLUMNS}, last_seq FROM aggregate_ingestors \
+                 WHERE ingestor = $1 FOR UPDATE"
+            ),
+            &[&ingestor],
+        )
+        .await?
+        .ok_or_else(|| SettleError::NoState(ingestor.to_owned()))?;
     let found = row_to_persisted(&r);
     if found == s.next {
         warn!(
@@ -341,19 +405,46 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
         );
         return Ok(Outcome {
             already_committed: true,
+            seq: r.get::<_, i64>(4) as u64,
+            settled_before: (g_prev, g_prev),
             ..Outcome::default()
         });
     }
     if found != s.prev {
         return Err(SettleError::Conflict {
+            ingestor: ingestor.to_owned(),
             expected: s.prev,
             found,
         });
     }
+    tx.execute(
+        "UPDATE aggregate_ingestors SET applied_through = $1, restart_position = $2, \
+            settled_before = $3, settlement_seq = $4, last_seq = $5, updated_at = now() \
+         WHERE ingestor = $6",
+        &[
+            &(s.next.applied_through as i64),
+            &(s.next.restart_position as i64),
+            &minute_to_time(s.next.settled_before),
+            &(s.next.settlement_seq as i64),
+            &seq,
+            &ingestor,
+        ],
+    )
+    .await?;
+    // Minutes before the least of the ingestors' watermarks are settled by all of them.
+    let g_next = time_to_us(
+        tx.query_one(
+            "SELECT GREATEST($1, min(settled_before)) FROM aggregate_ingestors",
+            &[&minute_to_time(g_prev)],
+        )
+        .await?
+        .get::<_, SystemTime>(0),
+    )
+    .div_euclid(US_PER_MIN);
     load_deltas(&tx, s).await?;
-    let sb_us = s.next.settled_before * US_PER_MIN;
-    let prev_us = s.prev.settled_before * US_PER_MIN;
-    // Hours/days complete = every minute in them settled.
+    // Hours/days complete = every minute in them settled, by every ingestor.
+    let sb_us = g_next * US_PER_MIN;
+    let prev_us = g_prev * US_PER_MIN;
     let old_h = us_to_time(prev_us.div_euclid(US_PER_HOUR) * US_PER_HOUR);
     let new_h = us_to_time(sb_us.div_euclid(US_PER_HOUR) * US_PER_HOUR);
     let old_d = us_to_time(prev_us.div_euclid(US_PER_DAY) * US_PER_DAY);
@@ -455,16 +546,16 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
         .await?;
     let usage: Vec<UsageRow> = rows.iter().map(usage_row).collect();
 
-    // The live tail's record of this settlement (V23): its sequence number and, per (minute,
-    // customer, service, network), what it added — replayed to a stream that reconnects.
-    let seq = s.next.settlement_seq as i64;
+    // The live tail's record of this settlement (V23): its database-wide sequence number and,
+    // per (minute, customer, service, network), what it added — replayed to a stream that
+    // reconnects.
     tx.execute(
         "INSERT INTO settlement_log (seq, prev_settled_before, settled_before, late_requests) \
          VALUES ($1, $2, $3, $4)",
         &[
             &seq,
-            &minute_to_time(s.prev.settled_before),
-            &minute_to_time(s.next.settled_before),
+            &minute_to_time(g_prev),
+            &minute_to_time(g_next),
             &s.late_requests,
         ],
     )
@@ -480,14 +571,9 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
     .await?;
 
     tx.execute(
-        "UPDATE aggregate_state SET applied_through = $1, restart_position = $2, \
-            settled_before = $3, settlement_seq = $4, updated_at = now() WHERE id = 1",
-        &[
-            &(s.next.applied_through as i64),
-            &(s.next.restart_position as i64),
-            &minute_to_time(s.next.settled_before),
-            &seq,
-        ],
+        "UPDATE aggregate_state SET settled_before = $1, settlement_seq = $2, updated_at = now() \
+         WHERE id = 1",
+        &[&minute_to_time(g_next), &seq],
     )
     .await?;
     tx.commit().await?;
@@ -497,6 +583,8 @@ pub async fn commit(client: &mut Client, s: &Settlement) -> Result<Outcome, Sett
         already_committed: false,
         completed_hours: (first..last).map(|h| h * US_PER_HOUR).collect(),
         usage,
+        seq: seq as u64,
+        settled_before: (g_prev, g_next),
     })
 }
 

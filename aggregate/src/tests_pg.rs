@@ -90,6 +90,7 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     // Not "caught up" while the first part streams: the watermark follows the event times.
     let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cfg = AggregatorConfig {
+        ingestor: "default".into(),
         window: WindowConfig {
             allowed_lateness_us: 1_000_000,
             idle_lag_us: 0,
@@ -100,10 +101,10 @@ async fn settles_exactly_with_late_rows_and_audits_clean() {
     };
     // Metering starts with nothing settled before the test's first hour.
     let start_minute = base / US_PER_MIN;
-    crate::settle::load_or_init(&c, 0, start_minute)
+    crate::settle::load_or_init(&c, "default", 0, start_minute)
         .await
         .unwrap();
-    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+    let persisted = service::load_state(&conninfo, "default", 0, &cfg.window)
         .await
         .unwrap();
     assert_eq!(
@@ -259,10 +260,11 @@ async fn a_slow_subscriber_is_told_it_lagged() {
     suiftly_migrations::migrate(&mut c).await.unwrap();
     let now = suiftly_model::time::now_us();
     let start_minute = (now - 30 * US_PER_MIN).div_euclid(US_PER_MIN);
-    crate::settle::load_or_init(&c, 0, start_minute)
+    crate::settle::load_or_init(&c, "default", 0, start_minute)
         .await
         .unwrap();
     let cfg = AggregatorConfig {
+        ingestor: "default".into(),
         window: WindowConfig {
             allowed_lateness_us: 0,
             idle_lag_us: 0,
@@ -271,7 +273,7 @@ async fn a_slow_subscriber_is_told_it_lagged() {
         subscriber_capacity: 1,
         max_backoff: Duration::from_millis(100),
     };
-    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+    let persisted = service::load_state(&conninfo, "default", 0, &cfg.window)
         .await
         .unwrap();
     let (tx, rx) = mpsc::channel(4);
@@ -565,6 +567,7 @@ async fn settled_events_and_customer_numbers_follow_the_rules() {
         .current();
     rows.sort_by_key(|r| r.ts_us);
     let cfg = AggregatorConfig {
+        ingestor: "default".into(),
         window: WindowConfig {
             allowed_lateness_us: 1_000_000,
             idle_lag_us: 0,
@@ -573,10 +576,10 @@ async fn settled_events_and_customer_numbers_follow_the_rules() {
         subscriber_capacity: 100_000,
         max_backoff: Duration::from_millis(200),
     };
-    crate::settle::load_or_init(&c, 0, base / US_PER_MIN)
+    crate::settle::load_or_init(&c, "default", 0, base / US_PER_MIN)
         .await
         .unwrap();
-    let persisted = service::load_state(&conninfo, 0, &cfg.window)
+    let persisted = service::load_state(&conninfo, "default", 0, &cfg.window)
         .await
         .unwrap();
     let mut w = Writer::new(WriterConfig::new(&conninfo));

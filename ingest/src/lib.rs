@@ -27,6 +27,7 @@ pub mod db;
 pub mod decode;
 pub mod framing;
 pub mod health;
+pub mod ingestor;
 pub mod listener;
 pub mod metrics;
 pub mod recv;

@@ -58,7 +58,8 @@ pub enum WriteError {
     PositionConflict { expected: u64, found: Option<i64> },
 }
 
-/// The `ingest_positions` row of the COPY writer.
+/// The `ingest_positions` row of the default ingestor's COPY writer (see
+/// [`crate::ingestor::copy_consumer`]).
 pub const COPY_CONSUMER: &str = "copy";
 
 /// What the writer did, returned when it stops.
@@ -86,6 +87,8 @@ pub struct WriterConfig {
     /// connection replaced: a half-open TCP connection would otherwise hang the writer for
     /// the kernel's keepalive time.
     pub write_timeout: Duration,
+    /// This ingestor's id (`[ingest] id`): keys its spool position and batch ids.
+    pub ingestor: String,
 }
 
 impl WriterConfig {
@@ -94,6 +97,7 @@ impl WriterConfig {
             conninfo: conninfo.into(),
             max_backoff: Duration::from_secs(5),
             write_timeout: Duration::from_secs(60),
+            ingestor: crate::ingestor::DEFAULT_ID.to_owned(),
         }
     }
 }
@@ -107,7 +111,10 @@ pub struct Writer {
     known_partitions: Option<BTreeSet<i64>>,
     copy_stmt: String,
     buf: BytesMut,
-    /// Batch ids: a per-process random base plus a counter (see [`Writer::write`]).
+    /// The `ingest_positions` row this writer advances.
+    consumer: String,
+    /// Batch ids: a per-process random base plus a counter (see [`Writer::write`]), unique
+    /// per ingestor (`ingest_batch_log` is keyed by both).
     batch_id_base: i64,
     batch_seq: i64,
     health: Option<std::sync::Arc<crate::health::Health>>,
@@ -168,6 +175,7 @@ fn random_base() -> i64 {
 impl Writer {
     pub fn new(cfg: WriterConfig) -> Self {
         Self {
+            consumer: crate::ingestor::copy_consumer(&cfg.ingestor),
             cfg,
             client: None,
             storage: None,
@@ -179,6 +187,11 @@ impl Writer {
             health: None,
             stats: WriterStats::default(),
         }
+    }
+
+    /// The `ingest_positions` row this writer advances (per ingestor).
+    pub fn consumer(&self) -> &str {
+        &self.consumer
     }
 
     /// Reports degradation and retries to the health endpoint too.
@@ -460,6 +473,7 @@ impl Writer {
         }
         let stored_rows = rows - refused.len();
         let stmt = self.copy_stmt.clone();
+        let (consumer, ingestor) = (self.consumer.clone(), self.cfg.ingestor.clone());
         let client = self.client().await?;
         let tx = client.transaction().await?;
         match batch.spool {
@@ -468,14 +482,14 @@ impl Writer {
                     .execute(
                         "UPDATE ingest_positions SET position = $1, updated_at = now() \
                          WHERE consumer = $2 AND position = $3",
-                        &[&(end as i64), &COPY_CONSUMER, &(start as i64)],
+                        &[&(end as i64), &consumer, &(start as i64)],
                     )
                     .await?;
                 if n != 1 {
                     let found: Option<i64> = tx
                         .query_opt(
                             "SELECT position FROM ingest_positions WHERE consumer = $1",
-                            &[&COPY_CONSUMER],
+                            &[&consumer],
                         )
                         .await?
                         .map(|r| r.get(0));
@@ -491,8 +505,8 @@ impl Writer {
             None => {
                 if let Err(e) = tx
                     .execute(
-                        "INSERT INTO ingest_batch_log (batch_id, rows, rejected) VALUES ($1, $2, $3)",
-                        &[&batch_id, &(stored_rows as i32), &((batch.rejected.len() + rejected.len()) as i32)],
+                        "INSERT INTO ingest_batch_log (ingestor, batch_id, rows, rejected) VALUES ($4, $1, $2, $3)",
+                        &[&batch_id, &(stored_rows as i32), &((batch.rejected.len() + rejected.len()) as i32), &ingestor],
                     )
                     .await
                 {

@@ -4,7 +4,8 @@
 //! A crate of its own so that each stage (ingest, aggregate, api) can apply the same schema in
 //! its tests without depending on another stage. Versions so far: V1–V3 ingest, V4 metering,
 //! V10–V12 the customer domain (built in parallel, hence the gap), V13 ledger and usage
-//! constraints (security review), V26 the hypertable's settings. A new migration takes the
+//! constraints (security review), V26 the hypertable's settings, V28 per-ingestor
+//! state (several ingestors, one database). A new migration takes the
 //! next number after the highest one: refinery refuses to apply a lower version to a database
 //! that already has a higher one.
 
@@ -74,6 +75,17 @@ pub fn versions() -> Vec<i32> {
         .collect();
     v.sort_unstable();
     v
+}
+
+/// Applies the pending migrations up to and including `version` (upgrade tests: a database as
+/// an older release left it). No lock, no checks: tests only.
+#[doc(hidden)]
+pub async fn migrate_to(client: &mut Client, version: i32) -> Result<(), MigrateError> {
+    embedded::migrations::runner()
+        .set_target(refinery::Target::Version(version))
+        .run_async(client)
+        .await?;
+    Ok(())
 }
 
 /// Applies every pending migration; returns the versions applied now.

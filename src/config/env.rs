@@ -33,6 +33,14 @@ pub static ENV_OVERRIDES: &[EnvOverride] = &[
         },
     },
     EnvOverride {
+        var: "SUIFTLY_INGEST_ID",
+        key: "ingest.id",
+        apply: |c, v| {
+            c.ingest.id = v;
+            Ok(())
+        },
+    },
+    EnvOverride {
         var: "SUIFTLY_METRICS_LISTEN",
         key: "metrics.listen",
         apply: |c, v| {

@@ -27,7 +27,8 @@ pub use api::{ApiLiveSection, ApiSection};
 pub use env::{ENV_OVERRIDES, EnvOverride};
 pub use manager::{EscrowSection, ManagerSection, WatermarkKind};
 pub use storage::{
-    AggregateSection, BatchSection, EmbeddedPgSection, FsyncMode, SpoolSection, StorageSection,
+    AggregateSection, BatchSection, EmbeddedPgSection, FsyncMode, IngestSection, SpoolSection,
+    StorageSection,
 };
 pub use vault::{VaultGatewaySection, VaultSection};
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// External PostgreSQL; when absent a private cluster is started under `data_dir`.
     pub database_url: Option<String>,
+    /// Who this ingestor is (several may write into one database).
+    pub ingest: IngestSection,
     pub metrics: MetricsSection,
     pub admin: AdminSection,
     pub batch: BatchSection,
@@ -64,6 +67,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("data"),
             database_url: None,
+            ingest: IngestSection::default(),
             metrics: MetricsSection::default(),
             admin: AdminSection::default(),
             batch: BatchSection::default(),
@@ -103,6 +107,7 @@ impl Config {
 
     /// Every section's range checks, then what spans sections.
     pub fn validate(&self) -> Result<()> {
+        self.ingest.validate()?;
         self.metrics.validate()?;
         self.batch.validate()?;
         self.storage.validate()?;
@@ -130,8 +135,19 @@ impl Config {
         Ok(())
     }
 
+    /// The COPY writer's settings for this ingestor.
+    pub fn writer_config(&self, conninfo: &str) -> suiftly_ingest::writer::WriterConfig {
+        suiftly_ingest::writer::WriterConfig {
+            ingestor: self.ingest.id.clone(),
+            ..suiftly_ingest::writer::WriterConfig::new(conninfo)
+        }
+    }
+
     pub fn aggregator_config(&self) -> suiftly_aggregate::service::AggregatorConfig {
-        self.aggregate.aggregator_config()
+        suiftly_aggregate::service::AggregatorConfig {
+            ingestor: self.ingest.id.clone(),
+            ..self.aggregate.aggregator_config()
+        }
     }
 
     /// The operator token: `SUIFTLY_OPERATOR_TOKEN`, else the token file; `create` makes the

@@ -58,6 +58,7 @@ impl AggregateSection {
     /// The aggregator's runtime settings.
     pub fn aggregator_config(&self) -> suiftly_aggregate::service::AggregatorConfig {
         suiftly_aggregate::service::AggregatorConfig {
+            ingestor: suiftly_ingest::ingestor::DEFAULT_ID.to_owned(),
             window: suiftly_aggregate::window::WindowConfig {
                 allowed_lateness_us: self.allowed_lateness_ms as i64 * 1000,
                 idle_lag_us: self.idle_lag_ms as i64 * 1000,
@@ -110,6 +111,31 @@ impl BatchSection {
             "batch.max_future_secs must be at most 30 days"
         );
         Ok(())
+    }
+}
+
+/// `[ingest]`: who this ingestor is among the ingestors writing into one database.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    /// This ingestor's id (one per gateway or region): its spool position, batch ids and
+    /// metering state are kept under it, and a second live process with the same id is
+    /// refused at start. `default` is what a single-ingestor database always used.
+    pub id: String,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            id: suiftly_ingest::ingestor::DEFAULT_ID.to_owned(),
+        }
+    }
+}
+
+impl IngestSection {
+    pub fn validate(&self) -> Result<()> {
+        suiftly_ingest::ingestor::validate_id(&self.id)
+            .map_err(|e| anyhow::anyhow!("ingest.id: {e}"))
     }
 }
 

@@ -8,6 +8,7 @@
 //! | stage | tasks | stop |
 //! |---|---|---|
 //! | `database` | — | stops the embedded PostgreSQL (nothing for `DATABASE_URL`) |
+//! | `ingestor` | holds this ingestor's id lock (`[ingest] id`; a second live process with the id is refused at start) | cancel: the lock is released after every stage that writes has stopped |
 //! | `upkeep` | partition maintenance, kernel-drop sampler, metrics-recorder upkeep | cancel |
 //! | `live` | the live tail: aggregator → [`suiftly_api::live::LiveHub`] (with metering) | cancel, after the API and the admin feed |
 //! | `pgwire` | operator SQL over the PostgreSQL protocol (when configured) | sessions end |
@@ -46,7 +47,7 @@ use suiftly_ingest::db;
 use suiftly_ingest::health::Health;
 use suiftly_ingest::listener;
 use suiftly_ingest::spooled::{self, SpoolHandle};
-use suiftly_ingest::writer::{Writer, WriterConfig};
+use suiftly_ingest::writer::Writer;
 use suiftly_parser::Parser;
 use tokio::net::TcpSocket;
 use tokio::sync::mpsc;
@@ -160,6 +161,18 @@ async fn start_stages(
     recorder: Option<PrometheusHandle>,
     abort: &CancellationToken,
 ) -> Result<(Arc<Health>, Option<Aggregator>)> {
+    // ingestor: this process's id, refused while another live process holds it.
+    let id = cfg.ingest.id.clone();
+    let lock = suiftly_ingest::ingestor::acquire(conninfo, &id).await?;
+    info!(id, "ingestor id taken");
+    let ingestor = stages.stage("ingestor", OnFailure::KeepRunning);
+    let (c, stop) = (conninfo.to_owned(), ingestor.stop_token());
+    ingestor.spawn(async move {
+        suiftly_ingest::ingestor::hold(c, id, lock, stop).await;
+        Ok(StageOutput::Nothing)
+    });
+    stages.push(ingestor);
+
     // upkeep
     let (made, dropped) = db::maintain_once(
         conninfo,
@@ -341,7 +354,7 @@ async fn start_stages(
         Storing::Direct => {
             let (tx, rx) = mpsc::channel(cfg.batch.channel_capacity.max(1));
             let s = stages.stage("writer", OnFailure::StopProcess);
-            let w = Writer::new(WriterConfig::new(conninfo))
+            let w = Writer::new(cfg.writer_config(conninfo))
                 .with_health(health.clone())
                 .run(rx, abort.clone());
             s.spawn(async move { Ok(StageOutput::Writer(w.await)) });

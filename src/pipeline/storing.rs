@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use futures_util::future::BoxFuture;
 use suiftly_aggregate::service::{self as metering, AggregateError, Aggregator, Recovery};
 use suiftly_ingest::spooled::{self, SpoolHandle};
-use suiftly_ingest::writer::{Writer, WriterConfig};
+use suiftly_ingest::writer::Writer;
 use suiftly_parser::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -57,8 +57,10 @@ pub(super) async fn prepare_metering(
     abort: &CancellationToken,
 ) -> Result<Metering> {
     let acfg = cfg.aggregator_config();
-    let copy_pos = spooled::committed_position(conninfo, spool).await?;
-    let mut persisted = metering::load_state(conninfo, copy_pos, &acfg.window).await?;
+    let consumer = suiftly_ingest::ingestor::copy_consumer(&cfg.ingest.id);
+    let copy_pos = spooled::committed_position(conninfo, spool, &consumer).await?;
+    let mut persisted =
+        metering::load_state(conninfo, &acfg.ingestor, copy_pos, &acfg.window).await?;
     let oldest = spool.oldest_position().0;
     if persisted.restart_position < oldest || persisted.applied_through > copy_pos {
         // Metering was off while the spool was freed (or the spool was replaced): what it did
@@ -70,7 +72,9 @@ pub(super) async fn prepare_metering(
             oldest,
             "metering cannot replay from its committed position; resuming at the current ingest position (run `suiftly audit` to see the gap)"
         );
-        persisted = suiftly_aggregate::settle::reset(conninfo, copy_pos, &acfg.window).await?;
+        persisted =
+            suiftly_aggregate::settle::reset(conninfo, &acfg.ingestor, copy_pos, &acfg.window)
+                .await?;
     }
     spool.set_gc_floor(persisted.restart_position);
     // The aggregator's recovery input: the spool from its restart position, parsed by the
@@ -157,7 +161,7 @@ pub(super) fn consumer_stage(
     let s = stages.stage("consumer", OnFailure::StopProcess);
     let run = spooled::run_consumer(
         spool.clone(),
-        Writer::new(WriterConfig::new(conninfo)).with_health(spool.health.clone()),
+        Writer::new(cfg.writer_config(conninfo)).with_health(spool.health.clone()),
         conninfo.to_owned(),
         parsers(cfg)?,
         cfg.limits(),

@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use super::{SpoolHandle, SpooledError, decode_record};
 use crate::decode::{DecodeStats, Decoder};
 use crate::listener::BatchLimits;
-use crate::writer::{COPY_CONSUMER, WriteOutcome, Writer, WriterStats};
+use crate::writer::{WriteOutcome, Writer, WriterStats};
 
 /// What the consumer did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,19 +46,24 @@ pub fn without_rows(rows: &RecordBatch, refused: &[usize]) -> RecordBatch {
         .expect("a boolean mask of the batch's own length")
 }
 
-/// Reads (or creates) the COPY writer's committed position.
-pub async fn committed_position(conninfo: &str, spool: &SpoolHandle) -> Result<u64, SpooledError> {
+/// Reads (or creates) the committed position of the COPY writer whose `ingest_positions` row
+/// is `consumer` ([`crate::ingestor::copy_consumer`]).
+pub async fn committed_position(
+    conninfo: &str,
+    spool: &SpoolHandle,
+    consumer: &str,
+) -> Result<u64, SpooledError> {
     let c = crate::writer::connect(conninfo).await?;
     let oldest = spool.oldest_position().0;
     c.execute(
         "INSERT INTO ingest_positions (consumer, position) VALUES ($1, $2) ON CONFLICT (consumer) DO NOTHING",
-        &[&COPY_CONSUMER, &(oldest as i64)],
+        &[&consumer, &(oldest as i64)],
     )
     .await?;
     let committed: i64 = c
         .query_one(
             "SELECT position FROM ingest_positions WHERE consumer = $1",
-            &[&COPY_CONSUMER],
+            &[&consumer],
         )
         .await?
         .get(0);
@@ -89,7 +94,7 @@ pub async fn run_consumer(
     // The database may be down at start-up too: accepting continues meanwhile, so wait.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut pos = loop {
-        match committed_position(&conninfo, &spool).await {
+        match committed_position(&conninfo, &spool, writer.consumer()).await {
             Ok(p) => break p,
             Err(SpooledError::Postgres(e)) => {
                 let delay = backoff.next_delay();
