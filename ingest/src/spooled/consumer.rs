@@ -9,7 +9,7 @@ use metrics::gauge;
 use suiftly_model::{Backoff, Committed};
 use suiftly_parser::Parser;
 use suiftly_spool::Position;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -98,7 +98,25 @@ async fn next_done(
         _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
         r = in_flight.next() => r.expect("only called with batches in flight"),
     };
-    gauge!("suiftly_ingest_writers_in_flight").set(in_flight.len() as f64);
+    joined_done(joined, in_flight.len())
+}
+
+/// The oldest batch, if its writer is already done (never waits).
+fn ready_done(
+    in_flight: &mut FuturesOrdered<JoinHandle<Done>>,
+) -> Option<Result<Done, SpooledError>> {
+    if in_flight.is_empty() {
+        return None;
+    }
+    let joined = in_flight.next().now_or_never()??;
+    Some(joined_done(joined, in_flight.len()))
+}
+
+fn joined_done(
+    joined: Result<Done, tokio::task::JoinError>,
+    in_flight: usize,
+) -> Result<Done, SpooledError> {
+    gauge!("suiftly_ingest_writers_in_flight").set(in_flight as f64);
     match joined {
         Ok(done) => Ok(done),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -185,6 +203,15 @@ pub async fn run_consumer(
             first_at.get_or_insert_with(Instant::now);
             end = r.next_position.0;
         }
+        // Batches already back (in order): metering and the committed position move on
+        // while the spool is still being read.
+        while let Some(done) = ready_done(&mut in_flight) {
+            pos = committed(done?, pos, &mut tap, &mut idle, &abort).await?;
+        }
+        if last_gc.elapsed() >= Duration::from_secs(1) {
+            spool.gc(Position(pos))?;
+            last_gc = Instant::now();
+        }
         let deadline = first_at.map(|t| t + max_age);
         let caught_up = end >= spool.durable_end().0;
         let stopping = listeners_done.is_cancelled() && caught_up;
@@ -194,10 +221,6 @@ pub async fn run_consumer(
                 // Every writer busy: wait for the oldest batch (full-policy above).
                 let done = next_done(&mut in_flight, &abort).await?;
                 pos = committed(done, pos, &mut tap, &mut idle, &abort).await?;
-                if last_gc.elapsed() >= Duration::from_secs(1) {
-                    spool.gc(Position(pos))?;
-                    last_gc = Instant::now();
-                }
                 continue;
             };
             first_at = None;
