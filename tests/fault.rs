@@ -530,7 +530,10 @@ fn sigkill_with_several_batches_in_flight_stores_everything_once() {
         eprintln!("kill {round}: {at_kill} of {total} stored");
         ing.start();
     }
-    assert!(kills >= 1, "at least one kill landed while the backlog drained");
+    assert!(
+        kills >= 1,
+        "at least one kill landed while the backlog drained"
+    );
     let t0 = Instant::now();
     while (stored_count(&conninfo) as u64) < total && t0.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(100));
@@ -538,5 +541,9 @@ fn sigkill_with_several_batches_in_flight_stores_everything_once() {
     ing.stop();
     let (stored, rejected) = stored(&conninfo);
     assert_eq!(rejected, 0);
-    assert_stored_exactly(&accepted, &stored, &format!("after {kills} kills with batches in flight"));
+    assert_stored_exactly(
+        &accepted,
+        &stored,
+        &format!("after {kills} kills with batches in flight"),
+    );
 }

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use metrics::gauge;
 use suiftly_model::{Backoff, Committed};
 use suiftly_parser::Parser;
 use suiftly_spool::Position;
-use futures_util::{FutureExt, StreamExt};
-use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{SpoolHandle, SpooledError, decode_record};
+use crate::batch::WriteBatch;
 use crate::decode::{DecodeStats, Decoder};
 use crate::listener::BatchLimits;
-use crate::batch::WriteBatch;
 use crate::writer::{COPY_CONSUMER, CommitGate, WriteOutcome, Writer, WriterStats};
 
 /// What the consumer did, returned when it stops.
