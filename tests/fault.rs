@@ -442,3 +442,108 @@ fn a_lost_commit_reply_on_the_spool_path_stores_nothing_twice() {
         "each retry found the position already moved by its lost commit"
     );
 }
+
+/// Several COPY writers (`storage.writers = 4`; `SUIFTLY_STORAGE_WRITERS` overrides it): a
+/// backlog built during an outage drains through all of them at once, and SIGKILLs land while
+/// several batches are in flight (`suiftly_ingest_writers_in_flight`, read just before each
+/// kill). Their commits are ordered on the spool position, so after each restart the consumer
+/// resumes at the end of a contiguous committed prefix: every accepted line is stored once.
+#[test]
+fn sigkill_with_several_batches_in_flight_stores_everything_once() {
+    const LINES: u64 = 200_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pg =
+        PgCluster::temporary().unwrap_or_else(|e| panic!("cannot start test postgresql: {e}"));
+    let sock = tmp.path().join("ingest.sock");
+    let (mut ing, _) = setup(
+        tmp.path(),
+        &pg.connection_string(),
+        4,
+        "[spool]\nfsync = \"never\"\n[storage]\nwriters = 4\n",
+        Listener::Unix(&sock),
+    );
+    ing.start();
+    let spool_dir = tmp.path().join("data").join("spool");
+    pg.stop().unwrap();
+    // Everything goes into the spool while the database is down.
+    let mut tx = UnixSender::start(&sock, &spool_dir, 50_000, 1 << 20, line);
+    tx.wait_seen(LINES, Duration::from_secs(300), "the backlog");
+    let total = tx.stop();
+    let mut tail = SpoolTail::new(&spool_dir);
+    let t0 = Instant::now();
+    while tail.poll() < total {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the spool shows {} of {total} lines",
+            tail.seen
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let accepted = read_spool(&spool_dir).seqs();
+    assert_eq!(accepted, (0..total as i64).collect::<Vec<_>>());
+    pg.start_again().unwrap();
+    let conninfo = pg.connection_string();
+    // (Set once the consumer has read its position: it may have started during the outage.)
+    let t0 = Instant::now();
+    let writers = loop {
+        let w = ing.metric("suiftly_ingest_writers");
+        if w >= 1.0 {
+            break w;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the consumer reports its writers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let want = writers.min(2.0);
+    eprintln!("{writers} writers; killing with at least {want} batches in flight");
+    let mut kills = 0;
+    let mut at_kill = 0u64;
+    let mut seed = clock_seed();
+    eprintln!("seed {seed}");
+    for round in 0..3 {
+        // Somewhere in the next 30,000 rows (3 rounds stay well short of the backlog).
+        let target = at_kill + 1 + rnd(&mut seed) % 30_000;
+        // Batches in flight and commits going on (not only retries against the outage).
+        let t0 = Instant::now();
+        let drained = loop {
+            let n = stored_count(&conninfo) as u64;
+            if n >= total {
+                break true;
+            }
+            if n >= target && ing.metric("suiftly_ingest_writers_in_flight") >= want {
+                break false;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "round {round}: {n} of {total} stored, fewer than {want} batches in flight"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if drained {
+            break;
+        }
+        ing.kill9();
+        kills += 1;
+        at_kill = stored_count(&conninfo) as u64;
+        eprintln!("kill {round}: {at_kill} of {total} stored");
+        ing.start();
+    }
+    assert!(
+        kills >= 1,
+        "at least one kill landed while the backlog drained"
+    );
+    let t0 = Instant::now();
+    while (stored_count(&conninfo) as u64) < total && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ing.stop();
+    let (stored, rejected) = stored(&conninfo);
+    assert_eq!(rejected, 0);
+    assert_stored_exactly(
+        &accepted,
+        &stored,
+        &format!("after {kills} kills with batches in flight"),
+    );
+}

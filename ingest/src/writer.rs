@@ -15,6 +15,10 @@
 //! rows the database refused, which downstream consumers must leave out too), aborted, or a
 //! spool position conflict.
 //!
+//! Several writers (`storage.writers`, spool on) each hold a [`Writer`] with its own
+//! connection; a shared [`CommitGate`] makes their commits advance the spool position in
+//! spool order while their COPYs run in parallel.
+//!
 //! Durability: a batch is durable once its transaction commits. With the spool off, batches
 //! still in the channel or in a listener's builder when the process is killed are lost; the
 //! disk spool closes that gap.
@@ -56,6 +60,69 @@ pub enum WriteError {
     Timeout,
     #[error("spool position conflict: batch starts at {expected}, the database says {found:?}")]
     PositionConflict { expected: u64, found: Option<i64> },
+    /// The batch before this one did not commit within the gate's wait: this attempt was
+    /// rolled back (releasing its locks) and waits for its turn outside a transaction.
+    #[error("the previous batch did not commit within {0:?}")]
+    OutOfTurn(Duration),
+}
+
+/// Orders the commits of spooled batches written by several writers at once.
+///
+/// Each writer COPYs its batch in its own transaction in parallel with the others, then waits
+/// here until the committed spool position has reached its batch's start, and only then
+/// advances `ingest_positions` (`... WHERE position = start`) and commits. So the position in
+/// the database is always the end of a contiguous prefix of the spool: after any crash the
+/// batches past it were never committed (each needed its predecessor's commit first), and the
+/// consumer resumes exactly there, as with one writer.
+///
+/// A writer holds its transaction open while it waits; if its turn does not come within
+/// `wait` it rolls back (a predecessor creating a partition needs the table lock a waiting
+/// transaction holds) and waits for its turn outside a transaction before trying again.
+#[derive(Clone, Debug)]
+pub struct CommitGate {
+    committed: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    wait: Duration,
+}
+
+impl CommitGate {
+    /// `position`: the committed spool position the consumer resumes from.
+    pub fn new(position: u64, wait: Duration) -> Self {
+        Self {
+            committed: std::sync::Arc::new(tokio::sync::watch::Sender::new(position)),
+            wait,
+        }
+    }
+
+    /// The committed spool position as the writers know it.
+    pub fn position(&self) -> u64 {
+        *self.committed.borrow()
+    }
+
+    /// Waits until every batch before `start` has committed; false after `wait` without it.
+    pub async fn turn(&self, start: u64) -> bool {
+        let mut rx = self.committed.subscribe();
+        tokio::time::timeout(self.wait, rx.wait_for(|p| *p >= start))
+            .await
+            .is_ok()
+    }
+
+    /// Waits for the turn of the batch at `start` without a bound.
+    pub async fn turn_unbounded(&self, start: u64) {
+        let mut rx = self.committed.subscribe();
+        // The sender lives in `self`: `wait_for` cannot see it closed.
+        let _ = rx.wait_for(|p| *p >= start).await;
+    }
+
+    /// The batch `[start, end)` has committed: the next one may.
+    pub fn committed(&self, end: u64) {
+        self.committed.send_if_modified(|p| {
+            let moved = *p < end;
+            if moved {
+                *p = end;
+            }
+            moved
+        });
+    }
 }
 
 /// The `ingest_positions` row of the default ingestor's COPY writer (see
@@ -75,6 +142,22 @@ pub struct WriterStats {
     pub already_committed: u64,
     /// Lines given up on because `abort` fired while they were uncommitted.
     pub lost: u64,
+    /// Attempts rolled back because the previous batch was slow to commit (several writers).
+    pub out_of_turn: u64,
+}
+
+impl WriterStats {
+    /// Adds another writer's counts (the consumer reports its writers as one).
+    pub fn add(&mut self, o: &WriterStats) {
+        self.batches += o.batches;
+        self.rows += o.rows;
+        self.rejected += o.rejected;
+        self.retries += o.retries;
+        self.db_rejected += o.db_rejected;
+        self.already_committed += o.already_committed;
+        self.lost += o.lost;
+        self.out_of_turn += o.out_of_turn;
+    }
 }
 
 /// Connection settings and retry bounds.
@@ -118,6 +201,8 @@ pub struct Writer {
     batch_id_base: i64,
     batch_seq: i64,
     health: Option<std::sync::Arc<crate::health::Health>>,
+    /// With several writers: commits of spooled batches in spool order.
+    gate: Option<CommitGate>,
     pub stats: WriterStats,
 }
 
@@ -159,7 +244,10 @@ fn is_permanent(e: &WriteError) -> bool {
             c.starts_with("22") || c.starts_with("23")
         }),
         WriteError::Encode(_) => true,
-        WriteError::Db(_) | WriteError::Timeout | WriteError::PositionConflict { .. } => false,
+        WriteError::Db(_)
+        | WriteError::Timeout
+        | WriteError::PositionConflict { .. }
+        | WriteError::OutOfTurn(_) => false,
     }
 }
 
@@ -170,6 +258,41 @@ fn random_base() -> i64 {
         b = (now_us() as u64 ^ ((std::process::id() as u64) << 40)).to_le_bytes();
     }
     i64::from_le_bytes(b) & !0xffff_ffff
+}
+
+/// Moves this ingestor's COPY consumer position (`consumer`) from `start` to `end` inside `tx`: `None` when it
+/// moved, `AlreadyCommitted` when it is already at `end` (an earlier attempt committed and
+/// only its reply was lost), a conflict otherwise.
+async fn advance_position(
+    tx: &tokio_postgres::Transaction<'_>,
+    consumer: &str,
+    start: u64,
+    end: u64,
+) -> Result<Option<Written>, WriteError> {
+    let n = tx
+        .execute(
+            "UPDATE ingest_positions SET position = $1, updated_at = now() \
+             WHERE consumer = $2 AND position = $3",
+            &[&(end as i64), &consumer, &(start as i64)],
+        )
+        .await?;
+    if n == 1 {
+        return Ok(None);
+    }
+    let found: Option<i64> = tx
+        .query_opt(
+            "SELECT position FROM ingest_positions WHERE consumer = $1",
+            &[&consumer],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if found == Some(end as i64) {
+        return Ok(Some(Written::AlreadyCommitted));
+    }
+    Err(WriteError::PositionConflict {
+        expected: start,
+        found,
+    })
 }
 
 impl Writer {
@@ -185,6 +308,7 @@ impl Writer {
             batch_id_base: random_base(),
             batch_seq: 0,
             health: None,
+            gate: None,
             stats: WriterStats::default(),
         }
     }
@@ -192,6 +316,12 @@ impl Writer {
     /// The `ingest_positions` row this writer advances (per ingestor).
     pub fn consumer(&self) -> &str {
         &self.consumer
+    }
+
+    /// Commits spooled batches in spool order with the other writers sharing `gate`.
+    pub fn with_gate(mut self, gate: CommitGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Reports degradation and retries to the health endpoint too.
@@ -319,6 +449,9 @@ impl Writer {
             match self.attempt(batch, id, &refused, abort).await {
                 None => return WriteOutcome::Aborted,
                 Some(Ok(w)) => {
+                    if let (Some(g), Some((_, end))) = (&self.gate, batch.spool) {
+                        g.committed(end);
+                    }
                     gauge!("suiftly_ingest_degraded").set(0.0);
                     if let Some(h) = &self.health {
                         h.set_degraded(false);
@@ -336,6 +469,22 @@ impl Writer {
                             .increment(refused.len() as u64);
                     }
                     return WriteOutcome::Committed { refused };
+                }
+                Some(Err(WriteError::OutOfTurn(waited))) => {
+                    // Not a failure: wait for the turn with no transaction open, then redo.
+                    self.stats.out_of_turn += 1;
+                    counter!("suiftly_ingest_writer_out_of_turn_total").increment(1);
+                    debug!(
+                        waited_ms = waited.as_millis() as u64,
+                        "previous batch slow to commit; rolled back to wait outside a transaction"
+                    );
+                    let (Some(gate), Some((start, _))) = (self.gate.clone(), batch.spool) else {
+                        unreachable!("only a gated spooled batch waits for its turn")
+                    };
+                    tokio::select! {
+                        _ = abort.cancelled() => return WriteOutcome::Aborted,
+                        _ = gate.turn_unbounded(start) => {}
+                    }
                 }
                 Some(Err(e @ WriteError::PositionConflict { .. })) => {
                     error!(error = %e, "spool position conflict: is another ingestor writing from the same spool?");
@@ -432,7 +581,8 @@ impl Writer {
     /// Exactly once: a spooled batch advances `ingest_positions` from its start to its end in
     /// the same transaction (`WHERE position = start`); other batches record their id in
     /// `ingest_batch_log`. Either way a retry after a lost COMMIT reply finds its mark and
-    /// writes nothing twice.
+    /// writes nothing twice. With a [`CommitGate`] (several writers) the position is advanced
+    /// after the COPY, once the batch before has committed.
     pub async fn write(
         &mut self,
         batch: &WriteBatch,
@@ -474,35 +624,19 @@ impl Writer {
         let stored_rows = rows - refused.len();
         let stmt = self.copy_stmt.clone();
         let (consumer, ingestor) = (self.consumer.clone(), self.cfg.ingestor.clone());
+        let gate = self.gate.clone();
         let client = self.client().await?;
         let tx = client.transaction().await?;
-        match batch.spool {
-            Some((start, end)) => {
-                let n = tx
-                    .execute(
-                        "UPDATE ingest_positions SET position = $1, updated_at = now() \
-                         WHERE consumer = $2 AND position = $3",
-                        &[&(end as i64), &consumer, &(start as i64)],
-                    )
-                    .await?;
-                if n != 1 {
-                    let found: Option<i64> = tx
-                        .query_opt(
-                            "SELECT position FROM ingest_positions WHERE consumer = $1",
-                            &[&consumer],
-                        )
-                        .await?
-                        .map(|r| r.get(0));
-                    if found == Some(end as i64) {
-                        return Ok(Written::AlreadyCommitted);
-                    }
-                    return Err(WriteError::PositionConflict {
-                        expected: start,
-                        found,
-                    });
+        match (batch.spool, &gate) {
+            // One writer: advance first, so a conflict is found before the COPY.
+            (Some((start, end)), None) => {
+                if let Some(w) = advance_position(&tx, &consumer, start, end).await? {
+                    return Ok(w);
                 }
             }
-            None => {
+            // Several: COPY in parallel, advance in spool order (below).
+            (Some(_), Some(_)) => {}
+            (None, _) => {
                 if let Err(e) = tx
                     .execute(
                         "INSERT INTO ingest_batch_log (ingestor, batch_id, rows, rejected) VALUES ($4, $1, $2, $3)",
@@ -558,6 +692,15 @@ impl Writer {
             }
             w.finish().await?;
         }
+        if let (Some((start, end)), Some(gate)) = (batch.spool, &gate) {
+            // Dropping `tx` on the way out rolls it back.
+            if !gate.turn(start).await {
+                return Err(WriteError::OutOfTurn(gate.wait));
+            }
+            if let Some(w) = advance_position(&tx, &consumer, start, end).await? {
+                return Ok(w);
+            }
+        }
         tx.commit().await?;
         let n_rejected = batch.rejected.len() + rejected.len();
         let elapsed = started.elapsed();
@@ -609,5 +752,88 @@ impl Writer {
             known.extend(missing);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesOrdered;
+
+    use super::*;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    #[tokio::test]
+    async fn the_batch_at_the_committed_position_has_its_turn_at_once() {
+        let g = CommitGate::new(100, LONG);
+        assert!(g.turn(100).await);
+        // A batch already behind the position (found committed on a retry) is not held.
+        assert!(g.turn(40).await);
+    }
+
+    #[tokio::test]
+    async fn a_later_batch_waits_for_the_one_before_and_gives_up_after_the_wait() {
+        let g = CommitGate::new(0, Duration::from_millis(20));
+        assert!(!g.turn(10).await, "nothing before 10 committed");
+        let g = CommitGate::new(0, LONG);
+        let waiter = tokio::spawn({
+            let g = g.clone();
+            async move { g.turn(10).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        g.committed(10);
+        assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_position_never_moves_back() {
+        let g = CommitGate::new(0, LONG);
+        g.committed(30);
+        g.committed(20);
+        assert_eq!(g.position(), 30);
+    }
+
+    /// Several writers with random COPY times: commits happen in spool order, each exactly
+    /// once, and the results come back in the order the batches were handed out (the
+    /// consumer's `FuturesOrdered`), whatever order the writers finish their COPYs in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_writers_commit_and_report_in_spool_order() {
+        // Batch k spans [10k, 10k + 10); short gate waits force the out-of-turn path too.
+        let g = CommitGate::new(0, Duration::from_millis(3));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut in_flight = FuturesOrdered::new();
+        for k in 0..200u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let copy = Duration::from_micros(seed % 5_000);
+            let (g, log) = (g.clone(), log.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                let (start, end) = (10 * k, 10 * k + 10);
+                tokio::time::sleep(copy).await;
+                while !g.turn(start).await {
+                    g.turn_unbounded(start).await;
+                }
+                assert_eq!(g.position(), start, "the batch before has committed");
+                log.lock().unwrap().push(start);
+                g.committed(end);
+                start
+            }));
+            // At most 4 in flight, like 4 writers.
+            if in_flight.len() == 4 {
+                let s = in_flight.next().await.unwrap().unwrap();
+                assert_eq!(s, 10 * (k - 3));
+            }
+        }
+        let rest: Vec<u64> = in_flight.map(|r| r.unwrap()).collect().await;
+        assert_eq!(rest, vec![1970, 1980, 1990]);
+        let want: Vec<u64> = (0..200).map(|k| 10 * k).collect();
+        assert_eq!(*log.lock().unwrap(), want);
+        assert_eq!(g.position(), 2000);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use suiftly_ingest::batch::{RawBatchBuilder, WriteBatch};
 use suiftly_ingest::listener::BatchLimits;
-use suiftly_ingest::writer::{Writer, WriterConfig, Written};
+use suiftly_ingest::writer::{COPY_CONSUMER, CommitGate, Writer, WriterConfig, Written};
 use suiftly_parser::{Framing, Parser, PayloadFormat, SourceConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -149,5 +149,137 @@ async fn lines_received_during_a_database_outage_are_stored_when_it_returns() {
         )
         .await,
         400
+    );
+}
+
+/// Backends of this database holding a transaction open while idle (a gated writer that has
+/// COPYed its batch and waits for its turn).
+async fn idle_in_transaction(conninfo: &str) -> i64 {
+    count(
+        conninfo,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND state = 'idle in transaction'",
+    )
+    .await
+}
+
+/// Waits (bounded) until `idle_in_transaction` is `want`.
+async fn wait_idle_in_transaction(conninfo: &str, want: i64) {
+    let t0 = std::time::Instant::now();
+    while idle_in_transaction(conninfo).await != want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "waiting for {want} idle transactions"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Two spooled batches `[0, 10)` and `[10, 20)` of 10 and 5 rows, position row at 0.
+async fn two_spooled_batches(conninfo: &str) -> (WriteBatch, WriteBatch) {
+    let c = suiftly_ingest::writer::connect(conninfo).await.unwrap();
+    c.execute(
+        "INSERT INTO ingest_positions (consumer, position) VALUES ($1, 0)",
+        &[&COPY_CONSUMER],
+    )
+    .await
+    .unwrap();
+    let base = now_ms() - 2_000;
+    let mut first = batch_of(&(0..10).map(|i| sf1(base + i, 200, 1)).collect::<Vec<_>>());
+    first.spool = Some((0, 10));
+    let mut second = batch_of(&(0..5).map(|i| sf1(base + i, 200, 2)).collect::<Vec<_>>());
+    second.spool = Some((10, 20));
+    (first, second)
+}
+
+async fn position(conninfo: &str) -> i64 {
+    count(
+        conninfo,
+        "SELECT position FROM ingest_positions WHERE consumer = 'copy'",
+    )
+    .await
+}
+
+/// `storage.writers > 1`: two writers share a `CommitGate`. The later batch is handed out
+/// first: it COPYs and then waits for its turn with its transaction open (nothing visible,
+/// the position unmoved); it commits only after the earlier batch did, so the position moves
+/// 0 → 10 → 20 and never over a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gated_writers_commit_spooled_batches_in_spool_order() {
+    let (_pg, conninfo) = database().await;
+    let (first, second) = two_spooled_batches(&conninfo).await;
+    let gate = CommitGate::new(0, Duration::from_secs(600));
+    let mut later = Writer::new(WriterConfig::new(&conninfo)).with_gate(gate.clone());
+    let task = tokio::spawn(async move {
+        let o = later
+            .write_with_retry(&second, &CancellationToken::new())
+            .await;
+        (o, later.stats)
+    });
+    wait_idle_in_transaction(&conninfo, 1).await;
+    assert_eq!(position(&conninfo).await, 0);
+    assert_eq!(
+        count(&conninfo, "SELECT count(*) FROM haproxy_raw_logs").await,
+        0,
+        "the later batch is not visible before its turn"
+    );
+    let mut earlier = Writer::new(WriterConfig::new(&conninfo)).with_gate(gate.clone());
+    assert!(
+        earlier
+            .write_with_retry(&first, &CancellationToken::new())
+            .await
+            .is_committed()
+    );
+    let (o, stats) = task.await.unwrap();
+    assert!(o.is_committed());
+    assert_eq!(stats.out_of_turn, 0);
+    assert_eq!(position(&conninfo).await, 20);
+    assert_eq!(gate.position(), 20);
+    assert_eq!(
+        count(&conninfo, "SELECT count(*) FROM haproxy_raw_logs").await,
+        15
+    );
+}
+
+/// A writer whose turn does not come within the gate's wait rolls its transaction back (so an
+/// earlier batch never waits on its locks), waits for its turn outside a transaction and then
+/// writes its batch once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_out_of_turn_rolls_back_and_writes_once_after_its_turn() {
+    let (_pg, conninfo) = database().await;
+    let (first, second) = two_spooled_batches(&conninfo).await;
+    let gate = CommitGate::new(0, Duration::from_millis(50));
+    let rollbacks = "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()";
+    let before = count(&conninfo, rollbacks).await;
+    let mut later = Writer::new(WriterConfig::new(&conninfo)).with_gate(gate.clone());
+    let task = tokio::spawn(async move {
+        let o = later
+            .write_with_retry(&second, &CancellationToken::new())
+            .await;
+        (o, later.stats)
+    });
+    // Its COPY done and its transaction rolled back after the wait (the statistics are
+    // flushed a little later; the bound only turns a hang into a failure).
+    let t0 = std::time::Instant::now();
+    while count(&conninfo, rollbacks).await <= before {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no rollback seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(idle_in_transaction(&conninfo).await, 0);
+    let mut earlier = Writer::new(WriterConfig::new(&conninfo)).with_gate(gate.clone());
+    assert!(
+        earlier
+            .write_with_retry(&first, &CancellationToken::new())
+            .await
+            .is_committed()
+    );
+    let (o, stats) = task.await.unwrap();
+    assert!(o.is_committed());
+    assert!(stats.out_of_turn >= 1, "{stats:?}");
+    assert_eq!(stats.batches, 1);
+    assert_eq!(position(&conninfo).await, 20);
+    assert_eq!(
+        count(&conninfo, "SELECT count(*) FROM haproxy_raw_logs").await,
+        15
     );
 }

@@ -97,6 +97,14 @@ pub static ENV_OVERRIDES: &[EnvOverride] = &[
         },
     },
     EnvOverride {
+        var: "SUIFTLY_STORAGE_WRITERS",
+        key: "storage.writers",
+        apply: |c, v| {
+            c.storage.writers = v.parse()?;
+            Ok(())
+        },
+    },
+    EnvOverride {
         var: "SUIFTLY_MANAGER_CYCLE_INTERVAL_MS",
         key: "manager.cycle_interval_ms",
         apply: |c, v| {

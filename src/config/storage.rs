@@ -147,6 +147,9 @@ pub struct StorageSection {
     pub retention_hours: u64,
     pub partitions_ahead_hours: i64,
     pub maintenance_interval_secs: u64,
+    /// COPY writers in flight (spool on), each on its own connection: their COPYs run in
+    /// parallel and their commits advance the spool position in spool order.
+    pub writers: usize,
 }
 
 impl Default for StorageSection {
@@ -155,6 +158,7 @@ impl Default for StorageSection {
             retention_hours: 168,
             partitions_ahead_hours: 6,
             maintenance_interval_secs: 300,
+            writers: 1,
         }
     }
 }
@@ -172,6 +176,10 @@ impl StorageSection {
         ensure!(
             self.maintenance_interval_secs >= 1,
             "storage.maintenance_interval_secs must be at least 1"
+        );
+        ensure!(
+            (1..=64).contains(&self.writers),
+            "storage.writers must be within 1..=64"
         );
         Ok(())
     }

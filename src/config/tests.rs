@@ -329,3 +329,16 @@ fn public_bind_needs_allowlist() {
     let e = cfg.listeners[0].effective_allow().unwrap_err();
     assert!(e.to_string().contains("allow"), "{e}");
 }
+
+#[test]
+fn storage_writers_default_to_one_take_the_env_override_and_refuse_zero() {
+    assert_eq!(Config::default().storage.writers, 1);
+    let mut cfg = Config::default();
+    cfg.apply_env(|v| (v == "SUIFTLY_STORAGE_WRITERS").then(|| "4".into()))
+        .unwrap();
+    assert_eq!(cfg.storage.writers, 4);
+    cfg.validate().unwrap();
+    let cfg: Config = toml::from_str("[storage]\nwriters = 0\n").unwrap();
+    let e = cfg.validate().unwrap_err();
+    assert!(format!("{e:#}").contains("storage.writers"), "{e:#}");
+}

@@ -159,9 +159,12 @@ pub(super) fn consumer_stage(
     abort: &CancellationToken,
 ) -> Result<Stage> {
     let s = stages.stage("consumer", OnFailure::StopProcess);
+    let writers = (0..cfg.storage.writers)
+        .map(|_| Writer::new(cfg.writer_config(conninfo)).with_health(spool.health.clone()))
+        .collect();
     let run = spooled::run_consumer(
         spool.clone(),
-        Writer::new(cfg.writer_config(conninfo)).with_health(spool.health.clone()),
+        writers,
         conninfo.to_owned(),
         parsers(cfg)?,
         cfg.limits(),

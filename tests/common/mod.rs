@@ -136,6 +136,10 @@ impl Suiftly {
         }
         if !self.storage_checked {
             storage::expect(&self.conninfo);
+            if let Ok(w) = std::env::var("SUIFTLY_STORAGE_WRITERS") {
+                // The writer matrix: the child inherits the override (storage.writers).
+                eprintln!("SUIFTLY_STORAGE_WRITERS={w}");
+            }
             self.storage_checked = true;
         }
     }

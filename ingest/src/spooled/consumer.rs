@@ -5,19 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use metrics::gauge;
 use suiftly_model::{Backoff, Committed};
 use suiftly_parser::Parser;
 use suiftly_spool::Position;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::{SpoolHandle, SpooledError, decode_record};
+use crate::batch::WriteBatch;
 use crate::decode::{DecodeStats, Decoder};
 use crate::listener::BatchLimits;
-use crate::writer::{WriteOutcome, Writer, WriterStats};
+use crate::writer::{CommitGate, WriteOutcome, Writer, WriterStats};
 
 /// What the consumer did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -78,12 +82,71 @@ pub async fn committed_position(
     Ok(committed)
 }
 
+/// How long a writer holding a COPYed batch waits for the batch before it to commit before it
+/// rolls back and waits outside a transaction (see [`CommitGate`]). A batch commits in tens of
+/// milliseconds; the wait is cut short because an earlier batch may need a lock the waiting
+/// transaction holds — TimescaleDB creates a new chunk inside the inserting transaction, and
+/// partition DDL needs the table lock — and only this timeout breaks that cycle (measured: a
+/// stall of the whole wait at about one run in three with 2 or 4 writers on a fresh chunk).
+pub const GATE_WAIT: Duration = Duration::from_millis(500);
+
+/// A batch back from its writer task, with the writer.
+struct Done {
+    writer: Writer,
+    batch: WriteBatch,
+    outcome: WriteOutcome,
+}
+
+/// The next batch back from the writers, in the order they were handed out (spool order).
+async fn next_done(
+    in_flight: &mut FuturesOrdered<JoinHandle<Done>>,
+    abort: &CancellationToken,
+) -> Result<Done, SpooledError> {
+    let joined = tokio::select! {
+        _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
+        r = in_flight.next() => r.expect("only called with batches in flight"),
+    };
+    joined_done(joined, in_flight.len())
+}
+
+/// The oldest batch, if its writer is already done (never waits).
+fn ready_done(
+    in_flight: &mut FuturesOrdered<JoinHandle<Done>>,
+) -> Option<Result<Done, SpooledError>> {
+    if in_flight.is_empty() {
+        return None;
+    }
+    let joined = in_flight.next().now_or_never()??;
+    Some(joined_done(joined, in_flight.len()))
+}
+
+fn joined_done(
+    joined: Result<Done, tokio::task::JoinError>,
+    in_flight: usize,
+) -> Result<Done, SpooledError> {
+    gauge!("suiftly_ingest_writers_in_flight").set(in_flight as f64);
+    match joined {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(SpooledError::WriterAborted),
+    }
+}
+
 /// The consumer: spool → parse → batch → COPY + position, until `listeners_done` has fired
 /// and everything durable has been stored (or `abort`).
+///
+/// `writers` (at least one) write batches in parallel, each on its own connection: batch
+/// `k` goes to whichever writer is free, and with more than one writer a [`CommitGate`]
+/// orders their commits so `ingest_positions` only ever moves over a contiguous prefix of the
+/// spool. Batches come back in the order they were handed out (a `FuturesOrdered`), so the
+/// tap, the committed position and the gc see them in spool order. Full-policy: when every
+/// writer is busy the consumer stops reading the spool until the oldest batch is back (the
+/// spool is durable; listeners keep accepting). At most `writers` batches are in flight
+/// (`suiftly_ingest_writers_in_flight`), plus the one being built.
 #[allow(clippy::too_many_arguments)] // the composition root passes each stage's handle once
 pub async fn run_consumer(
     spool: SpoolHandle,
-    mut writer: Writer,
+    writers: Vec<Writer>,
     conninfo: String,
     parsers: Vec<(Arc<str>, Parser)>,
     limits: BatchLimits,
@@ -91,10 +154,11 @@ pub async fn run_consumer(
     abort: CancellationToken,
     mut tap: Option<Tap>,
 ) -> Result<ConsumerStats, SpooledError> {
+    assert!(!writers.is_empty(), "the consumer needs a writer");
     // The database may be down at start-up too: accepting continues meanwhile, so wait.
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut pos = loop {
-        match committed_position(&conninfo, &spool, writer.consumer()).await {
+        match committed_position(&conninfo, &spool, writers[0].consumer()).await {
             Ok(p) => break p,
             Err(SpooledError::Postgres(e)) => {
                 let delay = backoff.next_delay();
@@ -112,13 +176,29 @@ pub async fn run_consumer(
     };
     info!(
         position = pos,
+        writers = writers.len(),
         "consumer resuming from the committed spool position"
     );
+    gauge!("suiftly_ingest_writers").set(writers.len() as f64);
+    // Free writers; with several, they share one gate that orders their commits.
+    let mut idle: Vec<Writer> = if writers.len() > 1 {
+        let gate = CommitGate::new(pos, GATE_WAIT);
+        writers
+            .into_iter()
+            .map(|w| w.with_gate(gate.clone()))
+            .collect()
+    } else {
+        writers
+    };
+    let mut in_flight: FuturesOrdered<JoinHandle<Done>> = FuturesOrdered::new();
     let mut reader = spool.reader(Position(pos))?;
     let mut d = Decoder::new(parsers, limits);
     // When the oldest line of the batch being built was read (its age closes the batch).
     let mut first_at: Option<Instant> = None;
     let max_age = limits.max_age;
+    // `pos`: committed (every batch before it is back from its writer); `cut`: where the
+    // batch being built starts; `end`: how far the spool has been read.
+    let mut cut = pos;
     let mut end = pos;
     let mut last_gc = Instant::now();
     loop {
@@ -131,51 +211,48 @@ pub async fn run_consumer(
             first_at.get_or_insert_with(Instant::now);
             end = r.next_position.0;
         }
+        // Batches already back (in order): metering and the committed position move on
+        // while the spool is still being read.
+        while let Some(done) = ready_done(&mut in_flight) {
+            pos = committed(done?, pos, &mut tap, &mut idle, &abort).await?;
+        }
+        if last_gc.elapsed() >= Duration::from_secs(1) {
+            spool.gc(Position(pos))?;
+            last_gc = Instant::now();
+        }
         let deadline = first_at.map(|t| t + max_age);
         let caught_up = end >= spool.durable_end().0;
         let stopping = listeners_done.is_cancelled() && caught_up;
         let due = deadline.is_some_and(|d| Instant::now() >= d);
-        if end > pos && (d.full() || due || stopping || caught_up && deadline.is_none()) {
+        if end > cut && (d.full() || due || stopping || caught_up && deadline.is_none()) {
+            let Some(mut w) = idle.pop() else {
+                // Every writer busy: wait for the oldest batch (full-policy above).
+                let done = next_done(&mut in_flight, &abort).await?;
+                pos = committed(done, pos, &mut tap, &mut idle, &abort).await?;
+                continue;
+            };
             first_at = None;
             let mut batch = d.take();
-            batch.spool = Some((pos, end));
-            let refused = match writer.write_with_retry(&batch, &abort).await {
-                WriteOutcome::Committed { refused } => refused,
-                WriteOutcome::Aborted => return Err(SpooledError::WriterAborted),
-                WriteOutcome::PositionConflict => {
-                    return Err(SpooledError::PositionConflict { start: pos });
+            batch.spool = Some((cut, end));
+            cut = end;
+            let abort = abort.clone();
+            in_flight.push_back(tokio::spawn(async move {
+                let outcome = w.write_with_retry(&batch, &abort).await;
+                Done {
+                    writer: w,
+                    batch,
+                    outcome,
                 }
-            };
-            if let Some(t) = &tap {
-                let c = Committed {
-                    rows: without_rows(&batch.rows, &refused),
-                    start: pos,
-                    end,
-                };
-                let sent = tokio::select! {
-                    r = t.send(c) => r.is_ok(),
-                    _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
-                };
-                if !sent {
-                    error!(
-                        "the aggregator is gone: storing goes on, metering resumes from its committed position at the next start"
-                    );
-                    tap = None;
-                }
-            }
-            pos = end;
-            if last_gc.elapsed() >= Duration::from_secs(1) {
-                spool.gc(Position(pos))?;
-                last_gc = Instant::now();
-            }
+            }));
+            gauge!("suiftly_ingest_writers_in_flight").set(in_flight.len() as f64);
             continue;
         }
-        if stopping && end == pos {
+        if stopping && end == cut && in_flight.is_empty() {
             break;
         }
         if caught_up {
             // Idle: free consumed segments (a full spool waits on this), then wait for more
-            // durable data, the batch deadline, or the stop.
+            // durable data, the batch deadline, a batch back from a writer, or the stop.
             if last_gc.elapsed() >= Duration::from_millis(200) {
                 spool.gc(Position(pos))?;
                 last_gc = Instant::now();
@@ -185,13 +262,62 @@ pub async fn run_consumer(
             tokio::select! {
                 _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
                 _ = tokio::time::sleep_until(wake) => {}
+                done = next_done(&mut in_flight, &abort), if !in_flight.is_empty() => {
+                    pos = committed(done?, pos, &mut tap, &mut idle, &abort).await?;
+                }
             }
         }
     }
     spool.gc(Position(pos))?;
-    info!(position = pos, stats = ?writer.stats, "consumer stopped");
+    let mut stats = WriterStats::default();
+    for w in &idle {
+        stats.add(&w.stats);
+    }
+    info!(position = pos, ?stats, "consumer stopped");
     Ok(ConsumerStats {
-        writer: writer.stats,
+        writer: stats,
         decoded: d.stats().to_vec(),
     })
+}
+
+/// A batch is back from its writer: hands its rows to metering and returns the new committed
+/// position (the batch's end); the writer is free again.
+async fn committed(
+    done: Done,
+    pos: u64,
+    tap: &mut Option<Tap>,
+    idle: &mut Vec<Writer>,
+    abort: &CancellationToken,
+) -> Result<u64, SpooledError> {
+    let Done {
+        writer,
+        batch,
+        outcome,
+    } = done;
+    let (start, end) = batch.spool.expect("the consumer's batches are spooled");
+    debug_assert_eq!(start, pos, "batches come back in spool order");
+    let refused = match outcome {
+        WriteOutcome::Committed { refused } => refused,
+        WriteOutcome::Aborted => return Err(SpooledError::WriterAborted),
+        WriteOutcome::PositionConflict => return Err(SpooledError::PositionConflict { start }),
+    };
+    idle.push(writer);
+    if let Some(t) = tap {
+        let c = Committed {
+            rows: without_rows(&batch.rows, &refused),
+            start,
+            end,
+        };
+        let sent = tokio::select! {
+            r = t.send(c) => r.is_ok(),
+            _ = abort.cancelled() => return Err(SpooledError::WriterAborted),
+        };
+        if !sent {
+            error!(
+                "the aggregator is gone: storing goes on, metering resumes from its committed position at the next start"
+            );
+            *tap = None;
+        }
+    }
+    Ok(end)
 }
