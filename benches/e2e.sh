@@ -33,6 +33,7 @@ SPOOL=${SPOOL:-on}                 # on | off
 SPOOL_FSYNC=${SPOOL_FSYNC:-interval}   # every_batch | interval | never
 AGGREGATE=${AGGREGATE:-on}         # on | off: streaming metering (needs the spool)
 PIN=${PIN:-auto}                   # auto | 1 | 0: taskset the load generator apart (above)
+PERF_OUT=${PERF_OUT:-}             # a path: `perf record -g` of `suiftly run` during the unix run
 [ -x "$BIN" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 PSQL=$(ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -1)
 
@@ -114,10 +115,17 @@ gen() {
     local label=$1 rows=$2
     shift 2
     local s0 p0 s1 p1 out
+    local perf_pid=
+    if [ -n "$PERF_OUT" ] && [[ $label == unix* ]]; then
+        perf record -q -F 499 -g -p "$RUN_PID" -o "$PERF_OUT" 2>/dev/null &
+        perf_pid=$!
+        sleep 0.5
+    fi
     s0=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p0=$(cpu_of postgres)
     /usr/bin/time -f '%U %S' -o "$WORK/loadgen.time" "${GEN_PIN[@]}" \
         "$BIN" -c "$WORK/suiftly.toml" loadgen "$@" | tee "$WORK/loadgen.out" || true
     s1=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p1=$(cpu_of postgres)
+    if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
     out=$(python3 - "$s0" "$s1" "$p0" "$p1" "$TICK" "$rows" "$(tail -1 "$WORK/loadgen.time")" "$(tail -1 "$WORK/loadgen.out")" <<'PY'
 import re, sys
 s0, s1, p0, p1, tick, n = (int(x) for x in sys.argv[1:7])

@@ -667,10 +667,15 @@ impl EncodedBatch {
         self.bytes.len()
     }
 
-    /// Empties the batch, keeping its allocations.
+    /// Empties the batch, keeping its allocations up to a few MiB (a batch held through a
+    /// long stall does not keep its peak size).
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.lens.clear();
+        if self.bytes.capacity() > 8 << 20 {
+            self.bytes.shrink_to(1 << 20);
+            self.lens.shrink_to(4096);
+        }
     }
 }
 
