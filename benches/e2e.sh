@@ -107,6 +107,9 @@ cpu_of() { # user+system CPU ticks of the processes of user $1, with their reape
     done
     echo "$total"
 }
+ctxsw_of() { # context switches (voluntary + involuntary) of every thread of process $1
+    cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'
+}
 TICK=$(getconf CLK_TCK)
 SUMMARY=()   # "label|rows/s|suiftly us/row|postgresql us/row|loadgen us/row|note"
 # gen LABEL ROWS ARGS...: runs the load generator (pinned apart with PIN=1) and reports the
@@ -114,26 +117,26 @@ SUMMARY=()   # "label|rows/s|suiftly us/row|postgresql us/row|loadgen us/row|not
 gen() {
     local label=$1 rows=$2
     shift 2
-    local s0 p0 s1 p1 out
+    local s0 p0 c0 s1 p1 c1 out
     local perf_pid=
     if [ -n "$PERF_OUT" ] && [[ $label == unix* ]]; then
         perf record -q -F 499 -g -p "$RUN_PID" -o "$PERF_OUT" 2>/dev/null &
         perf_pid=$!
         sleep 0.5
     fi
-    s0=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p0=$(cpu_of postgres)
+    s0=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p0=$(cpu_of postgres); c0=$(ctxsw_of "$RUN_PID")
     /usr/bin/time -f '%U %S' -o "$WORK/loadgen.time" "${GEN_PIN[@]}" \
         "$BIN" -c "$WORK/suiftly.toml" loadgen "$@" | tee "$WORK/loadgen.out" || true
-    s1=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p1=$(cpu_of postgres)
+    s1=$(awk '{print $14 + $15}' "/proc/$RUN_PID/stat"); p1=$(cpu_of postgres); c1=$(ctxsw_of "$RUN_PID")
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
-    out=$(python3 - "$s0" "$s1" "$p0" "$p1" "$TICK" "$rows" "$(tail -1 "$WORK/loadgen.time")" "$(tail -1 "$WORK/loadgen.out")" <<'PY'
+    out=$(python3 - "$s0" "$s1" "$p0" "$p1" "$TICK" "$rows" "$(tail -1 "$WORK/loadgen.time")" "$(tail -1 "$WORK/loadgen.out")" "$((c1 - c0))" <<'PY'
 import re, sys
 s0, s1, p0, p1, tick, n = (int(x) for x in sys.argv[1:7])
 g = sum(float(x) for x in sys.argv[7].split()[:2]) if re.match(r"^[0-9. ]+$", sys.argv[7]) else float("nan")
 m = dict(re.findall(r"(\w+)=(-?[0-9.]+)", sys.argv[8]))
 s, p = (s1 - s0) / tick, (p1 - p0) / tick
 print(f"{m.get('stored_rate', 'nan')}|{s/n*1e6:.2f}|{p/n*1e6:.2f}|{g/n*1e6:.2f}|stored {m.get('stored', '?')} of {m.get('sent', '?')}")
-print(f"cpu during the run: suiftly {s:.2f}s ({s/n*1e6:.2f} us/row), postgresql {p:.2f}s ({p/n*1e6:.2f} us/row), loadgen {g:.2f}s ({g/n*1e6:.2f} us/row, not in suiftly's figure)")
+print(f"cpu during the run: suiftly {s:.2f}s ({s/n*1e6:.2f} us/row, {int(sys.argv[9])/n*1000:.0f} context switches per 1000 rows), postgresql {p:.2f}s ({p/n*1e6:.2f} us/row), loadgen {g:.2f}s ({g/n*1e6:.2f} us/row, not in suiftly's figure)")
 PY
 )
     echo "$out" | tail -1
