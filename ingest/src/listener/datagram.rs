@@ -102,6 +102,7 @@ async fn push_all<S: MessageSink>(
             sink.flush().await?;
         }
     }
+    admission.publish();
     Ok(())
 }
 
