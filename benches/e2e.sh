@@ -83,7 +83,12 @@ CFG
 
 "${SERVER_PIN[@]}" "$BIN" -c "$WORK/suiftly.toml" run 2> "$WORK/run.log" &
 RUN_PID=$!
-cleanup() { kill -TERM "$RUN_PID" 2>/dev/null || true; wait "$RUN_PID" 2>/dev/null || true; }
+cleanup() {
+    kill -TERM "$RUN_PID" 2>/dev/null || true
+    wait "$RUN_PID" 2>/dev/null || true
+    # The database and the spool are ~0.5 GB per million rows: kept only with KEEP_WORK=1.
+    [ -n "${KEEP_WORK:-}" ] || rm -rf "$WORK/data" "$WORK/rows.bin"
+}
 trap cleanup EXIT
 for _ in $(seq 1 600); do
     [ -f "$WORK/data/conninfo" ] && [ -S "$WORK/ingest.sock" ] && break
