@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::{MIN_TOTAL, read_writer, rec, small_cfg};
 use suiftly_spool::format::{list_segments, segment_path};
 use suiftly_spool::{
-    DurableEnd, EncodedBatch, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+    DurableEnd, EncodedBatch, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 
 #[test]

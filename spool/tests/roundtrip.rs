@@ -68,10 +68,7 @@ fn batches() -> impl Strategy<Value = Vec<(Vec<OwnedRecord>, Append, AfterBatch)
         Just(Append::Encoded)
     ];
     // (records, how they are appended, what happens after the commit)
-    prop::collection::vec(
-        (prop::collection::vec(record(), 0..40), how, after),
-        1..12,
-    )
+    prop::collection::vec((prop::collection::vec(record(), 0..40), how, after), 1..12)
 }
 
 proptest! {

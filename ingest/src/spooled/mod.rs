@@ -26,7 +26,8 @@ use metrics::{counter, gauge};
 pub use suiftly_model::Committed;
 use suiftly_model::time::now_us;
 use suiftly_spool::{
-    DurableEnd, EncodedBatch, Position, Record, RecordRef, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+    DurableEnd, EncodedBatch, Position, Record, RecordRef, SpoolConfig, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
