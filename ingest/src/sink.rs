@@ -41,7 +41,8 @@ pub trait MessageSink: Send {
     fn full(&self) -> bool;
     /// When held messages must be flushed at the latest.
     fn deadline(&self) -> Option<Instant>;
-    /// Flush after every receive call (spool: a receive batch is the commit unit).
+    /// Flush once the socket has nothing more queued (after a burst of receive calls; spool:
+    /// the burst is the commit unit) rather than only when full or at the deadline.
     fn flush_after_receive(&self) -> bool;
     fn flush(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send;
     /// Adds what the sink did (parsed, rejected, batches, accepted) to the listener's stats.

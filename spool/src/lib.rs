@@ -86,7 +86,8 @@ pub use format::MAX_PAYLOAD_BYTES;
 pub use position::{DurableEnd, Position};
 pub use reader::{RecordRef, SpoolReader};
 pub use writer::{
-    FsyncPolicy, GcReport, RecoveryReport, SpoolConfig, SpoolStats, SpoolWriter, Truncation,
+    EncodedBatch, FsyncPolicy, GcReport, RecoveryReport, SpoolConfig, SpoolStats, SpoolWriter,
+    Truncation,
 };
 
 /// One received datagram and what the receiver knew about it.

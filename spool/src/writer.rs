@@ -328,6 +328,56 @@ impl SpoolWriter {
         Ok(first..self.end_position())
     }
 
+    /// [`append_batch`](Self::append_batch) for records framed ahead of time: every record or
+    /// none (on [`SpoolError::Full`] nothing is written). The frames go to the OS straight
+    /// from `batch` (one `write` per segment touched), so they are written, though not yet
+    /// accepted, when this returns: [`commit`](Self::commit) as after any append.
+    pub fn append_encoded(&mut self, batch: &EncodedBatch) -> Result<Range<Position>, SpoolError> {
+        self.check_usable()?;
+        let mut file_bytes = self.active.file_bytes;
+        let mut needed = 0;
+        for &len in &batch.lens {
+            let len = len as u64;
+            if self.needs_roll(file_bytes, len) {
+                needed += HDR;
+                file_bytes = HDR;
+            }
+            file_bytes += len;
+            needed += len;
+        }
+        self.check_room(needed)?;
+        let first = self.end_position();
+        // Whatever `append` buffered goes first: positions are in append order.
+        self.flush()?;
+        let (mut run_start, mut at) = (0usize, 0usize);
+        for &len in &batch.lens {
+            let len = len as usize;
+            if self.needs_roll(self.active.file_bytes + (at - run_start) as u64, len as u64) {
+                self.write_direct(&batch.bytes[run_start..at])?;
+                self.roll()?;
+                run_start = at;
+            }
+            at += len;
+        }
+        self.write_direct(&batch.bytes[run_start..at])?;
+        Ok(first..self.end_position())
+    }
+
+    /// Writes whole frames to the active segment (the writer's buffer is empty).
+    fn write_direct(&mut self, frames: &[u8]) -> Result<(), SpoolError> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(self.buf.is_empty());
+        let r = self.active.file.write_all(frames);
+        // Counted as appended even if the write failed: the writer is poisoned then, and the
+        // torn tail is cut when the spool is opened again.
+        self.active.file_bytes += frames.len() as u64;
+        self.poison_on(r.map_err(io_err("write", &self.active.path)))?;
+        self.written_end = self.end_position();
+        Ok(())
+    }
+
     /// Hands buffered records to the OS and fsyncs as the policy says; returns the durable
     /// end. When it returns `Ok`, every record appended so far is *accepted*.
     pub fn commit(&mut self) -> Result<Position, SpoolError> {
@@ -571,6 +621,60 @@ impl Drop for SpoolWriter {
         }
         if self.flush().is_ok() && self.cfg.fsync != FsyncPolicy::Never {
             let _ = self.active.file.sync_data();
+        }
+    }
+}
+
+/// Records framed ahead of the append: a listener encodes (and checksums) each datagram
+/// straight out of its receive buffer while it holds no lock, and
+/// [`SpoolWriter::append_encoded`] hands the frames to the OS as they are, without copying
+/// them into the writer's buffer. The frames are the ones [`SpoolWriter::append`] writes.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    bytes: Vec<u8>,
+    /// Frame lengths, in order (a batch may straddle a segment roll).
+    lens: Vec<u32>,
+}
+
+impl EncodedBatch {
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        EncodedBatch {
+            bytes: Vec::with_capacity(bytes),
+            lens: Vec::with_capacity(records),
+        }
+    }
+
+    /// Frames `rec` at the end of the batch.
+    pub fn push(&mut self, rec: &Record<'_>) -> Result<(), SpoolError> {
+        check_payload(rec)?;
+        let start = self.bytes.len();
+        encode_record(rec, &mut self.bytes);
+        self.lens.push((self.bytes.len() - start) as u32);
+        Ok(())
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Encoded bytes in the batch.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties the batch, keeping its allocations up to a few MiB (a batch held through a
+    /// long stall does not keep its peak size).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lens.clear();
+        if self.bytes.capacity() > 8 << 20 {
+            self.bytes.shrink_to(1 << 20);
+            self.lens.shrink_to(4096);
         }
     }
 }

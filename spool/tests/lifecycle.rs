@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::{MIN_TOTAL, read_writer, rec, small_cfg};
 use suiftly_spool::format::{list_segments, segment_path};
 use suiftly_spool::{
-    DurableEnd, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+    DurableEnd, EncodedBatch, FsyncPolicy, Position, SpoolConfig, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 
 #[test]
@@ -96,6 +97,15 @@ fn full_is_returned_at_the_limit_and_clears_after_gc() {
     // A batch is all or nothing.
     assert!(matches!(
         w.append_batch(&[rec(2, 10).as_record(), r.as_record()]),
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(w.end_position(), end);
+    // So is a batch framed ahead of time.
+    let mut enc = EncodedBatch::default();
+    enc.push(&rec(3, 10).as_record()).unwrap();
+    enc.push(&r.as_record()).unwrap();
+    assert!(matches!(
+        w.append_encoded(&enc),
         Err(SpoolError::Full { .. })
     ));
     assert_eq!(w.end_position(), end);

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 
 use common::{read_all, read_writer, small_cfg};
 use proptest::prelude::*;
-use suiftly_spool::{MAX_PAYLOAD_BYTES, OwnedRecord, Position, SpoolError, SpoolWriter};
+use suiftly_spool::{
+    EncodedBatch, MAX_PAYLOAD_BYTES, OwnedRecord, Position, SpoolError, SpoolWriter,
+};
 
 #[derive(Clone, Copy, Debug)]
 enum AfterBatch {
@@ -45,17 +47,28 @@ fn record() -> impl Strategy<Value = OwnedRecord> {
         )
 }
 
-fn batches() -> impl Strategy<Value = Vec<(Vec<OwnedRecord>, bool, AfterBatch)>> {
+#[derive(Clone, Copy, Debug)]
+enum Append {
+    OneByOne,
+    Batch,
+    /// The first record with `append` (left in the writer's buffer), the rest framed ahead
+    /// in an [`EncodedBatch`] and written straight from it.
+    Encoded,
+}
+
+fn batches() -> impl Strategy<Value = Vec<(Vec<OwnedRecord>, Append, AfterBatch)>> {
     let after = prop_oneof![
         6 => Just(AfterBatch::KeepGoing),
         1 => Just(AfterBatch::Reopen),
         1 => Just(AfterBatch::CrashAndReopen),
     ];
-    // (records, use append_batch instead of single appends, what happens after the commit)
-    prop::collection::vec(
-        (prop::collection::vec(record(), 0..40), any::<bool>(), after),
-        1..12,
-    )
+    let how = prop_oneof![
+        Just(Append::OneByOne),
+        Just(Append::Batch),
+        Just(Append::Encoded)
+    ];
+    // (records, how they are appended, what happens after the commit)
+    prop::collection::vec((prop::collection::vec(record(), 0..40), how, after), 1..12)
 }
 
 proptest! {
@@ -72,9 +85,27 @@ proptest! {
         let (mut w, report) = SpoolWriter::open(dir.path(), cfg).unwrap();
         prop_assert_eq!(report.end, Position::ZERO);
         let mut expected: Vec<(Position, OwnedRecord)> = Vec::new();
-        for (recs, as_batch, after) in batches {
+        for (recs, how, after) in batches {
             let start = w.end_position();
-            if as_batch {
+            if let (Append::Encoded, Some((head, tail))) = (how, recs.split_first()) {
+                let p = w.append(&head.as_record()).unwrap();
+                prop_assert_eq!(p, start);
+                expected.push((p, head.clone()));
+                let mut enc = EncodedBatch::default();
+                for rec in tail {
+                    enc.push(&rec.as_record()).unwrap();
+                }
+                prop_assert_eq!(enc.len(), tail.len());
+                let range = w.append_encoded(&enc).unwrap();
+                prop_assert_eq!(range.end, w.end_position());
+                // Positions follow from the frame sizes, across rolls.
+                let mut p = range.start;
+                for rec in tail {
+                    expected.push((p, rec.clone()));
+                    p = Position(p.0 + 12 + 11 + addr_len(rec.source) + rec.payload.len() as u64);
+                }
+                prop_assert_eq!(p, range.end);
+            } else if matches!(how, Append::Batch) {
                 let borrowed: Vec<_> = recs.iter().map(|r| r.as_record()).collect();
                 let range = w.append_batch(&borrowed).unwrap();
                 prop_assert_eq!(range.start, start);

@@ -18,6 +18,10 @@ use crate::sink::MessageSink;
 /// At stop, how long the loop keeps taking what the kernel already queued: a sender that
 /// never pauses cannot hold shutdown open.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
+/// After a receive, how many more non-blocking receive calls may add to the same flush while
+/// the socket still has datagrams queued (a burst becomes one spool commit instead of one per
+/// call; the loop then goes back to its `select!`, so shutdown and deadlines are not starved).
+const MORE_RECEIVES: usize = 8;
 
 pub(super) async fn run<S: MessageSink>(
     listener: &BoundListener,
@@ -43,6 +47,19 @@ pub(super) async fn run<S: MessageSink>(
             r = recv_ready(&listener.socket, &mut bufs, fd, unix) => {
                 r?;
                 push_all(admission, &mut sink, &bufs).await?;
+                if sink.flush_after_receive() {
+                    // What is already queued joins this flush.
+                    for _ in 0..MORE_RECEIVES {
+                        match bufs.recv(fd, unix) {
+                            Ok(0) => break,
+                            Ok(_) => push_all(admission, &mut sink, &bufs).await?,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    sink.flush().await?;
+                }
             }
         }
     }
@@ -51,7 +68,12 @@ pub(super) async fn run<S: MessageSink>(
     while Instant::now() < drain_until {
         match bufs.recv(fd, unix) {
             Ok(0) => break,
-            Ok(_) => push_all(admission, &mut sink, &bufs).await?,
+            Ok(_) => {
+                push_all(admission, &mut sink, &bufs).await?;
+                if sink.flush_after_receive() {
+                    sink.flush().await?;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
@@ -61,7 +83,8 @@ pub(super) async fn run<S: MessageSink>(
     Ok(admission.finish(&sink))
 }
 
-/// Every datagram of one receive call into the sink, flushing at its bounds.
+/// Every datagram of one receive call into the sink, flushing when the sink is full (the
+/// caller flushes after the receive calls of a burst).
 async fn push_all<S: MessageSink>(
     admission: &mut Admission,
     sink: &mut S,
@@ -79,9 +102,7 @@ async fn push_all<S: MessageSink>(
             sink.flush().await?;
         }
     }
-    if sink.flush_after_receive() {
-        sink.flush().await?;
-    }
+    admission.publish();
     Ok(())
 }
 

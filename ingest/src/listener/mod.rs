@@ -98,6 +98,9 @@ pub struct Admission {
     /// `suiftly_ingest_datagrams_denied_total{reason="unknown_family"}`.
     unknown_family: Counter,
     stats: ListenerStats,
+    /// `stats.datagrams` / `stats.bytes` already added to the counters: they are bumped once
+    /// per receive call ([`Self::publish`]), not per datagram.
+    published: (u64, u64),
 }
 
 impl Admission {
@@ -114,7 +117,16 @@ impl Admission {
             name,
             allow,
             stats: ListenerStats::default(),
+            published: (0, 0),
         }
+    }
+
+    /// Adds what was received since the last call to the datagram and byte counters.
+    pub fn publish(&mut self) {
+        self.datagrams
+            .increment(self.stats.datagrams - self.published.0);
+        self.bytes.increment(self.stats.bytes - self.published.1);
+        self.published = (self.stats.datagrams, self.stats.bytes);
     }
 
     /// Whether a sender (a TCP peer at accept, a datagram's source) may deliver here.
@@ -126,8 +138,6 @@ impl Admission {
     pub fn admit(&mut self, len: usize, source: Source) -> bool {
         self.stats.datagrams += 1;
         self.stats.bytes += len as u64;
-        self.datagrams.increment(1);
-        self.bytes.increment(len as u64);
         match source {
             Source::Unix => true,
             Source::Inet(_) => {
@@ -155,7 +165,8 @@ impl Admission {
     }
 
     /// The receive counts plus what `sink` did; logged as the listener stops.
-    fn finish(&self, sink: &impl MessageSink) -> ListenerStats {
+    fn finish(&mut self, sink: &impl MessageSink) -> ListenerStats {
+        self.publish();
         let mut stats = self.stats;
         sink.add_stats(&mut stats);
         info!(listener = %self.name, ?stats, "listener stopped");

@@ -100,6 +100,7 @@ pub(super) async fn run<S: MessageSink>(
                         Err(_) => break,
                     }
                 }
+                admission.publish();
                 if sink.full() || sink.flush_after_receive() {
                     sink.flush().await?;
                 }

@@ -26,7 +26,8 @@ use metrics::{counter, gauge};
 pub use suiftly_model::Committed;
 use suiftly_model::time::now_us;
 use suiftly_spool::{
-    DurableEnd, Position, Record, RecordRef, SpoolConfig, SpoolError, SpoolReader, SpoolWriter,
+    DurableEnd, EncodedBatch, Position, Record, RecordRef, SpoolConfig, SpoolError, SpoolReader,
+    SpoolWriter,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -150,6 +151,26 @@ impl SpoolHandle {
             Err(std::sync::TryLockError::Poisoned(_)) => panic!("spool writer lock poisoned"),
         };
         w.append_batch(recs)?;
+        w.commit_at(self.never_due)?;
+        Ok(true)
+    }
+
+    /// [`Self::append_commit`] for records a listener framed outside the lock.
+    pub fn append_commit_encoded(&self, batch: &EncodedBatch) -> Result<(), SpoolError> {
+        let mut w = self.lock();
+        w.append_encoded(batch)?;
+        w.commit_at(self.never_due)?;
+        Ok(())
+    }
+
+    /// [`Self::try_append_commit`] for records a listener framed outside the lock.
+    pub fn try_append_commit_encoded(&self, batch: &EncodedBatch) -> Result<bool, SpoolError> {
+        let mut w = match self.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::sync::TryLockError::Poisoned(_)) => panic!("spool writer lock poisoned"),
+        };
+        w.append_encoded(batch)?;
         w.commit_at(self.never_due)?;
         Ok(true)
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use suiftly_spool::{OwnedRecord, Record, SpoolError};
+use suiftly_spool::{EncodedBatch, Record, SpoolError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -34,7 +34,9 @@ pub struct SpoolSink {
     name: Arc<str>,
     index: u16,
     spool: SpoolHandle,
-    pending: Vec<OwnedRecord>,
+    /// Held messages, already framed for the spool (checksummed as they arrive, outside the
+    /// spool lock; appended without another copy).
+    pending: EncodedBatch,
     accepted: u64,
     commits: u64,
     shutdown: CancellationToken,
@@ -54,7 +56,7 @@ impl SpoolSink {
             name,
             index,
             spool,
-            pending: Vec::with_capacity(SINK_RECORDS),
+            pending: EncodedBatch::with_capacity(SINK_RECORDS, SINK_RECORDS * 512),
             accepted: 0,
             commits: 0,
             shutdown,
@@ -72,15 +74,17 @@ impl SpoolSink {
 impl MessageSink for SpoolSink {
     fn push(&mut self, bytes: &[u8], source: Source, truncated: bool, received_at_us: i64) {
         let payload = &bytes[..bytes.len().min(suiftly_spool::MAX_PAYLOAD_BYTES)];
-        self.pending.push(OwnedRecord {
-            received_at_us,
-            listener: listener_field(self.index, truncated),
-            source: match source {
-                Source::Inet(a) => Some(a),
-                Source::Unix | Source::Unknown => None,
-            },
-            payload: payload.to_vec(),
-        });
+        self.pending
+            .push(&Record {
+                received_at_us,
+                listener: listener_field(self.index, truncated),
+                source: match source {
+                    Source::Inet(a) => Some(a),
+                    Source::Unix | Source::Unknown => None,
+                },
+                payload,
+            })
+            .expect("the payload was cut to MAX_PAYLOAD_BYTES above");
     }
 
     fn full(&self) -> bool {
@@ -105,8 +109,7 @@ impl MessageSink for SpoolSink {
         // While the spool is busy (an fsync in progress), keep up to PENDING_CAP messages in
         // memory and go on reading; they are accepted once appended.
         if self.pending.len() < PENDING_CAP && !self.shutdown.is_cancelled() {
-            let recs: Vec<Record<'_>> = self.pending.iter().map(|r| r.as_record()).collect();
-            match self.spool.try_append_commit(&recs) {
+            match self.spool.try_append_commit_encoded(&self.pending) {
                 Ok(true) => {
                     self.appended();
                     return Ok(());
@@ -117,8 +120,7 @@ impl MessageSink for SpoolSink {
             }
         }
         loop {
-            let recs: Vec<Record<'_>> = self.pending.iter().map(|r| r.as_record()).collect();
-            match self.spool.append_commit(&recs) {
+            match self.spool.append_commit_encoded(&self.pending) {
                 Ok(()) => break,
                 Err(SpoolError::Full { .. }) => {
                     if !waited {
