@@ -395,26 +395,11 @@ fn run_expecting_exit(cfg: &Path, conninfo: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a second ingestor with the same id did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = common::exit_and_stderr(
+        &mut child,
+        Duration::from_secs(60),
+        "a second ingestor with the same id did not exit",
+    );
     (status.success(), err)
 }
 

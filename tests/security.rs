@@ -628,26 +628,11 @@ fn suiftly_api_refuses_public_mock_auth_and_keeps_metrics_private() {
         c.spawn().unwrap()
     };
     let mut child = api(format!("0.0.0.0:{}", port_for(23)), port_for(24), true);
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("MOCK_AUTH on 0.0.0.0 must stop start-up");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let (status, err) = common::exit_and_stderr(
+        &mut child,
+        Duration::from_secs(60),
+        "MOCK_AUTH on 0.0.0.0 must stop start-up",
+    );
     assert!(!status.success() && err.contains("non-loopback"), "{err}");
 
     let (port, mport) = (port_for(25), port_for(26));

@@ -11,6 +11,36 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod storage;
 
+/// Waits up to `bound` for `child` (started with a piped stderr) to exit by itself, as a
+/// refused start does; kills it and panics with `what` if it does not. Returns the exit status
+/// and what the child wrote to stderr.
+pub fn exit_and_stderr(
+    child: &mut Child,
+    bound: Duration,
+    what: &str,
+) -> (std::process::ExitStatus, String) {
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr piped")
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
 /// Ports outside the kernel's ephemeral range (32768–60999) where `base` allows, distinct per
 /// test (`slot`, < 20) and per test process (pid), so a port picked here cannot be handed to
 /// another test's socket between the pick and the child's bind (which made
