@@ -42,15 +42,21 @@ export async function quiet(page: Page) {
   const set = inflight.get(page);
   if (!set) throw new Error('quiet(): the page is not tracked (use the fixtures test)');
   let since = Date.now();
-  await expect
-    .poll(
-      () => {
-        if (set.size > 0) since = Date.now();
-        return Date.now() - since >= 500;
-      },
-      { message: 'requests still in flight', timeout: 20_000, intervals: [100] },
-    )
-    .toBe(true);
+  try {
+    await expect
+      .poll(
+        () => {
+          if (set.size > 0) since = Date.now();
+          return Date.now() - since >= 500;
+        },
+        { message: 'requests still in flight', timeout: 20_000, intervals: [100] },
+      )
+      .toBe(true);
+  } catch (e) {
+    // Name them: a wait that times out should say what it waited for.
+    const urls = [...set].map((r) => `${r.method()} ${r.url()}`).join(', ');
+    throw new Error(`requests still in flight after 20 s: ${urls}`, { cause: e });
+  }
 }
 
 export const test = base.extend<Fixtures>({
