@@ -306,19 +306,10 @@ impl SpoolWriter {
     /// is written. Returns the positions the batch occupies.
     pub fn append_batch(&mut self, recs: &[Record<'_>]) -> Result<Range<Position>, SpoolError> {
         self.check_usable()?;
-        let mut file_bytes = self.active.file_bytes;
-        let mut needed = 0;
         for rec in recs {
             check_payload(rec)?;
-            let len = frame_len(rec);
-            if self.needs_roll(file_bytes, len) {
-                needed += HDR;
-                file_bytes = HDR;
-            }
-            file_bytes += len;
-            needed += len;
         }
-        self.check_room(needed)?;
+        self.check_room(self.bytes_needed(recs.iter().map(|r| frame_len(r))))?;
         let first = self.end_position();
         for rec in recs {
             let len = frame_len(rec);
@@ -328,16 +319,12 @@ impl SpoolWriter {
         Ok(first..self.end_position())
     }
 
-    /// [`append_batch`](Self::append_batch) for records framed ahead of time: every record or
-    /// none (on [`SpoolError::Full`] nothing is written). The frames go to the OS straight
-    /// from `batch` (one `write` per segment touched), so they are written, though not yet
-    /// accepted, when this returns: [`commit`](Self::commit) as after any append.
-    pub fn append_encoded(&mut self, batch: &EncodedBatch) -> Result<Range<Position>, SpoolError> {
-        self.check_usable()?;
+    /// Bytes that frames of lengths `lens` take when appended now, with the header of every
+    /// segment they roll into (what [`check_room`](Self::check_room) is asked for).
+    fn bytes_needed(&self, lens: impl Iterator<Item = u64>) -> u64 {
         let mut file_bytes = self.active.file_bytes;
         let mut needed = 0;
-        for &len in &batch.lens {
-            let len = len as u64;
+        for len in lens {
             if self.needs_roll(file_bytes, len) {
                 needed += HDR;
                 file_bytes = HDR;
@@ -345,7 +332,16 @@ impl SpoolWriter {
             file_bytes += len;
             needed += len;
         }
-        self.check_room(needed)?;
+        needed
+    }
+
+    /// [`append_batch`](Self::append_batch) for records framed ahead of time: every record or
+    /// none (on [`SpoolError::Full`] nothing is written). The frames go to the OS straight
+    /// from `batch` (one `write` per segment touched), so they are written, though not yet
+    /// accepted, when this returns: [`commit`](Self::commit) as after any append.
+    pub fn append_encoded(&mut self, batch: &EncodedBatch) -> Result<Range<Position>, SpoolError> {
+        self.check_usable()?;
+        self.check_room(self.bytes_needed(batch.lens.iter().map(|&l| l as u64)))?;
         let first = self.end_position();
         // Whatever `append` buffered goes first: positions are in append order.
         self.flush()?;
